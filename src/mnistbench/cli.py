@@ -1,0 +1,121 @@
+"""mnistbench's command line: one thin command per DVC stage, usable without DVC.
+
+Only this file defines flags; each command loads params.yaml into a typed Config, then calls
+one library function. Known failures (bad params, no mirror, missing data or framework) end
+with a one-paragraph message and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+
+import click
+
+from mnistbench import config as config_mod
+
+PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
+
+
+def _known_errors(fn):
+    """Turn the project's expected errors into a clean message and exit code 1."""
+    from mnistbench.download import DownloadError
+    from mnistbench.frameworks import DeviceUnavailableError, MissingFrameworkError
+    from mnistbench.tfds_build import MissingDataError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (config_mod.ConfigError, DownloadError, MissingDataError,
+                MissingFrameworkError, DeviceUnavailableError, LookupError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _load(params: str) -> config_mod.Config:
+    return config_mod.load(params)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """PyTorch vs JAX on an MNIST MLP, and what the data loader costs.
+
+    Each command is one stage of dvc.yaml (download -> build-tfds -> train -> compare);
+    `dvc repro` runs them in order, or run any of them by hand. Settings come from
+    params.yaml; numbers go to metrics/.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+@main.command()
+def env() -> None:
+    """Print, as JSON, the environment that metrics are recorded with."""
+    from mnistbench import envinfo
+
+    click.echo(json.dumps(envinfo.collect(), indent=2))
+
+
+@main.command()
+@click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
+@_known_errors
+def download(params: str) -> None:
+    """Fetch the four MNIST files into data.raw_dir, verified by SHA-256.
+
+    Mirrors are tried in order: those in $MNIST_MIRRORS (https://, http://, file:// or a
+    folder; separated by spaces or commas), then data.mirrors from the params file, whose
+    last entry is the verified copy kept in this repository (data/mirror/).
+    """
+    from mnistbench import download as dl
+
+    cfg = _load(params)
+    for name, mirror in dl.download_all(cfg.data).items():
+        click.echo(f"{name}: {mirror}")
+
+
+@main.command("build-tfds")
+@click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
+@_known_errors
+def build_tfds(params: str) -> None:
+    """Build TFDS's `mnist` 3.0.1 (TFRecord + ArrayRecord) from data.raw_dir, offline."""
+    from mnistbench import tfds_build
+
+    cfg = _load(params)
+    click.echo(f"built: {tfds_build.build(cfg.data)}")
+
+
+@main.command()
+@click.argument("backend")
+@click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
+@click.option("--out", default="metrics", show_default=True,
+              help="Metrics root; results go to <out>/<backend>/.")
+@_known_errors
+def train(backend: str, params: str, out: str) -> None:
+    """Train and time one BACKEND (e.g. jax-tfds); write metrics/<BACKEND>/.
+
+    The harness times each epoch (train pass + validation pass) with the device
+    synchronised; epoch 1 (compile, warm-up) is reported apart from the steady median.
+    Known backends: see `mnistbench backends`.
+    """
+    from mnistbench import train as train_mod
+
+    cfg = _load(params)
+    summary = train_mod.train(cfg, backend, out)
+    click.echo(f"{backend}: val_acc {summary['val_acc']:.4f}, steady epoch "
+               f"{summary['epoch_time_median_s']:.2f} s, first epoch {summary['first_epoch_s']:.2f} s")
+
+
+@main.command("backends")
+def list_backends() -> None:
+    """List the known backends (one module each under mnistbench/backends/)."""
+    from mnistbench import backends as backends_mod
+
+    for name in backends_mod.names():
+        click.echo(name)
