@@ -119,3 +119,7 @@ def list_backends() -> None:
 
     for name in backends_mod.names():
         click.echo(name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Every backend, tested the same way: it trains, it has the article's parameter count, it is
+deterministic on the CPU, and its metrics carry every key of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistbench import backends, config, frameworks, train
+
+ARTICLE_PARAMS = 136_074  # 784*128+128 + 128*256+256 + 256*10+10
+METRIC_KEYS = {"val_acc", "val_loss", "train_loss", "epoch_time_median_s", "first_epoch_s",
+               "train_time_median_s", "eval_time_median_s", "samples_per_s", "epochs",
+               "batch_size", "env"}
+ENV_KEYS = {"python", "packages", "cpu", "cpu_count", "threads", "gpus", "image", "device",
+            "backend", "framework", "loader"}
+CURVES = {"train_loss", "val_loss", "val_acc", "epoch_time_s", "train_time_s", "eval_time_s"}
+ALL = backends.names()
+
+
+def small_config(raw_dir: Path, tfds_dir: Path, **train) -> config.Config:
+    """4,000 train / 500 test images, one epoch, every backend wired to its input."""
+    inputs = {"raw": str(raw_dir), "tfds": str(tfds_dir)}
+    return config.from_dict({
+        "data": {"raw_dir": str(raw_dir), "tfds_dir": str(tfds_dir),
+                 "limit_train": 4000, "limit_test": 500},
+        "train": {"epochs": 1, "device": "cpu", **train},
+        "backends": {name: inputs[backends.load(name).DATA] for name in ALL},
+    })
+
+
+@pytest.fixture(scope="module")
+def cfg(raw_dir, tfds_dir) -> config.Config:
+    return small_config(raw_dir, tfds_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
+    summary = train.train(cfg, name, out_root=tmp_path)
+    assert summary["val_acc"] >= 0.80  # an untrained 10-class model sits near 0.10
+    assert summary["train_examples"] <= 4000 and summary["test_examples"] == 500
+    written = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(written)
+    assert ENV_KEYS <= set(written["env"])
+    assert written["epochs"] == 1 and written["batch_size"] == 32
+    assert written["env"]["backend"] == name and written["env"]["device"] == "cpu"
+    curves = tmp_path / name / "plots" / "metrics"
+    assert {p.stem for p in curves.glob("*.tsv")} == CURVES
+    assert (curves / "val_acc.tsv").read_text().splitlines()[0] == "step\tval_acc"
+    assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_parameter_count_matches_the_article(name, cfg):
+    trainer = backends.load(name).build(cfg, "cpu")
+    assert trainer.num_params() == ARTICLE_PARAMS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_gives_the_same_accuracy(name, cfg, tmp_path):
+    first = train.train(cfg, name, out_root=tmp_path / "a")
+    second = train.train(cfg, name, out_root=tmp_path / "b")
+    assert first["val_acc"] == second["val_acc"]
+    assert first["train_loss"] == second["train_loss"]
+
+
+def test_unknown_backend_lists_the_known_ones(cfg, tmp_path):
+    with pytest.raises(LookupError, match="known backends: .*jax-tfds.*torch-dataloader"):
+        train.train(cfg, "tensorflow-keras", out_root=tmp_path)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_missing_data_names_the_stage_to_run(name, tmp_path):
+    inputs = {"raw": str(tmp_path / "raw"), "tfds": str(tmp_path / "tfds")}
+    cfg = config.from_dict({
+        "data": {"raw_dir": inputs["raw"], "tfds_dir": inputs["tfds"]},
+        "backends": {name: inputs[backends.load(name).DATA]}})
+    with pytest.raises(FileNotFoundError, match=r"download|build_tfds"):
+        backends.load(name).build(cfg, "cpu")
+
+
+def test_missing_framework_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optax", None)  # as if optax were not installed
+    with pytest.raises(frameworks.MissingFrameworkError, match="pip install optax"):
+        frameworks.require("optax")
+
+
+def test_listing_and_loading_backends_imports_no_framework():
+    code = ("import sys; from mnistbench import backends, cli\n"
+            "[backends.load(n) for n in backends.names()]\n"
+            "heavy = {'torch', 'jax', 'tensorflow', 'flax', 'grain'} & set(sys.modules)\n"
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_params_must_name_the_data_a_backend_reads(cfg, tmp_path):
+    wrong = config.from_dict({"data": {"raw_dir": cfg.data.raw_dir, "tfds_dir": cfg.data.tfds_dir},
+                              "backends": {"jax-tfds": cfg.data.raw_dir}})
+    with pytest.raises(config.ConfigError, match="backends.jax-tfds"):
+        train.train(wrong, "jax-tfds", out_root=tmp_path)
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="a GPU is visible here")
+def test_cuda_without_a_gpu_is_an_error_not_a_fallback():
+    with pytest.raises(frameworks.DeviceUnavailableError, match="cuda"):
+        frameworks.torch(None, "cuda")
+
+
+@pytest.mark.slow
+def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path):
+    """The command a DVC stage runs, in its own process: train.threads pins every framework."""
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({  # JSON is YAML
+        "data": {"raw_dir": str(raw_dir), "tfds_dir": str(tfds_dir),
+                 "limit_train": 500, "limit_test": 100},
+        "train": {"epochs": 1, "threads": 1},
+        "backends": {"torch-dataloader": str(raw_dir)}}))
+    out = tmp_path / "metrics"
+    subprocess.run([sys.executable, "-m", "mnistbench.cli", "train", "torch-dataloader",
+                    "--params", str(params), "--out", str(out)], check=True)
+    env = json.loads((out / "torch-dataloader" / "metrics.json").read_text())["env"]
+    assert env["threads"] == 1 and env["cpus_usable"] == 1
+    assert env["thread_env"]["OMP_NUM_THREADS"] == "1"
