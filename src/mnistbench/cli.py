@@ -21,6 +21,7 @@ PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backe
 
 def _known_errors(fn):
     """Turn the project's expected errors into a clean message and exit code 1."""
+    from mnistbench.compare import CompareError
     from mnistbench.download import DownloadError
     from mnistbench.frameworks import DeviceUnavailableError, MissingFrameworkError
     from mnistbench.tfds_build import MissingDataError
@@ -29,7 +30,7 @@ def _known_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (config_mod.ConfigError, DownloadError, MissingDataError,
+        except (config_mod.ConfigError, DownloadError, MissingDataError, CompareError,
                 MissingFrameworkError, DeviceUnavailableError, LookupError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
@@ -110,6 +111,33 @@ def train(backend: str, params: str, out: str) -> None:
     summary = train_mod.train(cfg, backend, out)
     click.echo(f"{backend}: val_acc {summary['val_acc']:.4f}, steady epoch "
                f"{summary['epoch_time_median_s']:.2f} s, first epoch {summary['first_epoch_s']:.2f} s")
+
+
+@main.command()
+@click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
+@click.option("--metrics", "metrics_root", default="metrics", show_default=True,
+              help="Metrics root holding <backend>/metrics.json for every backend in params.")
+@click.option("--out", default=None, help="Where summary.json, summary.md and the PNGs go "
+              "[default: the metrics root].")
+@click.option("--roofline", default=None, help="The roofline stage's metrics.json: adds "
+              "roofline_epoch_s and efficiency per backend.")
+@_known_errors
+def compare(params: str, metrics_root: str, out: str | None, roofline: str | None) -> None:
+    """Summarise every backend's metrics beside the article's table.
+
+    Writes summary.json (for `dvc metrics diff`), summary.md, epoch_time.png and curves.png.
+    Every backend's metrics.json and curves are checked first: one missing or malformed
+    file is an error naming it, and nothing is written.
+    """
+    from mnistbench import compare as compare_mod
+
+    cfg = _load(params)
+    summary = compare_mod.compare(cfg, metrics_root, out, roofline)
+    for name, row in summary["backends"].items():
+        speedup = row[compare_mod.SPEEDUP_KEY]
+        ratio = f", {speedup:.2f}x {compare_mod.BASELINE}" if speedup is not None else ""
+        click.echo(f"{name}: steady epoch {row['epoch_time_median_s']:.2f} s{ratio}")
+    click.echo(f"wrote {', '.join(compare_mod.OUTPUTS)} to {out or metrics_root}/")
 
 
 @main.command("backends")

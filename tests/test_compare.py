@@ -1,0 +1,397 @@
+"""Stage `compare`: summary numbers, report, PNGs, clear errors on bad input, dvc.yaml wiring,
+and (slow) the README's branch workflow end to end: `dvc repro` on two branches, then
+`dvc metrics diff` and `dvc plots diff` between them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mnistbench import compare, config, harness, train
+from mnistbench.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTICLE_BACKENDS = ("torch-dataloader", "torch-tfds", "jax-tfds")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# backend -> (first epoch s, steady epochs' (train s, eval s)); "my-fast" has no article row
+TIMES = {
+    "torch-dataloader": (30.0, [(20.0, 4.0), (22.0, 4.0)]),
+    "torch-tfds": (12.0, [(8.0, 2.0), (9.0, 2.0)]),
+    "jax-tfds": (10.0, [(3.0, 1.0), (4.0, 1.0)]),
+    "my-fast": (5.0, [(0.2, 0.05), (0.3, 0.05)]),
+}
+
+
+def make_cfg(names=tuple(TIMES), epochs: int = 3, batch_size: int = 32) -> config.Config:
+    """A Config without check(): "my-fast" is no backend module, compare needs none."""
+    return config.Config(train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
+                         backends={n: "data/tfds" for n in names})
+
+
+def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float, float]],
+                  framework: str | None = None) -> Path:
+    """metrics/<name>/ as the train stage writes it: harness.summarize and train's TSV writer."""
+    history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2)]
+    history += [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e)
+                for i, (t, e) in enumerate(steady, start=2)]
+    out = root / name
+    plots = out / "plots" / "metrics"
+    plots.mkdir(parents=True)
+    for epoch in history:
+        values = epoch.as_dict()
+        for key in train.CURVES:
+            train._append_tsv(plots / f"{key}.tsv", key, epoch.epoch, values[key])
+    summary = harness.summarize(history, num_train=60000, batch_size=32)
+    framework = framework or ("PyTorch" if name.startswith("torch") else "JAX (Flax + Optax)")
+    summary.update(num_params=136074, train_examples=60000, test_examples=10000, env={
+        "python": "3.11.7", "packages": {"torch": "2.14.1"}, "cpu": "Test CPU", "cpu_count": 2,
+        "cpus_usable": 2, "gpus": [], "image": "none (host)", "image_version": "", "threads": None,
+        "backend": name, "framework": framework, "loader": f"{name} loader", "device": "cpu"})
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return out
+
+
+@pytest.fixture
+def metrics_root(tmp_path) -> Path:
+    root = tmp_path / "metrics"
+    for name, (first, steady) in TIMES.items():
+        write_metrics(root, name, first, steady)
+    return root
+
+
+# ---------------------------------------------------------------- numbers and report
+
+
+def test_summary_numbers(metrics_root):
+    summary = compare.compare(make_cfg(), metrics_root)
+    rows = summary["backends"]
+    assert list(rows) == list(TIMES)  # params order
+    base = rows["torch-dataloader"]["epoch_time_median_s"]
+    assert base == pytest.approx(25.0)  # median of 24 and 26
+    jax = rows["jax-tfds"]
+    assert jax["epoch_time_median_s"] == pytest.approx(4.5)
+    assert (jax["epoch_time_min_s"], jax["epoch_time_max_s"]) == pytest.approx((4.0, 5.0))
+    assert jax["epoch_time_spread"] == pytest.approx(1.0 / 4.5)
+    assert jax["first_epoch_s"] == pytest.approx(10.0)
+    assert jax["first_epoch_extra_s"] == pytest.approx(5.5)
+    assert jax["train_time_median_s"] == pytest.approx(3.5)
+    assert jax["eval_time_median_s"] == pytest.approx(1.0)
+    assert jax["speedup_vs_torch-dataloader"] == pytest.approx(25.0 / 4.5)
+    assert jax["speedup_vs_article"] == pytest.approx(5.1 / 4.5)  # midpoint of 3.8-6.4
+    assert jax["article"] == {"epoch_s_min": 3.8, "epoch_s_max": 6.4, "first_epoch_s": 13.8,
+                              "speedup_vs_torch-dataloader": pytest.approx(14.7 / 5.1)}
+    assert rows["torch-dataloader"]["speedup_vs_torch-dataloader"] == 1.0
+    assert rows["my-fast"]["article"] is None and rows["my-fast"]["speedup_vs_article"] is None
+    assert "efficiency" not in jax and "roofline" not in summary
+    assert summary["settings"] == {"epochs": 3, "batch_size": 32, "train_examples": 60000,
+                                   "test_examples": 10000}
+    assert summary["env_differs"] == {}
+    assert json.loads((metrics_root / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_report_puts_the_article_beside_this_run(metrics_root):
+    compare.compare(make_cfg(), metrics_root)
+    md = (metrics_root / "summary.md").read_text()
+    # backend | implementation | loader | article | this run (min-max) | first: article, this run
+    assert ("| torch-dataloader | PyTorch | torch-dataloader loader | 14.3-15.1 | 25.0 (24.0-26.0) "
+            "| — | 30.0 | 21.0 + 4.00 |") in md
+    assert "| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 (10.0-11.0) | 13.9 | 12.0 |" in md
+    assert "| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 (4.00-5.00) | 13.8 | 10.0 |" in md
+    assert "| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) | — |" in md
+    assert "| jax-tfds | 2.88x | 5.56x | 1.13x |" in md  # ratios: article, this run, vs article
+    assert "| my-fast | — | 83.33x | — |" in md
+    for heading in ("## Ratios", "## Where the time goes", "## Environment", "## Plots"):
+        assert heading in md
+    assert "| CPU | Test CPU (2 of 2 CPUs usable) |" in md
+    assert "A subset of MNIST" not in md  # full splits here
+    where = [line for line in md.splitlines() if line.startswith("- **")]
+    assert len(where) == len(TIMES)  # one sentence per backend
+    torch_dl = next(line for line in where if line.startswith("- **torch-dataloader**"))
+    assert "torch-tfds, PyTorch fed by torch-tfds loader, takes 10.5 s, so this loader costs 14.5 s more" in torch_dl
+    assert "the first epoch takes 30.0 s, 5.00 s over a steady one" in torch_dl
+
+
+def test_where_time_goes_reads_the_eval_cost():
+    rows = {"a": {"epoch_time_median_s": 1.0, "train_share": 0.5, "eval_cost_ratio": 1.0,
+                  "framework": "F", "loader": "L", "first_epoch_s": 0.9, "first_epoch_extra_s": -0.1},
+            "b": {"epoch_time_median_s": 2.0, "train_share": 0.9, "eval_cost_ratio": 0.34,
+                  "framework": "G", "loader": "L", "first_epoch_s": 3.0, "first_epoch_extra_s": 1.0}}
+    a = compare.where_time_goes("a", {"backends": rows})
+    b = compare.where_time_goes("b", {"backends": rows})
+    assert "per-batch overhead" in a and "no more than a steady one" in a
+    assert "arithmetic sets the pace" in b and "fed by" not in b  # no same-framework peer
+    assert a.count(".") >= 1 and a.endswith(".") and a[0].isupper()
+
+
+def test_subset_and_mixed_environments_are_flagged(tmp_path):
+    root = tmp_path / "metrics"
+    for name in ARTICLE_BACKENDS:
+        write_metrics(root, name, *TIMES[name])
+    path = root / "jax-tfds" / "metrics.json"
+    m = json.loads(path.read_text())
+    m["train_examples"], m["env"]["cpu"] = 1000, "Other CPU"
+    path.write_text(json.dumps(m))
+    summary = compare.compare(make_cfg(ARTICLE_BACKENDS), root)
+    assert summary["env_differs"]["cpu"] == {"torch-dataloader": "Test CPU",
+                                             "torch-tfds": "Test CPU", "jax-tfds": "Other CPU"}
+    md = (root / "summary.md").read_text()
+    assert "recorded in different environments" in md
+    assert "- cpu: torch-dataloader Test CPU, torch-tfds Test CPU, jax-tfds Other CPU" in md
+
+
+def test_without_the_baseline_there_are_no_speedups(tmp_path):
+    root = tmp_path / "metrics"
+    write_metrics(root, "jax-tfds", *TIMES["jax-tfds"])
+    summary = compare.compare(make_cfg(("jax-tfds",)), root)
+    assert summary["backends"]["jax-tfds"]["speedup_vs_torch-dataloader"] is None
+    assert "torch-dataloader is not among this run's backends" in (root / "summary.md").read_text()
+
+
+def test_roofline_adds_efficiency(metrics_root, tmp_path):
+    roofline = tmp_path / "roofline.json"
+    roofline.write_text(json.dumps({"matmul_gflops": 114.0, "threads": None,
+                                    "train_gflop_per_epoch": 36.8, "eval_gflop_per_epoch": 2.7,
+                                    "gflop_per_epoch": 39.5, "roofline_epoch_s": 0.35}))
+    summary = compare.compare(make_cfg(), metrics_root, roofline_path=roofline)
+    jax = summary["backends"]["jax-tfds"]
+    assert jax["roofline_epoch_s"] == pytest.approx(0.35)
+    assert jax["efficiency"] == pytest.approx(0.35 / 4.5)
+    assert summary["roofline"]["matmul_gflops"] == 114.0
+    md = (metrics_root / "summary.md").read_text()
+    assert "| jax-tfds | 2.88x | 5.56x | 1.13x | 0.350 | 7.8% |" in md
+    assert "efficiency" in compare.where_time_goes("jax-tfds", summary)
+
+
+def test_pngs_are_valid_images(metrics_root):
+    from matplotlib import image
+
+    compare.compare(make_cfg(), metrics_root)
+    for name in ("epoch_time.png", "curves.png"):
+        data = (metrics_root / name).read_bytes()
+        assert data.startswith(PNG_MAGIC)
+        pixels = image.imread(metrics_root / name)
+        assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 500
+        assert pixels.std() > 0.05  # something is drawn
+    assert not [p for p in metrics_root.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_out_dir_and_cli(metrics_root, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"epochs": 3},
+                                      "backends": {"torch-dataloader": "data/raw",
+                                                   "torch-tfds": "data/tfds",
+                                                   "jax-tfds": "data/tfds"}}))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["compare", "--params", str(params), "--metrics",
+                                      str(metrics_root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "jax-tfds: steady epoch 4.50 s, 5.56x torch-dataloader" in result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(compare.OUTPUTS)
+    assert not (metrics_root / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- bad input: clear error, nothing written
+
+
+def _set(key, value):
+    def edit(m):
+        m[key] = value
+    return edit
+
+
+def _env(key, value):
+    def edit(m):
+        m["env"][key] = value
+    return edit
+
+
+def _drop(key):
+    def edit(m):
+        del m[key]
+    return edit
+
+
+BAD_METRICS = {
+    "missing key": (_drop("epoch_time_median_s"), "missing keys: epoch_time_median_s"),
+    "string time": (_set("first_epoch_s", "fast"), "first_epoch_s must be a finite number"),
+    "nan time": (_set("eval_time_median_s", float("nan")), "eval_time_median_s must be a finite"),
+    "bool count": (_set("epochs", True), "epochs must be an integer"),
+    "env not a dict": (_set("env", "cpu"), "env must be an object"),
+    "wrong backend": (_env("backend", "torch-tfds"), "env.backend is 'torch-tfds', not 'jax-tfds'"),
+    "no framework": (_env("framework", None), "env.framework must be a string"),
+    "min over median": (_set("epoch_time_min_s", 99.0), "epoch_time_min_s <= epoch_time_median_s"),
+    "stale batch": (_set("batch_size", 64), "batch_size is 64 but params' train.batch_size is 32"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_METRICS)
+def test_malformed_metrics_json_names_the_file(metrics_root, case):
+    edit, message = BAD_METRICS[case]
+    path = metrics_root / "jax-tfds" / "metrics.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+    with pytest.raises(compare.CompareError) as err:
+        compare.compare(make_cfg(), metrics_root)
+    assert f"{path}: " in str(err.value) and message in str(err.value)
+    assert not any((metrics_root / name).exists() for name in compare.OUTPUTS)
+
+
+BAD_FILES = {
+    "no metrics.json": ("metrics.json", None, "metrics.json: missing"),
+    "not JSON": ("metrics.json", "{oops", "metrics.json: not valid JSON"),
+    "JSON list": ("metrics.json", "[1, 2]", "metrics.json: must hold a JSON object, got list"),
+    "no curve": ("plots/metrics/val_acc.tsv", None, "val_acc.tsv: missing"),
+    "bad header": ("plots/metrics/val_acc.tsv", "epoch\tacc\n1\t0.5\n", "header must be 'step<TAB>val_acc'"),
+    "bad row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnope\n3\t0.1\n",
+                "line 3 is not '<step><TAB><number>'"),
+    "short curve": ("plots/metrics/train_loss.tsv", "step\ttrain_loss\n1\t0.5\n2\t0.4\n",
+                    "2 rows but metrics.json says 3 epochs"),
+    "steps out of order": ("plots/metrics/epoch_time_s.tsv",
+                           "step\tepoch_time_s\n1\t0.5\n3\t0.4\n2\t0.3\n", "line 3: step 3, expected 2"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_missing_or_malformed_files_name_the_file(metrics_root, case):
+    relative, content, message = BAD_FILES[case]
+    path = metrics_root / "torch-tfds" / relative
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    with pytest.raises(compare.CompareError) as err:
+        compare.compare(make_cfg(), metrics_root)
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert not any((metrics_root / name).exists() for name in compare.OUTPUTS)
+
+
+def test_every_problem_is_reported_and_old_outputs_stay(metrics_root, tmp_path):
+    compare.compare(make_cfg(), metrics_root)
+    before = {name: (metrics_root / name).read_bytes() for name in compare.OUTPUTS}
+    shutil.rmtree(metrics_root / "torch-dataloader")
+    (metrics_root / "jax-tfds" / "metrics.json").write_text("")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"epochs": 3}}))
+    result = CliRunner().invoke(cli, ["compare", "--params", str(params), "--metrics", str(metrics_root)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: compare: nothing written")
+    assert f"{metrics_root}/torch-dataloader/metrics.json: missing" in result.output
+    assert f"{metrics_root}/jax-tfds/metrics.json: not valid JSON" in result.output
+    assert "Traceback" not in result.output
+    assert {name: (metrics_root / name).read_bytes() for name in compare.OUTPUTS} == before
+
+
+def test_missing_or_bad_roofline_is_an_error(metrics_root, tmp_path):
+    missing = tmp_path / "roofline" / "metrics.json"
+    with pytest.raises(compare.CompareError, match=f"{missing}: missing"):
+        compare.compare(make_cfg(), metrics_root, roofline_path=missing)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"matmul_gflops": 114.0, "roofline_epoch_s": "soon"}))
+    with pytest.raises(compare.CompareError, match="train_gflop_per_epoch must be a finite number"):
+        compare.compare(make_cfg(), metrics_root, roofline_path=bad)
+    assert not (metrics_root / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- dvc.yaml wiring
+
+
+def test_dvc_yaml_compare_stage_covers_every_backend():
+    """A foreach cannot feed another stage's deps: compare's deps and the top-level plots list
+    each backend by hand. A backend in params.yaml missing here would let compare run before
+    its train stage (and leave it out of `dvc plots diff`)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    names = list(config.load(ROOT / "params.yaml").backends)
+    stage = dvc["stages"]["compare"]
+    assert stage["cmd"].startswith("mnistbench compare")
+    missing = [n for n in names if f"metrics/{n}" not in stage["deps"]]
+    assert not missing, f"dvc.yaml: add `- metrics/<name>` to compare's deps for {missing}"
+    assert "src/mnistbench/compare.py" in stage["deps"]
+    outs = [next(iter(o)) for section in ("metrics", "outs", "plots") for o in stage[section]]
+    assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
+    for out in outs:  # nothing compare writes is inside a train stage's output
+        assert Path(out).parent == Path("metrics") and Path(out).stem not in names
+    plots = {next(iter(p)): next(iter(p.values())) for p in dvc["plots"]}
+    assert set(plots) >= {"val_acc", "val_loss", "train_loss", "epoch_time_s"}
+    for key, plot in plots.items():
+        want = {f"metrics/{n}/plots/metrics/{key}.tsv": key for n in names}
+        assert plot["y"] == want, f"dvc.yaml plots: {key} must list every backend's {key}.tsv"
+        assert plot["x"] == "step"
+
+
+# ---------------------------------------------------------------- end to end: the README's branch workflow
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _set_params(repo: Path, **train_keys) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["data"].update(limit_train=1000, limit_test=300)
+    params["train"].update(train_keys)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
+    """Clone of this repository's HEAD (commit first), small params, `dvc repro`, commit; a
+    branch with another train.batch_size, `dvc repro`, commit; then the two commits compare."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(repo / "src"),  # the clone's code, not the editable install's
+           "MNIST_MIRRORS": str(repo / "data" / "mirror"), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    git = ["git", "-c", "commit.gpgsign=false"]
+    names = list(config.load(repo / "params.yaml").backends)
+
+    _set_params(repo, epochs=2)
+    _run(["dvc", "repro"], repo, env)
+    for name in ("summary.json", "summary.md", "epoch_time.png", "curves.png"):
+        assert (repo / "metrics" / name).is_file(), name
+    for name in ("epoch_time.png", "curves.png"):
+        assert (repo / "metrics" / name).read_bytes().startswith(PNG_MAGIC)
+    _run([*git, "add", "params.yaml", "dvc.lock", "metrics"], repo, env)
+    _run([*git, "commit", "-q", "-m", "small run, batch 32"], repo, env)
+    rev1 = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
+
+    _run(["git", "checkout", "-q", "-b", "batch-64"], repo, env)
+    _set_params(repo, batch_size=64)
+    _run(["dvc", "repro"], repo, env)
+    _run([*git, "add", "params.yaml", "dvc.lock", "metrics"], repo, env)
+    _run([*git, "commit", "-q", "-m", "small run, batch 64"], repo, env)
+    assert _run(["git", "status", "--porcelain"], repo, env) == ""  # every output is committed
+    rev2 = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
+
+    diff = json.loads(_run(["dvc", "metrics", "diff", rev1, rev2, "--json"], repo, env))
+    summary = diff["metrics/summary.json"]
+    for name in names:
+        per_backend = diff[f"metrics/{name}/metrics.json"]
+        assert per_backend["batch_size"] == {"old": 32, "new": 64, "diff": 32}
+        for key in ("epoch_time_median_s", "train_time_median_s", "first_epoch_s"):
+            assert per_backend[key]["diff"] != 0, (name, key)
+            assert f"backends.{name}.{key}" in summary, (name, key)
+    assert summary["settings.batch_size"]["diff"] == 32
+
+    out = tmp_path / "plots"
+    _run(["dvc", "plots", "diff", rev1, rev2, "-o", str(out)], repo, env)
+    html = (out / "index.html").read_text()
+    for title in ("validation accuracy per epoch", "seconds per epoch"):
+        assert title in html
+    assert rev1 in html and rev2 in html
+    images = sorted(p.name for p in (out / "static").iterdir())
+    assert len(images) == 4 and all(p.endswith(".png") for p in images)  # 2 PNGs x 2 revisions
