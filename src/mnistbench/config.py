@@ -138,7 +138,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"params: {prefix or 'top level'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"params: {prefix.rstrip('.') or 'top level'} must be a mapping, "
+                          f"got {raw!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
@@ -157,6 +158,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def from_dict(raw: dict) -> Config:
     cfg = _build(Config, raw or {}, "")
+    if "backends" not in (raw or {}):  # default backends read the data dirs actually set
+        moved = {DataConfig.raw_dir: cfg.data.raw_dir, DataConfig.tfds_dir: cfg.data.tfds_dir}
+        cfg = dataclasses.replace(cfg, backends={n: moved[r] for n, r in cfg.backends.items()})
     cfg.check()
     return cfg
 

@@ -206,6 +206,8 @@ def _http_chunks(url: str, timeout_s: float) -> Iterator[bytes]:
         raise _classify(e.reason, url) from e
     except (TimeoutError, socket.timeout) as e:
         raise _Retryable(f"timeout after {timeout_s:g} s connecting to {url}") from e
+    except (http.client.HTTPException, OSError) as e:  # e.g. closed without answering
+        raise _Retryable(f"no valid response from {url} ({type(e).__name__}: {e})") from e
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
@@ -217,7 +219,7 @@ def _http_chunks(url: str, timeout_s: float) -> Iterator[bytes]:
                     yield chunk
             except (TimeoutError, socket.timeout) as e:
                 raise _Retryable(f"timeout after {timeout_s:g} s reading {url}") from e
-            except (http.client.IncompleteRead, ConnectionError) as e:
+            except (http.client.HTTPException, OSError) as e:  # reset, IncompleteRead, ...
                 raise _Retryable(f"connection broke after {received} bytes of {url} ({e})") from e
         if expected is not None and received < expected:
             raise _Retryable(f"truncated response: {received} of {expected} bytes from {url}")

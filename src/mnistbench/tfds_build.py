@@ -10,8 +10,9 @@ access, for grain).
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from mnistbench import frameworks
@@ -77,7 +78,9 @@ def build(cfg: DataConfig) -> Path:
     raw = require_raw(cfg.raw_dir)
     out = Path(cfg.tfds_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tfds-build-", dir=out.parent))
+    # mkdir, not mkdtemp: mkdtemp's private 0700 would become data/tfds's mode on rename
+    staging = out.parent / f".tfds-build-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         _prepare(raw, staging, "tfrecord")
         _prepare(raw, array_record_dir(staging), "array_record")

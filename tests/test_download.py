@@ -1,0 +1,426 @@
+"""Stage `download` against real mirrors: a local HTTP server, file:// URLs and folders.
+
+The HTTP server (http.server in a thread on 127.0.0.1) serves the repository's verified copy
+(data/mirror/*.gz) under one URL prefix per behaviour, e.g. http://127.0.0.1:<port>/missing/
+answers 404 and /good/ serves the real files. Nothing here mocks the network.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mnistbench import config, download
+from mnistbench.download import FILES, DownloadError
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = ROOT / "data" / "mirror"
+GZ = {f.name: (MIRROR / f"{f.name}.gz").read_bytes() for f in FILES}
+SPEC = {f.name: f for f in FILES}
+MNISTBENCH = str(Path(sys.executable).parent / "mnistbench")
+
+
+def _corrupt(body: bytes) -> bytes:
+    """The same length with 64 bytes flipped mid-stream: gunzip fails (data or CRC check)."""
+    b = bytearray(body)
+    mid = len(b) // 2
+    for i in range(mid, mid + 64):
+        b[i] ^= 0xFF
+    return bytes(b)
+
+
+def _other(name: str) -> bytes:
+    """A valid gzip of another MNIST file: decompresses fine, fails the checksum."""
+    names = [f.name for f in FILES]
+    return GZ[names[(names.index(name) + 1) % len(names)]]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """GET /<behaviour>/<name>.gz. Behaviours:
+
+    good: the file; missing: 404; error: 503; hangup: closes without answering;
+    corrupt: bytes flipped; wrong: another file's gzip; truncated: Content-Length of the whole
+    file, half of it sent, then the connection closed; flaky: truncated on the first request
+    of each file, good afterwards; slow: waits server.slow_s before answering; stall: sends
+    half, sets server.half_sent, then waits (until the test ends) without closing.
+    """
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        srv = self.server
+        parts = self.path.strip("/").split("/")
+        mode, name = (parts[0], parts[1].removesuffix(".gz")) if len(parts) == 2 else ("", "")
+        with srv.lock:
+            srv.requests.append((mode, name))
+            nth = srv.requests.count((mode, name))
+        if name not in GZ or mode == "missing":
+            self.send_error(404, "Not Found")
+            return
+        if mode == "error":
+            self.send_error(503, "Service Unavailable")
+            return
+        if mode == "hangup":
+            self.close_connection = True
+            return
+        if mode == "slow":
+            srv.release.wait(srv.slow_s)
+        if mode == "corrupt":
+            body = _corrupt(GZ[name])
+        elif mode == "wrong":
+            body = _other(name)
+        else:
+            body = GZ[name]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "truncated" or (mode == "flaky" and nth == 1):
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if mode == "stall":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            srv.half_sent.set()
+            srv.release.wait(120)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients that give up mid-body (bad gzip, timeouts) break pipes: expected
+
+    def url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{mode}/"
+
+    def count(self, mode: str | None = None) -> collections.Counter:
+        with self.lock:
+            return collections.Counter(r for r in self.requests if mode in (None, r[0]))
+
+
+@pytest.fixture
+def server():
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.lock, srv.requests = threading.Lock(), []
+    srv.release, srv.half_sent, srv.slow_s = threading.Event(), threading.Event(), 2.0
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch):
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.delenv(download.ENV_MIRRORS, raising=False)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nobody listens on: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cfg(raw: Path, *mirrors: str, retries: int = 3, timeout_s: float = 10.0) -> config.DataConfig:
+    return config.DataConfig(raw_dir=str(raw), mirrors=tuple(mirrors), retries=retries,
+                             timeout_s=timeout_s)
+
+
+def _prefill(raw: Path, source: Path, *names: str) -> None:
+    """Copy verified files (from the session's raw_dir) so that only the others are fetched."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(source / name, raw / name)
+
+
+def _all_but(*names: str) -> list[str]:
+    return [f.name for f in FILES if f.name not in names]
+
+
+def _count_attempts(monkeypatch) -> collections.Counter:
+    """Spy (not a mock): counts real fetch attempts per mirror."""
+    attempts: collections.Counter = collections.Counter()
+    real = download._fetch_verified
+
+    def spy(spec, dest, mirror, timeout_s):
+        attempts[mirror] += 1
+        return real(spec, dest, mirror, timeout_s)
+
+    monkeypatch.setattr(download, "_fetch_verified", spy)
+    return attempts
+
+
+def test_falls_through_404_and_corrupt_to_the_good_mirror(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mnistbench.download")
+    raw = tmp_path / "raw"
+    missing, corrupt, good = server.url("missing"), server.url("corrupt"), server.url("good")
+
+    served = download.download_all(_cfg(raw, missing, corrupt, good), environ={})
+
+    assert served == {f.name: good for f in FILES}
+    assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
+    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+    # a 404 and a bad gzip are permanent: one request each, no retries
+    assert server.count() == collections.Counter(
+        {(m, f.name): 1 for m in ("missing", "corrupt", "good") for f in FILES})
+    for f in FILES:
+        assert f"{f.name}: served by {good}" in caplog.text
+    assert "HTTP 404" in caplog.text
+    assert "not a valid gzip stream" in caplog.text
+
+
+def test_checksum_mismatch_moves_on(server, tmp_path, raw_dir, caplog):
+    caplog.set_level(logging.INFO, logger="mnistbench.download")
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte"))
+    served = download.download_all(_cfg(raw, server.url("wrong"), server.url("good")), environ={})
+    assert served["train-labels-idx1-ubyte"] == server.url("good")
+    assert "checksum mismatch for train-labels-idx1-ubyte.gz" in caplog.text
+    assert server.count("wrong") == {("wrong", "train-labels-idx1-ubyte"): 1}
+
+
+def test_truncated_response_is_retried_then_reported(server, tmp_path, raw_dir):
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte"))
+    before = sorted(os.listdir(raw))
+    with pytest.raises(DownloadError) as e:
+        download.download_all(_cfg(raw, server.url("truncated"), retries=3), environ={})
+    message = str(e.value)
+    assert server.url("truncated") in message
+    assert "truncated response" in message and "after 3 attempts" in message
+    assert server.count() == {("truncated", "train-labels-idx1-ubyte"): 3}
+    assert sorted(os.listdir(raw)) == before  # no partial file left behind
+
+
+def test_flaky_mirror_succeeds_on_retry(server, tmp_path, raw_dir):
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"))
+    served = download.download_all(_cfg(raw, server.url("flaky"), retries=2), environ={})
+    assert served["train-labels-idx1-ubyte"] == served["t10k-labels-idx1-ubyte"] == server.url("flaky")
+    assert server.count() == {("flaky", "train-labels-idx1-ubyte"): 2,
+                              ("flaky", "t10k-labels-idx1-ubyte"): 2}
+
+
+def test_server_errors_and_hangups_are_retried_then_skipped(server, tmp_path, raw_dir):
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte"))
+    mirrors = server.url("hangup"), server.url("error"), server.url("good")
+    served = download.download_all(_cfg(raw, *mirrors, retries=2), environ={})
+    assert served["train-labels-idx1-ubyte"] == server.url("good")
+    assert server.count() == {("hangup", "train-labels-idx1-ubyte"): 2,
+                              ("error", "train-labels-idx1-ubyte"): 2,
+                              ("good", "train-labels-idx1-ubyte"): 1}
+
+
+def test_slow_mirror_times_out_and_the_next_one_serves(server, tmp_path, raw_dir, caplog):
+    caplog.set_level(logging.INFO, logger="mnistbench.download")
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("t10k-labels-idx1-ubyte"))
+    server.slow_s = 30  # answers only once the test is over; 1 s is the client's limit
+    cfg = _cfg(raw, server.url("slow"), server.url("good"), retries=2, timeout_s=1.0)
+    served = download.download_all(cfg, environ={})
+    assert served["t10k-labels-idx1-ubyte"] == server.url("good")
+    assert server.count("slow") == {("slow", "t10k-labels-idx1-ubyte"): 2}
+    assert "timeout" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["refused", "dns"])
+def test_unreachable_host_fails_fast(kind, closed_port, tmp_path, monkeypatch):
+    """No retries, no backoff: with a 5 s backoff, a single retry would show in the clock."""
+    monkeypatch.setattr(download, "BACKOFF_S", 5.0)
+    attempts = _count_attempts(monkeypatch)
+    dead = f"http://127.0.0.1:{closed_port}/" if kind == "refused" else "http://mnist-mirror.invalid/"
+    raw = tmp_path / "raw"
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as e:
+        download.download_all(_cfg(raw, dead, retries=3, timeout_s=30), environ={})
+    elapsed = time.monotonic() - start
+    assert attempts == {dead: 1}
+    assert elapsed < 4.0
+    assert f"{dead}: unreachable" in str(e.value)
+    assert ("connection refused" if kind == "refused" else "cannot resolve host") in str(e.value)
+    assert os.listdir(raw) == []
+
+
+def test_unreachable_mirror_is_skipped_for_every_file(server, closed_port, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "BACKOFF_S", 5.0)
+    attempts = _count_attempts(monkeypatch)
+    refused, dns = f"http://127.0.0.1:{closed_port}/", "http://mnist-mirror.invalid/"
+    served = download.download_all(_cfg(tmp_path / "raw", refused, dns, server.url("good")),
+                                   environ={})
+    assert set(served.values()) == {server.url("good")}
+    assert attempts == {refused: 1, dns: 1, server.url("good"): len(FILES)}
+
+
+def test_only_bad_mirrors_cli_names_every_mirror_and_why(server, closed_port, tmp_path):
+    raw = tmp_path / "raw"
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    mirrors = {
+        server.url("missing"): "HTTP 404",
+        server.url("wrong"): "checksum mismatch",
+        server.url("corrupt"): "not a valid gzip stream",
+        server.url("truncated"): "truncated response",
+        str(empty): "missing file",
+        f"http://127.0.0.1:{closed_port}/": "connection refused",
+        "http://mnist-mirror.invalid/": "cannot resolve host",
+        (tmp_path / "no-such-folder").as_uri(): "no such folder",
+    }
+    params = tmp_path / "params.yaml"
+    params.write_text(textwrap.dedent(f"""\
+        data:
+          raw_dir: {raw}
+          retries: 2
+          timeout_s: 10
+          mirrors:
+        """) + "".join(f"    - {m}\n" for m in mirrors))
+    env = {k: v for k, v in os.environ.items() if k != download.ENV_MIRRORS}
+    proc = subprocess.run([MNISTBENCH, "download", "--params", str(params)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: could not get train-images-idx3-ubyte from any mirror:"]
+    message = proc.stderr[proc.stderr.index("error:"):]
+    for mirror, why in mirrors.items():
+        lines = [line for line in message.splitlines() if line.strip().startswith(f"{mirror}:")]
+        assert len(lines) == 1 and why in lines[0], (mirror, why, message)
+    assert "after 2 attempts" in message
+    assert os.listdir(raw) == []
+
+
+class _InterruptingBar(download.tqdm):
+    """A progress bar whose update raises KeyboardInterrupt, as Ctrl-C mid-download would."""
+
+    def update(self, n=1):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_download_leaves_raw_dir_as_it_was(server, tmp_path, raw_dir, monkeypatch):
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, "t10k-labels-idx1-ubyte")  # valid from an earlier run
+    stale = b"an older, invalid train-images file"
+    (raw / "train-images-idx3-ubyte").write_bytes(stale)
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    monkeypatch.setattr(download, "tqdm", _InterruptingBar)
+
+    with pytest.raises(KeyboardInterrupt):
+        download.download_all(_cfg(raw, server.url("good")), environ={})
+
+    assert server.count() == {("good", "train-images-idx3-ubyte"): 1}  # it was mid-download
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == before
+
+
+def test_killed_download_keeps_old_files_and_next_run_cleans_up(server, tmp_path, raw_dir):
+    """SIGKILL skips every cleanup: only a hidden .partial- file may remain, never a bad
+    file under its real name, and the next run removes it."""
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, "t10k-labels-idx1-ubyte")
+    stale = b"an older, invalid train-images file"
+    (raw / "train-images-idx3-ubyte").write_bytes(stale)
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    code = ("import sys; from mnistbench import config, download; download.download_all("
+            "config.DataConfig(raw_dir=sys.argv[1], mirrors=(sys.argv[2],), timeout_s=120), "
+            "environ={})")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(raw), server.url("stall")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert server.half_sent.wait(60), "the download never started"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the half is on disk
+            partial = list(raw.glob(download.PARTIAL_PREFIX + "*"))
+            if partial and partial[0].stat().st_size > (1 << 20):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no partial file appeared")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    after = {p.name: p.read_bytes() for p in raw.iterdir()
+             if not p.name.startswith(download.PARTIAL_PREFIX)}
+    assert after == before
+
+    served = download.download_all(_cfg(raw, server.url("good")), environ={})
+    assert served["t10k-labels-idx1-ubyte"] == "(already present)"
+    assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
+    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+
+
+def test_env_mirrors_are_tried_first(server, tmp_path, monkeypatch):
+    """$MNIST_MIRRORS (file://, a folder, http://; commas, spaces, newlines) before params."""
+    file_dir, folder = tmp_path / "file-mirror", tmp_path / "folder-mirror"
+    file_dir.mkdir()
+    folder.mkdir()
+    shutil.copyfile(MIRROR / "t10k-images-idx3-ubyte.gz", file_dir / "t10k-images-idx3-ubyte.gz")
+    for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copyfile(MIRROR / f"{name}.gz", folder / f"{name}.gz")
+    file_url, good = file_dir.as_uri(), server.url("good")
+    monkeypatch.setenv(download.ENV_MIRRORS, f" {file_url} ,{folder}\n{good}")
+
+    served = download.download_all(_cfg(tmp_path / "raw", str(MIRROR)))  # environ: os.environ
+
+    assert served == {"train-images-idx3-ubyte": good,
+                      "train-labels-idx1-ubyte": str(folder),
+                      "t10k-images-idx3-ubyte": file_url,
+                      "t10k-labels-idx1-ubyte": str(folder)}
+    assert server.count() == {("good", "train-images-idx3-ubyte"): 1}
+    assert all(download.is_valid(tmp_path / "raw" / f.name, f) for f in FILES)
+
+
+def test_mirrors_from_order():
+    cfg = config.DataConfig(mirrors=("a/", "b/"))
+    assert download.mirrors_from(cfg, {}) == ["a/", "b/"]
+    assert download.mirrors_from(cfg, {"MNIST_MIRRORS": ""}) == ["a/", "b/"]
+    assert download.mirrors_from(cfg, {"MNIST_MIRRORS": "x/, y/ z/"}) == ["x/", "y/", "z/", "a/", "b/"]
+
+
+def test_valid_files_are_not_downloaded_again(server, tmp_path, raw_dir):
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *(f.name for f in FILES))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in raw.iterdir()}
+
+    served = download.download_all(_cfg(raw, server.url("good")), environ={})
+
+    assert served == {f.name: "(already present)" for f in FILES}
+    assert server.count() == {}
+    assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir()} == mtimes
+
+    # one file damaged in place (same size): only that one is fetched again
+    labels = raw / "train-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    data[-1] ^= 0xFF
+    labels.write_bytes(bytes(data))
+    served = download.download_all(_cfg(raw, server.url("good")), environ={})
+    assert served["train-labels-idx1-ubyte"] == server.url("good")
+    assert [v for v in served.values() if v != "(already present)"] == [server.url("good")]
+    assert download.is_valid(labels, SPEC["train-labels-idx1-ubyte"])
+
+
+def test_repository_mirror_copy_is_verified(raw_dir):
+    """The conftest fixture downloads from data/mirror/: every file verified."""
+    assert all(download.is_valid(raw_dir / f.name, f) for f in FILES)
