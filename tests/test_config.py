@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnistbench import backends, config
 from mnistbench.config import ConfigError
@@ -139,3 +140,9 @@ def test_load_errors_are_config_errors(tmp_path):
     typo.write_text("train:\n  bach_size: 64\n")
     with pytest.raises(ConfigError, match="train.bach_size"):
         config.load(typo)
+
+
+def test_exponent_without_a_dot_is_a_float():
+    """PyYAML reads `lr: 1e-3` as the string '1e-3'; it must still mean 0.001."""
+    cfg = config.from_dict(yaml.safe_load("train: {lr: 1e-3}"))
+    assert cfg.train.lr == 0.001

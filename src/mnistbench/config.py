@@ -131,6 +131,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 (PyYAML) reads `1e-3` without a dot as a string
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str) and (type(value) is not hint):
         raise ConfigError(f"params: {key} must be {hint.__name__}, got {value!r}")
     return value
