@@ -7,6 +7,7 @@ An unknown key, a wrong type or an impossible value raises ConfigError naming th
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -110,6 +111,9 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"params: {key} {message}")
 
 
+_YAML11_EXPONENT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a type hint; lists become tuples. Raises ConfigError."""
     origin = typing.get_origin(hint)
@@ -131,11 +135,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 (PyYAML) reads `1e-3` without a dot as a string
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float and isinstance(value, str) and _YAML11_EXPONENT.match(value):
+        return float(value)  # YAML 1.1 (PyYAML) reads `1e-3`, without a dot, as a string
     if hint in (int, float, str) and (type(value) is not hint):
         raise ConfigError(f"params: {key} must be {hint.__name__}, got {value!r}")
     return value
