@@ -140,6 +140,28 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
     click.echo(f"wrote {', '.join(compare_mod.OUTPUTS)} to {out or metrics_root}/")
 
 
+@main.command()
+@click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
+@click.option("--out", default="metrics", show_default=True,
+              help="Metrics root; results go to <out>/roofline/metrics.json.")
+@_known_errors
+def roofline(params: str, out: str) -> None:
+    """Measure this machine's float32 matmul peak; write the epoch's roofline time.
+
+    Counts the model's matmul FLOPs per epoch from its shapes and times float32 products
+    (the model's shapes and a large square, torch and JAX, train.threads and train.device as
+    the backends use them). roofline_epoch_s = GFLOP per epoch / peak GFLOP/s: a lower bound
+    on any backend's epoch time.
+    """
+    from mnistbench import roofline as roofline_mod
+
+    cfg = _load(params)
+    result = roofline_mod.run(cfg, out)
+    click.echo(f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
+               f"{result['matmul_gflops']:.1f} GFLOP/s ({result['peak_source']}, "
+               f"{result['threads']} threads) = {result['roofline_epoch_s']:.3f} s per epoch")
+
+
 @main.command("backends")
 def list_backends() -> None:
     """List the known backends (one module each under mnistbench/backends/)."""

@@ -1,0 +1,206 @@
+"""Stage `roofline`: the fastest an epoch could be on this machine, measured in the same run.
+
+Two numbers, divided:
+- the model's FLOPs per epoch, counted from its shapes (`model_flops`): matrix products only;
+- this machine's float32 matmul throughput, measured with the frameworks and thread settings
+  the backends use (`measure_matmul_gflops`): the best of the model's own shapes and a large
+  square product, in torch and in JAX.
+
+roofline_epoch_s = gflop_per_epoch / matmul_gflops is a lower bound: it charges nothing for
+bias adds, ReLU, log_softmax, Adam's element-wise update (a dozen or so FLOPs per parameter
+per step, memory-bound), data movement or per-step overhead, and it assumes every product runs
+at the best rate seen, which small batch-32 products do not reach. A backend's efficiency is
+roofline_epoch_s / its steady epoch time (compare's summary computes it from this file).
+
+Output: <out>/roofline/metrics.json with the keys matmul_gflops, threads,
+train_gflop_per_epoch, eval_gflop_per_epoch, gflop_per_epoch, roofline_epoch_s (read by
+compare), plus how they were obtained (peak_source, by_shape, device, env).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mnistbench import envinfo, frameworks, models
+from mnistbench.config import Config
+
+log = logging.getLogger(__name__)
+
+MNIST_TRAIN, MNIST_TEST = 60000, 10000  # split sizes, before data.limit_*
+SQUARE = {"cpu": 2048, "cuda": 8192}  # the large square product's size per device kind
+MIN_TIME_S = 0.2  # each shape is repeated for at least this long; the best repeat counts
+REPEATS = 5  # timed repeats per shape (after one warm-up call)
+
+
+@dataclass(frozen=True)
+class Flops:
+    """Matmul FLOPs of one epoch (a multiply-add counts 2)."""
+
+    forward_per_example: int
+    train_per_example: int  # forward + backward
+    train: int  # one pass over the training examples
+    eval: int  # one forward pass over the test examples
+    per_train_step: int  # one batch of batch_size
+
+    @property
+    def total(self) -> int:
+        return self.train + self.eval
+
+
+def layer_shapes(hidden: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(in, out) of each dense layer: 784 -> hidden... -> 10."""
+    widths = [models.IN_FEATURES, *hidden, models.NUM_CLASSES]
+    return list(zip(widths[:-1], widths[1:]))
+
+
+def model_flops(hidden: tuple[int, ...], batch_size: int, num_train: int, num_test: int) -> Flops:
+    """Count the MLP's matmul FLOPs per epoch, analytically.
+
+    Per example and dense layer (in -> out): forward 2*in*out; backward 2*in*out for the
+    weight gradient plus 2*in*out for the gradient with respect to the layer's input, except
+    for the first layer, whose input is the data and needs no gradient (frameworks skip it).
+    So training costs 3x the forward FLOPs less the first layer's input gradient, evaluation
+    1x. Bias, ReLU, softmax and optimizer FLOPs are not matmul work and are left out.
+    `batch_size` does not change the count per example; it gives the per-step figure.
+    """
+    products = [2 * i * o for i, o in layer_shapes(hidden)]
+    forward = sum(products)
+    train = forward + sum(products) + sum(products[1:])  # forward, weight grads, input grads
+    return Flops(forward_per_example=forward, train_per_example=train,
+                 train=train * num_train, eval=forward * num_test,
+                 per_train_step=train * batch_size)
+
+
+def matmul_shapes(hidden: tuple[int, ...], batch_size: int, device: str) -> list[tuple[int, int, int]]:
+    """(m, k, n) products to time: the model's forward products at batch_size, its weight
+    gradients (in x batch @ batch x out), the whole-test-split forward, and a large square."""
+    shapes = []
+    for i, o in layer_shapes(hidden):
+        shapes += [(batch_size, i, o), (i, batch_size, o)]
+    shapes.append((MNIST_TEST, models.IN_FEATURES, hidden[0]))
+    n = SQUARE[device]
+    shapes.append((n, n, n))
+    return shapes
+
+
+def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tuple[int, ...] = (128, 256),
+                          batch_size: int = 32, frameworks_to_try: tuple[str, ...] = ("torch", "jax"),
+                          ) -> dict[str, Any]:
+    """Float32 matmul throughput (GFLOP/s) of each framework on each shape; the peak and where.
+
+    Call frameworks.configure_threads(threads) first, in a fresh process (as the CLI does), so
+    that the thread pools are sized as in the backends. torch gets `threads` as its
+    intra-op count, as frameworks.torch does for the torch backends. JAX products run at
+    "highest" precision, i.e. true float32 (on GPUs JAX's default would be TF32).
+    """
+    by_shape: dict[str, dict[str, float]] = {}
+    for name in frameworks_to_try:
+        try:
+            timer, device = {"torch": _torch_timer, "jax": _jax_timer}[name](threads, device)
+        except frameworks.DeviceUnavailableError as e:  # e.g. torch sees the GPU, JAX does not
+            log.warning("%s skipped: %s", name, e)
+            continue
+        by_shape[name] = {}  # the first framework resolves "auto"; the others follow it
+        for m, k, n in matmul_shapes(hidden, batch_size, device):
+            seconds = _best_time(timer(m, k, n))
+            by_shape[name][f"{m}x{k}x{n}"] = round(2 * m * k * n / seconds / 1e9, 2)
+            log.info("%s %dx%dx%d: %.1f GFLOP/s", name, m, k, n, by_shape[name][f"{m}x{k}x{n}"])
+    peak_fw, peak_shape = max(((fw, s) for fw in by_shape for s in by_shape[fw]),
+                              key=lambda fs: by_shape[fs[0]][fs[1]])
+    return {"matmul_gflops": by_shape[peak_fw][peak_shape], "peak_source": f"{peak_fw} {peak_shape}",
+            "by_shape": by_shape, "device": device}
+
+
+def _best_time(run: Callable[[], None]) -> float:
+    """Best wall time of one call: one warm-up, then REPEATS rounds of >= MIN_TIME_S each."""
+    run()
+    best = float("inf")
+    for _ in range(REPEATS):
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            run()
+            calls += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= MIN_TIME_S / REPEATS:
+                break
+        best = min(best, elapsed / calls)
+    return best
+
+
+def _torch_timer(threads: int | None, device: str):
+    torch, dev = frameworks.torch(threads, device)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def timer(m: int, k: int, n: int) -> Callable[[], None]:
+        a = torch.randn(m, k, generator=gen).to(dev)
+        b = torch.randn(k, n, generator=gen).to(dev)
+
+        def run():
+            torch.mm(a, b)
+            sync()
+
+        return run
+
+    return timer, dev
+
+
+def _jax_timer(threads: int | None, device: str):
+    del threads  # XLA sizes its pool from the CPU affinity set by configure_threads
+    jax, dev = frameworks.jax(device)
+    import jax.numpy as jnp
+    import numpy as np
+
+    mm = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+    rng = np.random.default_rng(0)
+
+    def timer(m: int, k: int, n: int) -> Callable[[], None]:
+        a = jax.device_put(rng.standard_normal((m, k), dtype=np.float32))
+        b = jax.device_put(rng.standard_normal((k, n), dtype=np.float32))
+        return lambda: mm(a, b).block_until_ready()
+
+    return timer, dev
+
+
+def roofline(cfg: Config, measured: dict[str, Any], threads_used: int) -> dict[str, Any]:
+    """The metrics file's content, from a measurement and the params."""
+    num_train = min(cfg.data.limit_train or MNIST_TRAIN, MNIST_TRAIN)
+    num_test = min(cfg.data.limit_test or MNIST_TEST, MNIST_TEST)
+    flops = model_flops(cfg.model.hidden, cfg.train.batch_size, num_train, num_test)
+    gflop = flops.total / 1e9
+    return {
+        "matmul_gflops": measured["matmul_gflops"],  # peak float32 GFLOP/s, see peak_source
+        "threads": threads_used,
+        "train_gflop_per_epoch": flops.train / 1e9,
+        "eval_gflop_per_epoch": flops.eval / 1e9,
+        "gflop_per_epoch": gflop,
+        "roofline_epoch_s": gflop / measured["matmul_gflops"],
+        "peak_source": measured["peak_source"],  # "<framework> <m>x<k>x<n>" that gave the peak
+        "by_shape": measured["by_shape"],  # GFLOP/s per framework and product shape
+        "device": measured["device"],
+        "batch_size": cfg.train.batch_size,
+        "train_examples": num_train,
+        "test_examples": num_test,
+    }
+
+
+def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
+    """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
+    applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
+    threads_used = cfg.train.threads or applied["cpus_usable"]
+    measured = measure_matmul_gflops(cfg.train.threads, cfg.train.device, cfg.model.hidden,
+                                     cfg.train.batch_size)
+    result = roofline(cfg, measured, threads_used)
+    result["env"] = {**envinfo.collect(), **applied}
+    out = Path(out_root) / "roofline"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".metrics.json.partial"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    return result
