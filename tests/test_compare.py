@@ -95,7 +95,8 @@ def test_summary_numbers(metrics_root):
     assert summary["settings"] == {"epochs": 3, "batch_size": 32, "train_examples": 60000,
                                    "test_examples": 10000}
     assert summary["env_differs"] == {}
-    assert json.loads((metrics_root / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    written = json.loads((metrics_root / "summary.json").read_text())
+    assert written == json.loads(json.dumps(summary))
 
 
 def test_report_puts_the_article_beside_this_run(metrics_root):
@@ -104,9 +105,12 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
     # backend | implementation | loader | article | this run (min-max) | first: article, this run
     assert ("| torch-dataloader | PyTorch | torch-dataloader loader | 14.3-15.1 | 25.0 (24.0-26.0) "
             "| — | 30.0 | 21.0 + 4.00 |") in md
-    assert "| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 (10.0-11.0) | 13.9 | 12.0 |" in md
-    assert "| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 (4.00-5.00) | 13.8 | 10.0 |" in md
-    assert "| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) | — |" in md
+    assert ("| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 (10.0-11.0) "
+            "| 13.9 | 12.0 |") in md
+    assert ("| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 (4.00-5.00) "
+            "| 13.8 | 10.0 |") in md
+    assert ("| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) "
+            "| — |") in md
     assert "| jax-tfds | 2.88x | 5.56x | 1.13x |" in md  # ratios: article, this run, vs article
     assert "| my-fast | — | 83.33x | — |" in md
     for heading in ("## Ratios", "## Where the time goes", "## Environment", "## Plots"):
@@ -116,18 +120,21 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
     where = [line for line in md.splitlines() if line.startswith("- **")]
     assert len(where) == len(TIMES)  # one sentence per backend
     torch_dl = next(line for line in where if line.startswith("- **torch-dataloader**"))
-    assert "torch-tfds, PyTorch fed by torch-tfds loader, takes 10.5 s, so this loader costs 14.5 s more" in torch_dl
+    assert ("torch-tfds, PyTorch fed by torch-tfds loader, takes 10.5 s, so this loader "
+            "costs 14.5 s more") in torch_dl
     assert "the first epoch takes 30.0 s, 5.00 s over a steady one" in torch_dl
 
 
 def test_where_time_goes_reads_the_eval_cost():
     rows = {"a": {"epoch_time_median_s": 1.0, "train_share": 0.5, "eval_cost_ratio": 1.0,
-                  "framework": "F", "loader": "L", "first_epoch_s": 0.9, "first_epoch_extra_s": -0.1},
+                  "framework": "F", "loader": "L", "first_epoch_s": 0.9,
+                  "first_epoch_extra_s": -0.1},
             "b": {"epoch_time_median_s": 2.0, "train_share": 0.9, "eval_cost_ratio": 0.34,
-                  "framework": "G", "loader": "L", "first_epoch_s": 3.0, "first_epoch_extra_s": 1.0}}
+                  "framework": "G", "loader": "L", "first_epoch_s": 3.0,
+                  "first_epoch_extra_s": 1.0}}
     a = compare.where_time_goes("a", {"backends": rows})
     b = compare.where_time_goes("b", {"backends": rows})
-    assert "per-batch overhead" in a and "no more than a steady one" in a
+    assert "overhead outside the arithmetic" in a and "no more than a steady one" in a
     assert "arithmetic sets the pace" in b and "fed by" not in b  # no same-framework peer
     assert a.count(".") >= 1 and a.endswith(".") and a[0].isupper()
 
@@ -199,7 +206,7 @@ def test_out_dir_and_cli(metrics_root, tmp_path):
     assert not (metrics_root / "summary.json").exists()
 
 
-# ---------------------------------------------------------------- bad input: clear error, nothing written
+# ---------------------------------------------------------------- bad input: error, nothing written
 
 
 def _set(key, value):
@@ -251,13 +258,15 @@ BAD_FILES = {
     "not JSON": ("metrics.json", "{oops", "metrics.json: not valid JSON"),
     "JSON list": ("metrics.json", "[1, 2]", "metrics.json: must hold a JSON object, got list"),
     "no curve": ("plots/metrics/val_acc.tsv", None, "val_acc.tsv: missing"),
-    "bad header": ("plots/metrics/val_acc.tsv", "epoch\tacc\n1\t0.5\n", "header must be 'step<TAB>val_acc'"),
+    "bad header": ("plots/metrics/val_acc.tsv", "epoch\tacc\n1\t0.5\n",
+                   "header must be 'step<TAB>val_acc'"),
     "bad row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnope\n3\t0.1\n",
                 "line 3 is not '<step><TAB><number>'"),
     "short curve": ("plots/metrics/train_loss.tsv", "step\ttrain_loss\n1\t0.5\n2\t0.4\n",
                     "2 rows but metrics.json says 3 epochs"),
     "steps out of order": ("plots/metrics/epoch_time_s.tsv",
-                           "step\tepoch_time_s\n1\t0.5\n3\t0.4\n2\t0.3\n", "line 3: step 3, expected 2"),
+                           "step\tepoch_time_s\n1\t0.5\n3\t0.4\n2\t0.3\n",
+                           "line 3: step 3, expected 2"),
 }
 
 
@@ -282,7 +291,8 @@ def test_every_problem_is_reported_and_old_outputs_stay(metrics_root, tmp_path):
     (metrics_root / "jax-tfds" / "metrics.json").write_text("")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"epochs": 3}}))
-    result = CliRunner().invoke(cli, ["compare", "--params", str(params), "--metrics", str(metrics_root)])
+    result = CliRunner().invoke(cli, ["compare", "--params", str(params),
+                                      "--metrics", str(metrics_root)])
     assert result.exit_code == 1
     assert result.output.startswith("error: compare: nothing written")
     assert f"{metrics_root}/torch-dataloader/metrics.json: missing" in result.output
@@ -328,12 +338,13 @@ def test_dvc_yaml_compare_stage_covers_every_backend():
         assert plot["x"] == "step"
 
 
-# ---------------------------------------------------------------- end to end: the README's branch workflow
+# ---------------------------------------------------------------- end to end: README's workflow
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"{' '.join(args)} failed:\n"
+                                  f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout
 
 

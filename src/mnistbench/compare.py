@@ -56,6 +56,7 @@ TIMES = ("epoch_time_median_s", "epoch_time_min_s", "epoch_time_max_s", "first_e
          "train_time_median_s", "eval_time_median_s")  # seconds: finite, >= 0
 NUMBERS = ("val_acc", "val_loss", "train_loss", "samples_per_s")  # any number (a loss may be nan)
 COUNTS = ("epochs", "batch_size", "num_params", "train_examples", "test_examples")  # ints >= 1
+SETTINGS = ("epochs", "batch_size", "train_examples", "test_examples")
 ENV_STRINGS = ("backend", "framework", "loader", "device")
 MACHINE_KEYS = ("cpu", "cpu_count", "cpus_usable", "gpus", "threads", "image", "image_version",
                 "python", "packages")  # env keys shared by all backends of one run
@@ -147,7 +148,8 @@ def _check_metrics(raw: dict, path: Path, name: str, cfg: Config) -> dict[str, A
     env = raw["env"]
     _need(isinstance(env, dict), path, f"env must be an object, got {env!r}")
     for key in ENV_STRINGS:
-        _need(isinstance(env.get(key), str), path, f"env.{key} must be a string, got {env.get(key)!r}")
+        _need(isinstance(env.get(key), str), path,
+              f"env.{key} must be a string, got {env.get(key)!r}")
     _need(env["backend"] == name, path, f"env.backend is {env['backend']!r}, not {name!r}")
     _need(raw["epoch_time_min_s"] <= raw["epoch_time_median_s"] <= raw["epoch_time_max_s"], path,
           "epoch_time_min_s <= epoch_time_median_s <= epoch_time_max_s does not hold")
@@ -163,7 +165,10 @@ def _read_curve(path: Path, key: str, epochs: int) -> list[float]:
     """A DVCLive-layout TSV (columns step and KEY), one row per epoch 1..epochs."""
     if not path.is_file():
         raise CompareError(f"{path}: missing")
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CompareError(f"{path}: unreadable ({e})") from e
     _need(bool(lines) and lines[0].split("\t") == ["step", key], path,
           f"header must be 'step<TAB>{key}', got {lines[0] if lines else ''!r}")
     values = []
@@ -174,7 +179,8 @@ def _read_curve(path: Path, key: str, epochs: int) -> list[float]:
         except (ValueError, IndexError):
             cells = []
         _need(len(cells) == 2, path, f"line {number} is not '<step><TAB><number>': {line!r}")
-        _need(step == len(values) + 1, path, f"line {number}: step {step}, expected {len(values) + 1}")
+        _need(step == len(values) + 1, path,
+              f"line {number}: step {step}, expected {len(values) + 1}")
         values.append(value)
     _need(len(values) == epochs, path, f"{len(values)} rows but metrics.json says {epochs} epochs")
     return values
@@ -200,6 +206,7 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
     for name, run in runs.items():
         m = run.metrics
         median = m["epoch_time_median_s"]
+        train_s, eval_s = m["train_time_median_s"], m["eval_time_median_s"]
         row = ARTICLE.get(name)
         entry = {
             "framework": m["env"]["framework"],
@@ -208,12 +215,13 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
             "epoch_time_median_s": median,  # steady: median of epochs 2..N
             "epoch_time_min_s": m["epoch_time_min_s"],
             "epoch_time_max_s": m["epoch_time_max_s"],
-            "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"]) / median,  # of median
+            # (max - min) / median of the steady epochs: 0.1 = they spread over 10% of the median
+            "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"]) / median,
             "first_epoch_s": m["first_epoch_s"],
             "first_epoch_extra_s": m["first_epoch_s"] - median,  # compile, warm-up, caches
-            "train_time_median_s": m["train_time_median_s"],
-            "eval_time_median_s": m["eval_time_median_s"],
-            "train_share": m["train_time_median_s"] / (m["train_time_median_s"] + m["eval_time_median_s"]),
+            "train_time_median_s": train_s,
+            "eval_time_median_s": eval_s,
+            "train_share": train_s / (train_s + eval_s),
             "eval_cost_ratio": _eval_cost_ratio(m),
             "samples_per_s": m["samples_per_s"],
             "val_acc": m["val_acc"],
@@ -228,7 +236,7 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
     first = next(iter(runs.values())).metrics
     summary = {
         "baseline": BASELINE,
-        "settings": {k: first[k] for k in ("epochs", "batch_size", "train_examples", "test_examples")},
+        "settings": {k: first[k] for k in SETTINGS},
         "backends": backends,
         "env": {k: first["env"].get(k) for k in MACHINE_KEYS},
         "env_differs": _env_differences(runs),
@@ -240,7 +248,8 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
 
 def _eval_cost_ratio(m: dict) -> float:
     """Validation time per example over training time per example (steady medians)."""
-    return (m["eval_time_median_s"] / m["test_examples"]) / (m["train_time_median_s"] / m["train_examples"])
+    eval_per_example = m["eval_time_median_s"] / m["test_examples"]
+    return eval_per_example / (m["train_time_median_s"] / m["train_examples"])
 
 
 def _article_entry(row: ArticleRow | None) -> dict | None:
@@ -272,7 +281,7 @@ def where_time_goes(name: str, summary: dict) -> str:
              f"training pass and {1 - row['train_share']:.0%} the validation pass"]
     ratio = row["eval_cost_ratio"]
     if ratio >= 0.6:
-        verdict = "so per-batch overhead (data loader, Python, dispatch) sets the pace, not arithmetic"
+        verdict = "so overhead outside the arithmetic (data loader, Python, dispatch) sets the pace"
     elif ratio <= 0.45:
         verdict = "so arithmetic sets the pace"
     else:
@@ -305,10 +314,11 @@ def render_markdown(summary: dict) -> str:
     rows, settings, env = summary["backends"], summary["settings"], summary["env"]
     has_roofline = "roofline" in summary
     out = ["# mnistbench: this run beside the article", ""]
-    out.append(f"Steady s/epoch: {_steady_epochs(settings['epochs'])} of one training pass "
-               "plus one validation pass (the article's epoch), min-max across those epochs in "
-               f"brackets. This run: {settings['epochs']} epochs, batch {settings['batch_size']}, "
-               f"{settings['train_examples']} training / {settings['test_examples']} test examples. "
+    out.append("An epoch is one training pass plus one validation pass (the article's epoch). "
+               f"Steady s/epoch: {_steady_epochs(settings['epochs'])}, min-max across the steady "
+               f"epochs in brackets. This run: {settings['epochs']} epochs, batch "
+               f"{settings['batch_size']}, {settings['train_examples']} training / "
+               f"{settings['test_examples']} test examples. "
                f"The article: {ARTICLE_SETUP}.")
     if (settings["train_examples"], settings["test_examples"]) != (FULL_TRAIN, FULL_TEST):
         out += ["", f"**A subset of MNIST** ({settings['train_examples']} of {FULL_TRAIN} training "
@@ -328,7 +338,8 @@ def render_markdown(summary: dict) -> str:
                    f"| {r['val_acc']:.4f} |")
 
     out += ["", "## Ratios", ""]
-    head = f"| backend | speed-up vs {BASELINE}, article | speed-up vs {BASELINE}, this run | this run vs article |"
+    head = (f"| backend | speed-up vs {BASELINE}, article | speed-up vs {BASELINE}, this run "
+            "| this run vs article |")
     rule = "|---|---|---|---|"
     if has_roofline:
         head += " roofline s/epoch | efficiency |"
@@ -358,7 +369,8 @@ def render_markdown(summary: dict) -> str:
     out.append(f"| CPU | {env['cpu']} ({env['cpus_usable']} of {env['cpu_count']} CPUs usable) |")
     out.append(f"| GPU | {', '.join(env['gpus']) if env['gpus'] else 'none'} |")
     out.append("| device | " + ", ".join(f"{n}: {r['device']}" for n, r in rows.items()) + " |")
-    out.append(f"| threads | {env['threads'] if env['threads'] is not None else 'framework default'} |")
+    threads = env["threads"] if env["threads"] is not None else "framework default"
+    out.append(f"| threads | {threads} |")
     image = f"{env['image']} {env['image_version'] or ''}".strip()
     out.append(f"| image | {image} |")
     out.append(f"| Python | {env['python']} |")
@@ -366,7 +378,8 @@ def render_markdown(summary: dict) -> str:
     out.append("| packages | " + ", ".join(f"{k} {v}" for k, v in packages.items()) + " |")
     if has_roofline:
         rf = summary["roofline"]
-        out.append(f"| roofline | {rf['matmul_gflops']:.1f} GFLOP/s float32 matmul, "
+        threads = f", {rf['threads']} threads" if rf["threads"] is not None else ""
+        out.append(f"| roofline | {rf['matmul_gflops']:.1f} GFLOP/s float32 matmul{threads}, "
                    f"{rf['gflop_per_epoch']:.1f} GFLOP per epoch |")
     if summary["env_differs"]:
         out += ["", "**The backends' metrics were recorded in different environments** "
@@ -432,13 +445,14 @@ def epoch_time_png(summary: dict) -> bytes:
                label="this run: steady median, min-max" if i == 0 else None)
         ax.annotate(_s(median), (i - width / 2, r["epoch_time_max_s"]), ha="center",
                     va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-        ax.plot(i - width + 0.04, r["first_epoch_s"], marker=">", color="black", linestyle="none",
-                label="this run: first epoch" if i == 0 else None)  # at the bar's edge, off its label
+        ax.plot(i - width + 0.04, r["first_epoch_s"], marker=">", color="black",  # at the bar's
+                linestyle="none", label="this run: first epoch" if i == 0 else None)  # edge
         a = r["article"]
         if a:
             low, high = a["epoch_s_min"], a["epoch_s_max"]
             ax.bar(i + width / 2, high - low, width, bottom=low, color="0.8", hatch="//",
-                   edgecolor="0.4", label=None if article_labelled else "article (Colab CPU): range")
+                   edgecolor="0.4",
+                   label=None if article_labelled else "article (Colab CPU): range")
             article_labelled = True
             ax.annotate(f"{low:g}-{high:g}", (i + width / 2, high), ha="center", va="bottom",
                         fontsize=8, xytext=(0, 2), textcoords="offset points", color="0.3")
@@ -455,7 +469,8 @@ def epoch_time_png(summary: dict) -> bytes:
     ax.set_ylabel("seconds per epoch (log)")
     s = summary["settings"]
     ax.set_title(f"Steady epoch time (train + validation pass)\n{s['train_examples']} train + "
-                 f"{s['test_examples']} test examples, batch {s['batch_size']}, {s['epochs']} epochs",
+                 f"{s['test_examples']} test examples, batch {s['batch_size']}, "
+                 f"{s['epochs']} epochs",
                  fontsize=10)
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="y", which="both", alpha=0.3)
@@ -469,7 +484,8 @@ def curves_png(runs: dict[str, BackendRun]) -> bytes:
     for name, run in runs.items():
         steps = range(1, len(run.curves["val_acc"]) + 1)
         acc.plot(steps, run.curves["val_acc"], marker="o", color=colors[name], label=name)
-        loss.plot(steps, run.curves["train_loss"], marker="o", color=colors[name], label=f"{name} train")
+        loss.plot(steps, run.curves["train_loss"], marker="o", color=colors[name],
+                  label=f"{name} train")
         loss.plot(steps, run.curves["val_loss"], marker="s", linestyle="--", color=colors[name],
                   label=f"{name} val")
         time_ax.plot(steps, run.curves["epoch_time_s"], marker="o", color=colors[name], label=name)
@@ -491,7 +507,9 @@ def curves_png(runs: dict[str, BackendRun]) -> bytes:
 
 def compare(cfg: Config, metrics_root: str | Path = "metrics", out_dir: str | Path | None = None,
             roofline_path: str | Path | None = None) -> dict:
-    """Validate every input, render the four outputs in memory, then write them; returns the summary."""
+    """Validate every input, render the four outputs in memory, then write them all.
+
+    Returns the summary (summary.json's content)."""
     runs = load_runs(cfg, metrics_root)
     roofline = load_roofline(roofline_path) if roofline_path is not None else None
     summary = build_summary(runs, roofline)
