@@ -326,6 +326,9 @@ def test_dvc_yaml_compare_stage_covers_every_backend():
     missing = [n for n in names if f"metrics/{n}" not in stage["deps"]]
     assert not missing, f"dvc.yaml: add `- metrics/<name>` to compare's deps for {missing}"
     assert "src/mnistbench/compare.py" in stage["deps"]
+    if "roofline" in dvc["stages"]:  # its metrics feed compare's efficiency column
+        assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
+        assert "metrics/roofline/metrics.json" in stage["deps"]
     outs = [next(iter(o)) for section in ("metrics", "outs", "plots") for o in stage[section]]
     assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
     for out in outs:  # nothing compare writes is inside a train stage's output
@@ -376,6 +379,10 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
         assert (repo / "metrics" / name).is_file(), name
     for name in ("epoch_time.png", "curves.png"):
         assert (repo / "metrics" / name).read_bytes().startswith(PNG_MAGIC)
+    rows = json.loads((repo / "metrics" / "summary.json").read_text())["backends"]
+    assert list(rows) == names
+    if (repo / "metrics" / "roofline" / "metrics.json").exists():
+        assert all(0 < row["efficiency"] for row in rows.values())
     _run([*git, "add", "params.yaml", "dvc.lock", "metrics"], repo, env)
     _run([*git, "commit", "-q", "-m", "small run, batch 32"], repo, env)
     rev1 = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
