@@ -162,6 +162,36 @@ def roofline(params: str, out: str) -> None:
                f"{result['threads']} threads) = {result['roofline_epoch_s']:.3f} s per epoch")
 
 
+@main.command("sweep-plot")
+@click.option("--exp-show", "exp_show_file", default=None,
+              help="Saved `dvc exp show --json` output to read instead of running dvc.")
+@click.option("--all-commits", is_flag=True, help="Also experiments based on older commits.")
+@click.option("--out", default="metrics/sweep/batch_size.png", show_default=True,
+              help="PNG to write; the points go beside it as .json.")
+def sweep_plot(exp_show_file: str | None, all_commits: bool, out: str) -> None:
+    """Plot steady epoch time and val_acc vs batch size, per backend, from DVC experiments.
+
+    Run the sweep first, through DVC's queue (README, "Batch-size sweep"):
+    `dvc exp run --queue -S train.batch_size=128` per size, then `dvc queue start --jobs 1`.
+    """
+    from mnistbench import sweep
+
+    try:
+        if exp_show_file is None:
+            entries = sweep.exp_show(all_commits)
+        else:
+            with open(exp_show_file) as f:
+                entries = json.load(f)
+        points = sweep.collect(entries)
+        path = sweep.plot(points, out)
+    except (sweep.SweepError, OSError, json.JSONDecodeError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    sizes = sorted({p.batch_size for p in points})
+    click.echo(f"{path}: {len(points)} results, {len({p.backend for p in points})} backends, "
+               f"batch sizes {', '.join(map(str, sizes))}")
+
+
 @main.command("backends")
 def list_backends() -> None:
     """List the known backends (one module each under mnistbench/backends/)."""

@@ -1,0 +1,137 @@
+"""How cost grows with work: results of a batch-size sweep run through DVC's experiment queue.
+
+The sweep itself is plain DVC (README, "Batch-size sweep"):
+
+    dvc exp run --queue -S train.batch_size=128     # one queued experiment per batch size
+    dvc queue start --jobs 1                        # one at a time: timings need the whole CPU
+
+This module reads what `dvc exp show --json` reports for the workspace, the baseline commits
+and every experiment, keeps each backend's metrics.json (batch_size, epoch_time_median_s,
+val_acc, epochs), and plots steady epoch time and val_acc against batch size, one line per
+backend, in one PNG; the points go to a JSON file beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+METRICS_FILE = re.compile(r"^metrics/(?P<backend>[^/]+)/metrics\.json$")
+KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")  # needed from each metrics.json
+
+
+class SweepError(RuntimeError):
+    """No results to plot, or `dvc exp show` failed; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class Point:
+    backend: str
+    batch_size: int
+    epoch_time_s: float  # steady epoch (median of epochs 2..N), train + eval
+    val_acc: float  # after the last epoch
+    epochs: int
+    source: str  # experiment name, or the commit / "workspace" it came from
+
+
+def exp_show(all_commits: bool = False, cwd: str | Path = ".") -> list[dict]:
+    """`dvc exp show --json` of the repository at `cwd`, parsed."""
+    args = [sys.executable, "-m", "dvc", "exp", "show", "--json",  # the dvc beside mnistbench
+            *(["--all-commits"] if all_commits else [])]
+    try:
+        done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=True)
+    except subprocess.CalledProcessError as e:
+        raise SweepError(f"`dvc exp show --json` failed: {e.stderr.strip()[-500:]}") from e
+    return json.loads(done.stdout)
+
+
+def _records(entries: list[dict]) -> Iterator[tuple[str, dict]]:
+    """(source name, data) of each row of `dvc exp show --json`: commits and experiments."""
+    for entry in entries or []:
+        if entry.get("data"):
+            rev = entry.get("rev") or "?"
+            yield entry.get("name") or (rev[:7] if len(rev) == 40 else rev), entry["data"]
+        for exp in entry.get("experiments") or []:
+            yield from _records(exp.get("revs") or [])
+
+
+def collect(entries: list[dict]) -> list[Point]:
+    """Every backend result found in `dvc exp show --json` output, without duplicates (the
+    workspace repeats its commit's or an applied experiment's metrics)."""
+    points, seen = [], set()
+    for source, data in _records(entries):
+        for path, metrics in (data.get("metrics") or {}).items():
+            match = METRICS_FILE.match(path)
+            values = (metrics or {}).get("data") or {}
+            if match is None or not all(k in values for k in KEYS):
+                continue  # another metrics file (roofline, summary), or missing here
+            key = (match["backend"], *(values[k] for k in KEYS))
+            if key in seen:
+                continue
+            seen.add(key)
+            points.append(Point(match["backend"], int(values["batch_size"]),
+                                float(values["epoch_time_median_s"]), float(values["val_acc"]),
+                                int(values["epochs"]), source))
+    return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
+
+
+def plot(points: list[Point], out: str | Path) -> Path:
+    """Steady epoch time and val_acc vs batch size per backend (median where a batch size has
+    several results); the points themselves go to <out>.json. Both written atomically."""
+    if not points:
+        raise SweepError("no backend results in `dvc exp show`: queue the sweep first "
+                         "(`dvc exp run --queue -S train.batch_size=...`, `dvc queue start`)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for backend in sorted({p.backend for p in points}):
+        sizes = sorted({p.batch_size for p in points if p.backend == backend})
+        mine = [[p for p in points if p.backend == backend and p.batch_size == b] for b in sizes]
+        times = [statistics.median(p.epoch_time_s for p in group) for group in mine]
+        accs = [statistics.median(p.val_acc for p in group) for group in mine]
+        ax_time.plot(sizes, times, marker="o", label=backend)
+        ax_acc.plot(sizes, accs, marker="o", label=backend)
+    epochs = sorted({p.epochs for p in points})
+    all_sizes = sorted({p.batch_size for p in points})
+    for ax, label in ((ax_time, "steady epoch time (s, train + eval)"), (ax_acc, "val_acc")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_sizes, [str(b) for b in all_sizes])  # the sizes run, not powers of 2
+        ax.minorticks_off()
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_time.set_yscale("log")
+    ax_acc.legend(fontsize=8)
+    fig.suptitle(f"Batch-size sweep ({', '.join(map(str, epochs))} epochs; "
+                 f"val_acc after the last epoch)")
+    fig.tight_layout()
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    table = json.dumps([asdict(p) for p in points], indent=2) + "\n"
+    _write_atomic(out.with_suffix(".json"), lambda f: f.write(table.encode()))
+    return out
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

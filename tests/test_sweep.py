@@ -1,0 +1,130 @@
+"""The batch-size sweep: results read from `dvc exp show --json`, plotted per backend; and the
+README's queue commands run for real on a tiny subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnistbench import sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics(batch_size: int, epoch_time: float, val_acc: float, epochs: int = 3) -> dict:
+    return {"data": {"batch_size": batch_size, "epoch_time_median_s": epoch_time,
+                     "val_acc": val_acc, "epochs": epochs, "train_loss": 0.1}}
+
+
+def _row(rev: str, name: str | None, metrics: dict) -> dict:
+    return {"rev": rev, "name": name, "data": {"rev": rev, "params": {}, "metrics": metrics}}
+
+
+def exp_show_output() -> list[dict]:
+    """What `dvc exp show --json` prints (dvc 3.x): the workspace, the baseline commit, and its
+    experiments, each with every metrics file (an error where a file is missing)."""
+    missing = {"error": {"type": "FileNotFoundError", "msg": "No such file"}}
+    base = {"metrics/jax-scan/metrics.json": _metrics(32, 0.9, 0.97),
+            "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97),
+            "metrics/roofline/metrics.json": {"data": {"matmul_gflops": 100.0}},
+            "metrics/summary.json": {"data": {"backends": {}}}}
+    return [
+        _row("workspace", None, dict(base)),  # the workspace repeats the commit's results
+        {**_row("abc1234def", "main", base), "experiments": [
+            {"name": "exp-a", "executor": None, "revs": [_row("1111111aaa", "exp-a", {
+                "metrics/jax-scan/metrics.json": _metrics(128, 0.3, 0.96),
+                "metrics/torch-tensor/metrics.json": missing})]},
+            {"name": "exp-b", "executor": None, "revs": [_row("2222222bbb", "exp-b", {
+                "metrics/jax-scan/metrics.json": _metrics(512, 0.12, 0.95),
+                "metrics/torch-tensor/metrics.json": _metrics(512, 0.4, 0.95)})]},
+        ]},
+    ]
+
+
+def test_collect_reads_every_backend_result_once():
+    points = sweep.collect(exp_show_output())
+    got = [(p.backend, p.batch_size, p.epoch_time_s, p.source) for p in points]
+    assert got == [("jax-scan", 32, 0.9, "workspace"), ("jax-scan", 128, 0.3, "exp-a"),
+                   ("jax-scan", 512, 0.12, "exp-b"), ("torch-tensor", 32, 2.5, "workspace"),
+                   ("torch-tensor", 512, 0.4, "exp-b")]  # no roofline/summary, no duplicates
+
+
+def test_plot_writes_a_png_and_the_points(tmp_path):
+    out = sweep.plot(sweep.collect(exp_show_output()), tmp_path / "sweep" / "batch_size.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    table = json.loads(out.with_suffix(".json").read_text())
+    assert {(p["backend"], p["batch_size"]) for p in table} == {
+        ("jax-scan", 32), ("jax-scan", 128), ("jax-scan", 512), ("torch-tensor", 32),
+        ("torch-tensor", 512)}
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_no_results_is_an_error_that_says_what_to_run(tmp_path):
+    with pytest.raises(sweep.SweepError, match="dvc exp run --queue"):
+        sweep.plot(sweep.collect([_row("workspace", None, {})]), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_reads_a_saved_exp_show(tmp_path):
+    saved = tmp_path / "exp.json"
+    saved.write_text(json.dumps(exp_show_output()))
+    out = tmp_path / "plot.png"
+    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--exp-show",
+                           str(saved), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "5 results, 2 backends, batch sizes 32, 128, 512" in done.stdout
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_queued_sweep_end_to_end(tmp_path):
+    """The README's commands on a clone of HEAD (commit first): two batch sizes queued with
+    `dvc exp run --queue -S`, run by `dvc queue start`, then plotted from `dvc exp show`.
+    Tiny: 500/100 images, 2 epochs, and only train@jax-scan (a target) to stay under a minute."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(repo / "src"), "MNIST_MIRRORS": str(repo / "data" / "mirror"),
+           "TF_CPP_MIN_LOG_LEVEL": "2", "GIT_AUTHOR_NAME": "test",
+           "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+           "GIT_COMMITTER_EMAIL": "test@example.com"}
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(limit_train=500, limit_test=100)
+    params["train"].update(epochs=2, device="cpu")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "-c", "commit.gpgsign=false", "commit", "-qam", "tiny sweep"], repo, env)
+
+    try:
+        for size in (16, 64):
+            _run(["dvc", "exp", "run", "--queue", "-S", f"train.batch_size={size}",
+                  "train@jax-scan"], repo, env)
+        _run(["dvc", "queue", "start", "--jobs", "1"], repo, env)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            status = _run(["dvc", "queue", "status"], repo, env)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(3)
+        assert status.count("Success") == 2, status
+        points = sweep.collect(sweep.exp_show(cwd=repo))
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env, capture_output=True)
+    assert sorted((p.backend, p.batch_size, p.epochs) for p in points) == [
+        ("jax-scan", 16, 2), ("jax-scan", 64, 2)]
+    assert all(p.val_acc > 0.5 and p.epoch_time_s > 0 for p in points)
+    out = sweep.plot(points, tmp_path / "batch_size.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
