@@ -36,6 +36,8 @@ MNIST_TRAIN, MNIST_TEST = 60000, 10000  # split sizes, before data.limit_*
 SQUARE = {"cpu": 2048, "cuda": 8192}  # the large square product's size per device kind
 MIN_TIME_S = 0.2  # each shape is repeated for at least this long; the best repeat counts
 REPEATS = 5  # timed repeats per shape (after one warm-up call)
+FLOP_PER_CALL = 2e8  # small products are timed in runs of up to MAX_INNER, about this many FLOPs
+MAX_INNER = 256
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tupl
     Call frameworks.configure_threads(threads) first, in a fresh process (as the CLI does), so
     that the thread pools are sized as in the backends. torch gets `threads` as its
     intra-op count, as frameworks.torch does for the torch backends. JAX products run at
-    "highest" precision, i.e. true float32 (on GPUs JAX's default would be TF32).
+    "highest" precision, i.e. true float32 (on GPUs JAX's default would be TF32). Small
+    products are timed in runs: torch as eager calls (its per-call dispatch included, as in
+    eager training), JAX inside one compiled loop (as in jax-scan's epoch).
     """
     by_shape: dict[str, dict[str, float]] = {}
     for name in frameworks_to_try:
@@ -108,7 +112,8 @@ def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tupl
             continue
         by_shape[name] = {}  # the first framework resolves "auto"; the others follow it
         for m, k, n in matmul_shapes(hidden, batch_size, device):
-            seconds = _best_time(timer(m, k, n))
+            inner = max(1, min(MAX_INNER, int(FLOP_PER_CALL // (2 * m * k * n))))
+            seconds = _best_time(timer(m, k, n, inner)) / inner
             by_shape[name][f"{m}x{k}x{n}"] = round(2 * m * k * n / seconds / 1e9, 2)
             log.info("%s %dx%dx%d: %.1f GFLOP/s", name, m, k, n, by_shape[name][f"{m}x{k}x{n}"])
     peak_fw, peak_shape = max(((fw, s) for fw in by_shape for s in by_shape[fw]),
@@ -138,12 +143,15 @@ def _torch_timer(threads: int | None, device: str):
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     gen = torch.Generator(device="cpu").manual_seed(0)
 
-    def timer(m: int, k: int, n: int) -> Callable[[], None]:
+    def timer(m: int, k: int, n: int, inner: int) -> Callable[[], None]:
+        """`inner` eager torch.mm calls (dispatch included, as in eager training), one sync."""
         a = torch.randn(m, k, generator=gen).to(dev)
         b = torch.randn(k, n, generator=gen).to(dev)
+        out = torch.empty(m, n, device=dev)
 
         def run():
-            torch.mm(a, b)
+            for _ in range(inner):
+                torch.mm(a, b, out=out)
             sync()
 
         return run
@@ -157,13 +165,21 @@ def _jax_timer(threads: int | None, device: str):
     import jax.numpy as jnp
     import numpy as np
 
-    mm = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+    @jax.jit
+    def products(a_stack, b):
+        """One product per slice of a_stack inside one compiled loop, as in jax-scan's epoch:
+        no dispatch per product. Each output is reduced so that none can be skipped."""
+        def body(total, a):
+            return total + jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST).sum(), None
+
+        return jax.lax.scan(body, jnp.zeros((), jnp.float32), a_stack)[0]
+
     rng = np.random.default_rng(0)
 
-    def timer(m: int, k: int, n: int) -> Callable[[], None]:
-        a = jax.device_put(rng.standard_normal((m, k), dtype=np.float32))
+    def timer(m: int, k: int, n: int, inner: int) -> Callable[[], None]:
+        a = jax.device_put(rng.standard_normal((inner, m, k), dtype=np.float32))
         b = jax.device_put(rng.standard_normal((k, n), dtype=np.float32))
-        return lambda: mm(a, b).block_until_ready()
+        return lambda: products(a, b).block_until_ready()
 
     return timer, dev
 
