@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install repro test lint clean
+.PHONY: install repro test lint clean docker-cpu docker-cuda docker-test
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Docker images (README, "Docker"); the version goes into every metrics.json's env.
+IMAGE_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+docker-cpu docker-cuda: docker-%:
+	docker build -f docker/Dockerfile.$* -t mnistbench:$* \
+		--build-arg MNISTBENCH_IMAGE_VERSION=$(IMAGE_VERSION) .
+
+# What `make test` runs through tests/test_docker.py (as root: installs Docker, builds, runs).
+docker-test: install
+	$(BIN)/python -m pytest -m docker tests/test_docker.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
