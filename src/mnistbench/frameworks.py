@@ -101,5 +101,6 @@ def jax(device: str) -> tuple[ModuleType, str]:
     platform = jax_mod.default_backend()
     if device == "cuda" and platform != "gpu":
         raise DeviceUnavailableError(f"train.device is cuda but JAX runs on {platform} "
-                                     "(install jax[cuda12] and pass --gpus all, or use cpu)")
+                                     "(install jax[cuda13], as the mnistbench:cuda image does, "
+                                     "and pass --gpus all, or use cpu)")
     return jax_mod, ("cuda" if platform == "gpu" else "cpu")
