@@ -3,8 +3,9 @@
 The whole split sits on the device (float32, /255 as the article). A training epoch is one
 jitted function: a seeded permutation of the examples, then `lax.scan` over its batches, each
 step the article's (same model, Adam, batch size, loss). No Python, no host transfer and no
-dispatch per step, so what is left is the model's own arithmetic plus XLA's per-step overhead:
-this row shows how close JAX gets to the machine's matmul limit (mnistbench roofline).
+dispatch per step: what is left is XLA's own code for the step, which shows how close JAX gets
+to the machine's matmul limit (mnistbench roofline). On a CPU that is the batch-32 products,
+which XLA runs on one core, and Adam's element-wise update, which costs nearly as much.
 
 Evaluation is a second jitted function: one forward pass over the whole test split (the result
 does not depend on how the forward pass is chunked), then the article's per-batch averages.
