@@ -21,6 +21,7 @@ PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backe
 
 def _known_errors(fn):
     """Turn the project's expected errors into a clean message and exit code 1."""
+    from mnistbench.backends import UnknownBackendError
     from mnistbench.compare import CompareError
     from mnistbench.download import DownloadError
     from mnistbench.frameworks import DeviceUnavailableError, MissingFrameworkError
@@ -31,7 +32,7 @@ def _known_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (config_mod.ConfigError, DownloadError, MissingDataError, CompareError,
-                MissingFrameworkError, DeviceUnavailableError, LookupError) as e:
+                MissingFrameworkError, DeviceUnavailableError, UnknownBackendError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
 
