@@ -49,12 +49,29 @@ def exp_show_output() -> list[dict]:
     ]
 
 
-def test_collect_reads_every_backend_result_once():
+def test_collect_reads_every_experiment_result_once():
     points = sweep.collect(exp_show_output())
     got = [(p.backend, p.batch_size, p.epoch_time_s, p.source) for p in points]
-    assert got == [("jax-scan", 32, 0.9, "workspace"), ("jax-scan", 128, 0.3, "exp-a"),
-                   ("jax-scan", 512, 0.12, "exp-b"), ("torch-tensor", 32, 2.5, "workspace"),
+    assert got == [("jax-scan", 128, 0.3, "exp-a"), ("jax-scan", 512, 0.12, "exp-b"),
                    ("torch-tensor", 512, 0.4, "exp-b")]  # no roofline/summary, no duplicates
+
+
+def test_committed_results_are_not_sweep_points():
+    """The workspace and baseline hold the committed run (10 epochs, say): not the sweep's."""
+    sources = {p.source for p in sweep.collect(exp_show_output())}
+    assert sources == {"exp-a", "exp-b"}
+
+
+def test_results_of_stages_the_experiment_did_not_rerun_are_left_out():
+    """`dvc exp run -S train.batch_size=64 train@jax-scan` keeps the other backends' baseline
+    metrics (batch 32): they must not count as batch-64 points."""
+    row = _row("3333333ccc", "exp-c", {
+        "metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96, epochs=2),
+        "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97, epochs=10)})
+    row["data"]["params"] = {"params.yaml": {"data": {"train": {"batch_size": 64, "epochs": 2}}}}
+    entries = [{**_row("abc1234def", "main", {}), "experiments": [
+        {"name": "exp-c", "executor": None, "revs": [row]}]}]
+    assert [(p.backend, p.batch_size) for p in sweep.collect(entries)] == [("jax-scan", 64)]
 
 
 def test_plot_writes_a_png_and_the_points(tmp_path):
@@ -62,8 +79,7 @@ def test_plot_writes_a_png_and_the_points(tmp_path):
     assert out.read_bytes().startswith(PNG_MAGIC)
     table = json.loads(out.with_suffix(".json").read_text())
     assert {(p["backend"], p["batch_size"]) for p in table} == {
-        ("jax-scan", 32), ("jax-scan", 128), ("jax-scan", 512), ("torch-tensor", 32),
-        ("torch-tensor", 512)}
+        ("jax-scan", 128), ("jax-scan", 512), ("torch-tensor", 512)}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -80,7 +96,7 @@ def test_cli_reads_a_saved_exp_show(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--exp-show",
                            str(saved), "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "5 results, 2 backends, batch sizes 32, 128, 512" in done.stdout
+    assert "3 results, 2 backends, batch sizes 128, 512" in done.stdout
     assert out.read_bytes().startswith(PNG_MAGIC)
 
 

@@ -5,8 +5,7 @@ The sweep itself is plain DVC (README, "Batch-size sweep"):
     dvc exp run --queue -S train.batch_size=128     # one queued experiment per batch size
     dvc queue start --jobs 1                        # one at a time: timings need the whole CPU
 
-This module reads what `dvc exp show --json` reports for the workspace, the baseline commits
-and every experiment, keeps each backend's metrics.json (batch_size, epoch_time_median_s,
+This module reads what `dvc exp show --json` reports for every experiment, keeps each backend's metrics.json (batch_size, epoch_time_median_s,
 val_acc, epochs), and plots steady epoch time and val_acc against batch size, one line per
 backend, in one PNG; the points go to a JSON file beside it.
 """
@@ -53,26 +52,31 @@ def exp_show(all_commits: bool = False, cwd: str | Path = ".") -> list[dict]:
     return json.loads(done.stdout)
 
 
-def _records(entries: list[dict]) -> Iterator[tuple[str, dict]]:
-    """(source name, data) of each row of `dvc exp show --json`: commits and experiments."""
+def _records(entries: list[dict], experiment: bool = False) -> Iterator[tuple[str, dict]]:
+    """(name, data) of each experiment in `dvc exp show --json`. The workspace and baseline
+    commits are left out: they hold the pipeline's committed results, usually run with other
+    epochs or limits than the sweep (a 10-epoch run would sit beside 3-epoch points)."""
     for entry in entries or []:
-        if entry.get("data"):
+        if experiment and entry.get("data"):
             rev = entry.get("rev") or "?"
             yield entry.get("name") or (rev[:7] if len(rev) == 40 else rev), entry["data"]
         for exp in entry.get("experiments") or []:
-            yield from _records(exp.get("revs") or [])
+            yield from _records(exp.get("revs") or [], experiment=True)
 
 
 def collect(entries: list[dict]) -> list[Point]:
-    """Every backend result found in `dvc exp show --json` output, without duplicates (the
-    workspace repeats its commit's or an applied experiment's metrics)."""
+    """Every backend result of the experiments in `dvc exp show --json` output, without
+    duplicates (an experiment may repeat another's unchanged metrics)."""
     points, seen = [], set()
     for source, data in _records(entries):
+        ran_with = _train_params(data)
         for path, metrics in (data.get("metrics") or {}).items():
             match = METRICS_FILE.match(path)
             values = (metrics or {}).get("data") or {}
             if match is None or not all(k in values for k in KEYS):
                 continue  # another metrics file (roofline, summary), or missing here
+            if any(values[k] != v for k, v in ran_with.items()):
+                continue  # a stage the experiment did not rerun: the baseline's stale result
             key = (match["backend"], *(values[k] for k in KEYS))
             if key in seen:
                 continue
@@ -81,6 +85,13 @@ def collect(entries: list[dict]) -> list[Point]:
                                 float(values["epoch_time_median_s"]), float(values["val_acc"]),
                                 int(values["epochs"]), source))
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
+
+
+def _train_params(data: dict) -> dict[str, Any]:
+    """The experiment's train.batch_size and train.epochs, from its params.yaml (if shown)."""
+    params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+    train = params.get("train") or {}
+    return {k: train[k] for k in ("batch_size", "epochs") if k in train}
 
 
 def plot(points: list[Point], out: str | Path) -> Path:
