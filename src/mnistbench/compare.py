@@ -15,12 +15,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistbench import outputs
 from mnistbench.config import Config
 
 BASELINE = "torch-dataloader"  # speed-ups are against this backend, as in the article's table
@@ -520,24 +519,5 @@ def compare(cfg: Config, metrics_root: str | Path = "metrics", out_dir: str | Pa
         "epoch_time.png": epoch_time_png(summary),
         "curves.png": curves_png(runs),
     }
-    _write_all(Path(out_dir if out_dir is not None else metrics_root), files)
+    outputs.write_files(Path(out_dir if out_dir is not None else metrics_root), files)
     return summary
-
-
-def _write_all(out_dir: Path, files: dict[str, bytes]) -> None:
-    """Each file to a temporary one in out_dir, then all renamed into place."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, data in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            staged.append((tmp, out_dir / name))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)

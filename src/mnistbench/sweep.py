@@ -12,16 +12,17 @@ backend, in one PNG; the points go to a JSON file beside it.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from mnistbench import outputs
 
 METRICS_FILE = re.compile(r"^metrics/(?P<backend>[^/]+)/metrics\.json$")
 KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")  # needed from each metrics.json
@@ -128,21 +129,12 @@ def plot(points: list[Point], out: str | Path) -> Path:
                  f"val_acc after the last epoch)")
     fig.tight_layout()
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, lambda f: fig.savefig(f, format="png", dpi=110))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
     table = json.dumps([asdict(p) for p in points], indent=2) + "\n"
-    _write_atomic(out.with_suffix(".json"), lambda f: f.write(table.encode()))
+    out = Path(out)
+    outputs.write_files(out.parent, {out.name: png.getvalue(),
+                                     out.with_suffix(".json").name: table.encode()})
     return out
 
-
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

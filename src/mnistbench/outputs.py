@@ -1,0 +1,26 @@
+"""Writing a stage's output files all or nothing: nothing half-written is ever visible."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Each file to a temporary one in out_dir, then all renamed into place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+            staged.append((tmp, out_dir / name))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
