@@ -418,3 +418,10 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     assert rev1 in html and rev2 in html
     images = sorted(p.name for p in (out / "static").iterdir())
     assert len(images) == 4 and all(p.endswith(".png") for p in images)  # 2 PNGs x 2 revisions
+
+
+@pytest.mark.parametrize("share, text", [(0.078, "7.8%"), (0.922, "92.2%"), (1.54e-5, "0.0015%"),
+                                         (0.99998, "100.00%"), (0.9995, "99.95%"), (1.2, "120.0%")])
+def test_percentages_keep_small_shares_visible(share, text):
+    # a GPU row's efficiency is thousandths of a percent: "0.0%" would hide it
+    assert compare._pct(share) == text

@@ -159,8 +159,9 @@ def roofline(params: str, out: str) -> None:
     cfg = _load(params)
     result = roofline_mod.run(cfg, out)
     click.echo(f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
-               f"{result['matmul_gflops']:.1f} GFLOP/s ({result['peak_source']}, "
-               f"{result['threads']} threads) = {result['roofline_epoch_s']:.3f} s per epoch")
+               f"{result['matmul_gflops']:.1f} GFLOP/s ({result['peak_source']} on "
+               f"{result['device']}" + (f", {result['threads']} threads" if result["threads"] else "")
+               + f") = {result['roofline_epoch_s']:.3g} s per epoch")
 
 
 @main.command("sweep-plot")

@@ -285,7 +285,7 @@ def where_time_goes(name: str, summary: dict) -> str:
         hint = "close to what arithmetic alone predicts"
     else:
         hint = "far below it, so validation runs in fewer, larger steps than training"
-    parts.append(f"a validation example costs {ratio:.2f}x a training one (arithmetic alone: "
+    parts.append(f"a validation example costs {ratio:#.2g}x a training one (arithmetic alone: "
                  f"about {EVAL_RATIO_COMPUTE:.2f}x), {hint}")
     peers = [(p, r) for p, r in rows.items()
              if p != name and r["framework"] == row["framework"] and r["loader"] != row["loader"]]
@@ -298,8 +298,8 @@ def where_time_goes(name: str, summary: dict) -> str:
     if "efficiency" in row:
         eff = row["efficiency"]
         parts.append(f"at the measured matmul peak the arithmetic would take "
-                     f"{_s(row['roofline_epoch_s'])} s, {eff:.1%} of the epoch" + (
-                         f", so {1 - eff:.1%} goes to the loader, Python, dispatch and products "
+                     f"{_s(row['roofline_epoch_s'])} s, {_pct(eff)} of the epoch" + (
+                         f", so {_pct(1 - eff)} goes to the loader, Python, dispatch and products "
                          "running below the peak" if eff < 0.5 else ""))
     extra = row["first_epoch_extra_s"]
     parts.append(f"the first epoch takes {_s(row['first_epoch_s'])} s, " + (
@@ -352,7 +352,7 @@ def render_markdown(summary: dict) -> str:
         line = (f"| {name} | {_x(a[SPEEDUP_KEY]) if a else '—'} | {_x(r[SPEEDUP_KEY])} "
                 f"| {_x(r['speedup_vs_article'])} |")
         if has_roofline:
-            line += f" {_s(r['roofline_epoch_s'])} | {r['efficiency']:.1%} |"
+            line += f" {_s(r['roofline_epoch_s'])} | {_pct(r['efficiency'])} |"
         out.append(line)
     out += ["", "Speed-ups divide s/epoch: the article's range midpoints, this run's medians. "
             "\"This run vs article\" is the article's s/epoch over this run's (above 1: faster "
@@ -405,6 +405,14 @@ def _s(seconds: float) -> str:
     """Seconds with about three significant digits."""
     a = abs(seconds)
     return f"{seconds:.1f}" if a >= 10 else f"{seconds:.2f}" if a >= 1 else f"{seconds:#.3g}"
+
+
+def _pct(share: float) -> str:
+    """A share as a percentage, with two significant digits when under 0.1% (GPU rows'
+    efficiency is a few thousandths of a percent; "0.0%" would hide it)."""
+    if share < 0.001:
+        return f"{share * 100:#.2g}%"
+    return f"{share:.2%}" if 0.999 < share < 1 else f"{share:.1%}"
 
 
 def _x(ratio: float | None) -> str:

@@ -184,7 +184,7 @@ def _jax_timer(threads: int | None, device: str):
     return timer, dev
 
 
-def roofline(cfg: Config, measured: dict[str, Any], threads_used: int) -> dict[str, Any]:
+def roofline(cfg: Config, measured: dict[str, Any], threads_used: int | None) -> dict[str, Any]:
     """The metrics file's content, from a measurement and the params."""
     num_train = min(cfg.data.limit_train or MNIST_TRAIN, MNIST_TRAIN)
     num_test = min(cfg.data.limit_test or MNIST_TEST, MNIST_TEST)
@@ -192,7 +192,7 @@ def roofline(cfg: Config, measured: dict[str, Any], threads_used: int) -> dict[s
     gflop = flops.total / 1e9
     return {
         "matmul_gflops": measured["matmul_gflops"],  # peak float32 GFLOP/s, see peak_source
-        "threads": threads_used,
+        "threads": threads_used,  # CPU threads; None on a GPU
         "train_gflop_per_epoch": flops.train / 1e9,
         "eval_gflop_per_epoch": flops.eval / 1e9,
         "gflop_per_epoch": gflop,
@@ -209,9 +209,11 @@ def roofline(cfg: Config, measured: dict[str, Any], threads_used: int) -> dict[s
 def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
     """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
     applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
-    threads_used = cfg.train.threads or applied["cpus_usable"]
     measured = measure_matmul_gflops(cfg.train.threads, cfg.train.device, cfg.model.hidden,
                                      cfg.train.batch_size)
+    # CPU threads do the products only on the CPU; a GPU's rate owes nothing to them
+    threads_used = (None if measured["device"] == "cuda"
+                    else cfg.train.threads or applied["cpus_usable"])
     result = roofline(cfg, measured, threads_used)
     result["env"] = {**envinfo.collect(), **applied}
     out = Path(out_root) / "roofline"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Reproduce results/<gpu>/: the backends that need no TensorFlow, trained on an NVIDIA GPU
+# (train.device: cuda), the GPU's float32 matmul roofline, and compare's summary of them.
+#
+#   results/run-cuda.sh OUT_DIR [section.key=value ...]
+#
+# Run from the repository root, with torch (CUDA), JAX (CUDA), Flax, Optax, torchvision,
+# click, PyYAML and matplotlib installed (the mnistbench:cuda image has them; so does a
+# plain GPU machine's Python with `pip install -e .`). The MNIST files come from the mirrors
+# of params.yaml (set MNIST_MIRRORS=data/mirror/ offline). OUT_DIR gets params.yaml (the
+# params used: params.yaml with train.device=cuda, only these backends, then the overrides),
+# metrics/<backend>/ and metrics/roofline/ as the DVC stages write them, summary.{json,md},
+# the plots, env.txt (nvidia-smi) and run.log.
+# BACKENDS (default: torch-dataloader torch-tensor jax-scan) picks the rows; the TFDS rows
+# need TensorFlow, and jax-grain needs TFDS's ArrayRecord build, so they are left to the
+# CPU pipeline.
+set -euo pipefail
+out=${1:?usage: results/run-cuda.sh OUT_DIR [section.key=value ...]}
+shift
+backends=${BACKENDS:-torch-dataloader torch-tensor jax-scan}
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import mnistbench" 2>/dev/null; then  # not installed: run from the checkout
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+fi
+mnistbench() { python3 -m mnistbench.cli "$@"; }
+
+mkdir -p "$out"
+exec > >(tee -a "$out/run.log") 2>&1
+params=$out/params.yaml
+python3 - "$params" "$backends" "$@" <<'PY'
+import sys, yaml
+target, backends, overrides = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+p = yaml.safe_load(open("params.yaml"))
+p["train"]["device"] = "cuda"
+p["backends"] = {b: p["backends"][b] for b in backends}
+for item in overrides:  # section.key=value, the value parsed as YAML (e.g. train.epochs=2)
+    key, _, value = item.partition("=")
+    section, _, name = key.partition(".")
+    p[section][name] = yaml.safe_load(value)
+yaml.safe_dump(p, open(target, "w"), sort_keys=False)
+PY
+{ nvidia-smi || true; } > "$out/env.txt" 2>&1
+mnistbench env >> "$out/env.txt"
+mnistbench download --params "$params"
+mnistbench roofline --params "$params" --out "$out/metrics"
+for b in $backends; do
+    mnistbench train "$b" --params "$params" --out "$out/metrics"
+done
+mnistbench compare --params "$params" --metrics "$out/metrics" \
+    --roofline "$out/metrics/roofline/metrics.json" --out "$out"
