@@ -11,6 +11,7 @@
 # params used: params.yaml with train.device=cuda, only these backends, then the overrides),
 # metrics/<backend>/ and metrics/roofline/ as the DVC stages write them, summary.{json,md},
 # the plots, env.txt (nvidia-smi) and run.log.
+# PYTHON (default python3) is the interpreter that has them.
 # BACKENDS (default: torch-dataloader torch-tensor jax-scan) picks the rows; the TFDS rows
 # need TensorFlow, and jax-grain needs TFDS's ArrayRecord build, so they are left to the
 # CPU pipeline.
@@ -19,24 +20,28 @@ out=${1:?usage: results/run-cuda.sh OUT_DIR [section.key=value ...]}
 shift
 backends=${BACKENDS:-torch-dataloader torch-tensor jax-scan}
 export PYTHONUNBUFFERED=1
-if ! python3 -c "import mnistbench" 2>/dev/null; then  # not installed: run from the checkout
+py=${PYTHON:-python3}
+if ! "$py" -c "import mnistbench" 2>/dev/null; then  # not installed: run from the checkout
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
-mnistbench() { python3 -m mnistbench.cli "$@"; }
+mnistbench() { "$py" -m mnistbench.cli "$@"; }
 
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1
 params=$out/params.yaml
-python3 - "$params" "$backends" "$@" <<'PY'
+"$py" - "$params" "$backends" "$@" <<'PY'
 import sys, yaml
 target, backends, overrides = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 p = yaml.safe_load(open("params.yaml"))
 p["train"]["device"] = "cuda"
 p["backends"] = {b: p["backends"][b] for b in backends}
+dirs = {k: p["data"][k] for k in ("raw_dir", "tfds_dir")}
 for item in overrides:  # section.key=value, the value parsed as YAML (e.g. train.epochs=2)
     key, _, value = item.partition("=")
     section, _, name = key.partition(".")
     p[section][name] = yaml.safe_load(value)
+moved = {old: p["data"][k] for k, old in dirs.items()}  # a backend reads the data dir it read
+p["backends"] = {b: moved.get(d, d) for b, d in p["backends"].items()}
 yaml.safe_dump(p, open(target, "w"), sort_keys=False)
 PY
 { nvidia-smi || true; } > "$out/env.txt" 2>&1
