@@ -144,3 +144,33 @@ def test_queued_sweep_end_to_end(tmp_path):
     assert all(p.val_acc > 0.5 and p.epoch_time_s > 0 for p in points)
     out = sweep.plot(points, tmp_path / "batch_size.png")
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def _write_run(root: Path, backend: str, batch_size: int, epoch_time: float) -> None:
+    (root / backend).mkdir(parents=True)
+    (root / backend / "metrics.json").write_text(json.dumps(
+        {"batch_size": batch_size, "epoch_time_median_s": epoch_time, "val_acc": 0.97, "epochs": 3}))
+
+
+def test_cli_plots_metrics_roots_made_without_dvc(tmp_path):
+    for bs, t in ((32, 0.07), (512, 0.01)):
+        _write_run(tmp_path / f"bs{bs}", "jax-scan", bs, t)
+        (tmp_path / f"bs{bs}" / "roofline").mkdir()
+        (tmp_path / f"bs{bs}" / "roofline" / "metrics.json").write_text('{"matmul_gflops": 1}')
+    out = tmp_path / "plot.png"
+    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--metrics",
+                           str(tmp_path / "bs32"), "--metrics", str(tmp_path / "bs512"),
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "2 results, 1 backends, batch sizes 32, 512" in done.stdout
+    table = json.loads(out.with_suffix(".json").read_text())
+    assert [(p["batch_size"], p["epoch_time_s"]) for p in table] == [(32, 0.07), (512, 0.01)]
+
+
+def test_a_metrics_root_without_results_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--metrics",
+                           str(tmp_path / "empty"), "--out", str(tmp_path / "p.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "no <backend>/metrics.json" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "p.png").exists()

@@ -168,9 +168,13 @@ def roofline(params: str, out: str) -> None:
 @click.option("--exp-show", "exp_show_file", default=None,
               help="Saved `dvc exp show --json` output to read instead of running dvc.")
 @click.option("--all-commits", is_flag=True, help="Also experiments based on older commits.")
+@click.option("--metrics", "metrics_roots", multiple=True, metavar="ROOT",
+              help="Read <ROOT>/<backend>/metrics.json instead of DVC experiments (runs made "
+              "without DVC, one ROOT per batch size); repeat for each.")
 @click.option("--out", default="metrics/sweep/batch_size.png", show_default=True,
               help="PNG to write; the points go beside it as .json.")
-def sweep_plot(exp_show_file: str | None, all_commits: bool, out: str) -> None:
+def sweep_plot(exp_show_file: str | None, all_commits: bool, metrics_roots: tuple[str, ...],
+               out: str) -> None:
     """Plot steady epoch time and val_acc vs batch size, per backend, from DVC experiments.
 
     Run the sweep first, through DVC's queue (README, "Batch-size sweep"):
@@ -179,12 +183,15 @@ def sweep_plot(exp_show_file: str | None, all_commits: bool, out: str) -> None:
     from mnistbench import sweep
 
     try:
-        if exp_show_file is None:
-            entries = sweep.exp_show(all_commits)
+        if metrics_roots:
+            points = sweep.collect_roots(list(metrics_roots))
         else:
-            with open(exp_show_file) as f:
-                entries = json.load(f)
-        points = sweep.collect(entries)
+            if exp_show_file is None:
+                entries = sweep.exp_show(all_commits)
+            else:
+                with open(exp_show_file) as f:
+                    entries = json.load(f)
+            points = sweep.collect(entries)
         path = sweep.plot(points, out)
     except (sweep.SweepError, OSError, json.JSONDecodeError) as e:
         click.echo(f"error: {e}", err=True)

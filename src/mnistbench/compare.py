@@ -436,7 +436,9 @@ def _png(fig) -> bytes:
 
 
 def _colors(names: list[str]) -> dict[str, str]:
-    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+    from mnistbench import backends
+
+    return {name: backends.color(name) for name in names}
 
 
 def epoch_time_png(summary: dict) -> bytes:

@@ -5,8 +5,9 @@ The sweep itself is plain DVC (README, "Batch-size sweep"):
     dvc exp run --queue -S train.batch_size=128     # one queued experiment per batch size
     dvc queue start --jobs 1                        # one at a time: timings need the whole CPU
 
-This module reads what `dvc exp show --json` reports for every experiment, keeps each backend's metrics.json (batch_size, epoch_time_median_s,
-val_acc, epochs), and plots steady epoch time and val_acc against batch size, one line per
+This module reads what `dvc exp show --json` reports for every experiment (or, for runs made
+without DVC, metrics roots given by hand), keeps each backend's metrics.json (batch_size,
+epoch_time_median_s, val_acc, epochs), and plots steady epoch time and val_acc against batch size, one line per
 backend, in one PNG; the points go to a JSON file beside it.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from mnistbench import outputs
+from mnistbench import backends, outputs
 
 METRICS_FILE = re.compile(r"^metrics/(?P<backend>[^/]+)/metrics\.json$")
 KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")  # needed from each metrics.json
@@ -88,6 +89,30 @@ def collect(entries: list[dict]) -> list[Point]:
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
 
 
+def collect_roots(roots: list[str | Path]) -> list[Point]:
+    """Every <root>/<backend>/metrics.json under the given metrics roots: runs made without DVC
+    (e.g. results/run-cuda.sh once per batch size on a machine with no DVC). A root with no
+    results, or a malformed metrics.json, is an error naming it."""
+    points = []
+    for root in map(Path, roots):
+        found = sorted(root.glob("*/metrics.json"))
+        if not found:
+            raise SweepError(f"{root}: no <backend>/metrics.json here")
+        for path in found:
+            try:
+                values = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise SweepError(f"{path}: not readable JSON ({e})") from e
+            if not all(k in values for k in KEYS):
+                if path.parent.name == "roofline":
+                    continue  # the roofline stage's file: no backend result
+                raise SweepError(f"{path}: lacks {', '.join(k for k in KEYS if k not in values)}")
+            points.append(Point(path.parent.name, int(values["batch_size"]),
+                                float(values["epoch_time_median_s"]), float(values["val_acc"]),
+                                int(values["epochs"]), str(root)))
+    return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
+
+
 def _train_params(data: dict) -> dict[str, Any]:
     """The experiment's train.batch_size and train.epochs, from its params.yaml (if shown)."""
     params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
@@ -112,8 +137,9 @@ def plot(points: list[Point], out: str | Path) -> Path:
         mine = [[p for p in points if p.backend == backend and p.batch_size == b] for b in sizes]
         times = [statistics.median(p.epoch_time_s for p in group) for group in mine]
         accs = [statistics.median(p.val_acc for p in group) for group in mine]
-        ax_time.plot(sizes, times, marker="o", label=backend)
-        ax_acc.plot(sizes, accs, marker="o", label=backend)
+        color = backends.color(backend)
+        ax_time.plot(sizes, times, marker="o", label=backend, color=color)
+        ax_acc.plot(sizes, accs, marker="o", label=backend, color=color)
     epochs = sorted({p.epochs for p in points})
     all_sizes = sorted({p.batch_size for p in points})
     for ax, label in ((ax_time, "steady epoch time (s, train + eval)"), (ax_acc, "val_acc")):

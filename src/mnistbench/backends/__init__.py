@@ -29,6 +29,12 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
+def color(name: str) -> str:
+    """One matplotlib colour per backend, the same in every plot (CPU or GPU report, sweep)."""
+    known = names()
+    return f"C{known.index(name) % 10}" if name in known else "black"
+
+
 def load(name: str) -> ModuleType:
     known = names()
     if name not in known:
