@@ -285,7 +285,7 @@ def where_time_goes(name: str, summary: dict) -> str:
         hint = "close to what arithmetic alone predicts"
     else:
         hint = "far below it, so validation runs in fewer, larger steps than training"
-    parts.append(f"a validation example costs {ratio:{'.2f' if ratio >= 0.1 else '#.2g'}}x a training one (arithmetic alone: "
+    parts.append(f"a validation example costs {_x(ratio)} a training one (arithmetic alone: "
                  f"about {EVAL_RATIO_COMPUTE:.2f}x), {hint}")
     peers = [(p, r) for p, r in rows.items()
              if p != name and r["framework"] == row["framework"] and r["loader"] != row["loader"]]
@@ -416,7 +416,10 @@ def _pct(share: float) -> str:
 
 
 def _x(ratio: float | None) -> str:
-    return "—" if ratio is None else f"{ratio:.2f}x"
+    """A ratio: two decimals, or two significant digits under 0.1 ("0.0019x", not "0.00x")."""
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}x" if abs(ratio) >= 0.1 else f"{ratio:#.2g}x"
 
 
 # ---------------------------------------------------------------- the pictures

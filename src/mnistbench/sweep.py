@@ -7,8 +7,8 @@ The sweep itself is plain DVC (README, "Batch-size sweep"):
 
 This module reads what `dvc exp show --json` reports for every experiment (or, for runs made
 without DVC, metrics roots given by hand), keeps each backend's metrics.json (batch_size,
-epoch_time_median_s, val_acc, epochs), and plots steady epoch time and val_acc against batch size, one line per
-backend, in one PNG; the points go to a JSON file beside it.
+epoch_time_median_s, val_acc, epochs), and plots steady epoch time and val_acc against batch
+size, one line per backend, in one PNG; the points go to a JSON file beside it.
 """
 
 from __future__ import annotations
