@@ -34,14 +34,13 @@ import sys, yaml
 target, backends, overrides = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 p = yaml.safe_load(open("params.yaml"))
 p["train"]["device"] = "cuda"
-p["backends"] = {b: p["backends"][b] for b in backends}
 dirs = {k: p["data"][k] for k in ("raw_dir", "tfds_dir")}
 for item in overrides:  # section.key=value, the value parsed as YAML (e.g. train.epochs=2)
     key, _, value = item.partition("=")
     section, _, name = key.partition(".")
     p[section][name] = yaml.safe_load(value)
 moved = {old: p["data"][k] for k, old in dirs.items()}  # a backend reads the data dir it read
-p["backends"] = {b: moved.get(d, d) for b, d in p["backends"].items()}
+p["backends"] = {b: moved.get(p["backends"][b], p["backends"][b]) for b in backends}
 yaml.safe_dump(p, open(target, "w"), sort_keys=False)
 PY
 { nvidia-smi || true; } > "$out/env.txt" 2>&1

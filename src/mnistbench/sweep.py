@@ -83,9 +83,7 @@ def collect(entries: list[dict]) -> list[Point]:
             if key in seen:
                 continue
             seen.add(key)
-            points.append(Point(match["backend"], int(values["batch_size"]),
-                                float(values["epoch_time_median_s"]), float(values["val_acc"]),
-                                int(values["epochs"]), source))
+            points.append(_point(match["backend"], values, source))
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
 
 
@@ -107,10 +105,14 @@ def collect_roots(roots: list[str | Path]) -> list[Point]:
                 if path.parent.name == "roofline":
                     continue  # the roofline stage's file: no backend result
                 raise SweepError(f"{path}: lacks {', '.join(k for k in KEYS if k not in values)}")
-            points.append(Point(path.parent.name, int(values["batch_size"]),
-                                float(values["epoch_time_median_s"]), float(values["val_acc"]),
-                                int(values["epochs"]), str(root)))
+            points.append(_point(path.parent.name, values, str(root)))
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
+
+
+def _point(backend: str, values: dict[str, Any], source: str) -> Point:
+    """A Point from one metrics.json's values (the KEYS present)."""
+    return Point(backend, int(values["batch_size"]), float(values["epoch_time_median_s"]),
+                 float(values["val_acc"]), int(values["epochs"]), source)
 
 
 def _train_params(data: dict) -> dict[str, Any]:
