@@ -23,13 +23,20 @@
 #
 # Exit status: 0 done (read the logs), 77 skipped (the reason is printed: not root, no
 # apt-get), anything else a failure. Environment: MNISTBENCH_DOCKER_CACHE (wheelhouse,
-# default ~/.cache/mnistbench-docker), MNISTBENCH_DOCKER_CUDA (1), DEBIAN_MIRROR.
+# default ~/.cache/mnistbench-docker), MNISTBENCH_DOCKER_CUDA (1), MNISTBENCH_DOCKER_PORT
+# (the wheelhouse's, 38717), MNISTBENCH_DOCKER_NO_CACHE (0; 1 builds every layer anew),
+# DEBIAN_MIRROR.
+#
+# Disk: a full build of both images needs ~20 GB free where Docker keeps its images; a rebuild
+# whose requirements did not change reuses the pip layers from Docker's cache and needs little.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${1:-$(mktemp -d /tmp/mnistbench-docker.XXXXXX)}"
 CACHE="${MNISTBENCH_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnistbench-docker}"
 BUILD_CUDA="${MNISTBENCH_DOCKER_CUDA:-1}"
+NO_CACHE=()
+[ "${MNISTBENCH_DOCKER_NO_CACHE:-0}" = 1 ] && NO_CACHE=(--no-cache)
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
@@ -87,7 +94,7 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
     log "apt-get install docker.io debootstrap"
     timeout 600 apt-get update -qq
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends \
-        docker.io debootstrap >"$LOGS/apt.log" 2>&1 || { tail -20 "$LOGS/apt.log"; exit 1; }
+        docker.io debootstrap >"$LOGS/apt.log" 2>&1 || { tail -20 "$LOGS/apt.log" >&2; exit 1; }
 fi
 
 if timeout 20 docker info >/dev/null 2>&1; then
@@ -130,7 +137,7 @@ else
     timeout 900 debootstrap --variant=minbase \
         --include=python3,python3-venv,python3-pip,ca-certificates,git \
         "$suite" "$rootfs" "$DEBIAN_MIRROR" >"$LOGS/debootstrap.log" 2>&1 \
-        || { tail -20 "$LOGS/debootstrap.log"; exit 1; }
+        || { tail -20 "$LOGS/debootstrap.log" >&2; exit 1; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -148,11 +155,17 @@ extra=()
 timeout 1200 "$PY" -m pip download --quiet --disable-pip-version-check \
     -r "$ROOT/requirements.txt" -c "$ROOT/constraints.txt" "${extra[@]}" setuptools wheel \
     -d "$CACHE/wheelhouse" >"$LOGS/wheelhouse.log" 2>&1 \
-    || { grep -v 'is ignored' "$LOGS/wheelhouse.log" | tail -20; exit 1; }
+    || { grep -v "is ignored" "$LOGS/wheelhouse.log" | tail -20 >&2; exit 1; }
 echo $(( $(now) - t0 )) > "$WORK/wheelhouse_s"
 
 BRIDGE_IP="$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')"
-PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')"
+# A fixed port keeps the build args (PIP_FIND_LINKS) the same from run to run, so Docker's cache
+# holds the pip layer (~8 GB) instead of writing a new one per run; a random one if it is taken.
+PORT="${MNISTBENCH_DOCKER_PORT:-38717}"
+if ! "$PY" -c "import socket, sys; socket.socket().bind(('$BRIDGE_IP', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
+    PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')"
+    log "port ${MNISTBENCH_DOCKER_PORT:-38717} is taken: wheelhouse on $PORT (the pip layers will not come from the cache)"
+fi
 "$PY" -m http.server "$PORT" --bind "$BRIDGE_IP" --directory "$CACHE/wheelhouse" \
     >"$LOGS/http.log" 2>&1 9>&- &
 HTTP_PID=$!
@@ -167,26 +180,42 @@ log "wheelhouse served at $WHEELS"
 # 4. Build -----------------------------------------------------------------------------------
 VERSION="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
 echo "$VERSION" > "$WORK/image_version"
+free_space() {  # where Docker keeps images, and how much room is left there
+    local dir
+    dir="$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)"
+    df -h --output=avail "$dir" | awk -v d="$dir" 'NR == 2 { printf "%s free in %s", $1, d }'
+}
+prune_untagged() {  # earlier builds of these images, untagged by a newer one (~9 GB each)
+    local title
+    for title in "mnistbench (CPU)" "mnistbench (CUDA)"; do
+        docker image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null || true
+    done
+}
 build() {  # build <cpu|cuda>
     local t0
     t0=$(now)
     log "docker build -f docker/Dockerfile.$1 -t mnistbench:$1 (version $VERSION)"
-    timeout 1500 docker build -f "$ROOT/docker/Dockerfile.$1" -t "mnistbench:$1" \
+    # --force-rm: a failed step leaves no container behind (a failed pip step's is ~9 GB).
+    timeout 1500 docker build --force-rm "${NO_CACHE[@]}" -f "$ROOT/docker/Dockerfile.$1" -t "mnistbench:$1" \
         --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS="$WHEELS" \
         --build-arg PIP_TRUSTED_HOST="$BRIDGE_IP" \
         --build-arg MNISTBENCH_IMAGE_VERSION="$VERSION" \
-        "$ROOT" >"$LOGS/build-$1.log" 2>&1 || { tail -30 "$LOGS/build-$1.log"; exit 1; }
+        "$ROOT" >"$LOGS/build-$1.log" 2>&1 || {
+            log "docker build of mnistbench:$1 failed; $(free_space); the end of its log:"
+            tail -30 "$LOGS/build-$1.log" >&2
+            exit 1
+        }
     echo $(( $(now) - t0 )) > "$WORK/build_$1_s"
     log "built mnistbench:$1 in $(cat "$WORK/build_$1_s") s, $(docker image inspect -f '{{.Size}}' "mnistbench:$1" | awk '{printf "%.1f GB", $1/1e9}')"
 }
+prune_untagged   # left by a run that failed before its own prune
+log "before building: $(free_space)"
 build cpu
 [ "$BUILD_CUDA" = 1 ] && build cuda
 kill "$HTTP_PID" 2>/dev/null || true
 wait "$HTTP_PID" 2>/dev/null || true
 HTTP_PID=""
-for title in "mnistbench (CPU)" "mnistbench (CUDA)"; do   # earlier builds, now untagged
-    docker image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null || true
-done
+prune_untagged
 
 # 5. Runs, all without network -----------------------------------------------------------------
 CLONE="$WORK/clone"
