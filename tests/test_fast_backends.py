@@ -43,6 +43,21 @@ def test_jax_grain_never_imports_tensorflow(raw_dir, tfds_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def test_jax_grain_batched_read_is_the_records_in_the_order_asked(raw_dir, tfds_dir):
+    """One __getitems__ per batch must give what one read per record gives, in the batch's
+    (shuffled) order, and cover each training example once per epoch."""
+    trainer = backends.load("jax-grain").build(tiny_config(raw_dir, tfds_dir), "cpu")
+    split = trainer.train
+    order = np.array([7, 0, 999, 3, 3])
+    x, y = split.read(order)
+    one_by_one = [split.source[int(i)] for i in order]
+    assert x.dtype == np.uint8 and x.shape == (5, 784) and y.dtype == np.int32
+    np.testing.assert_array_equal(x, np.stack([r["image"].reshape(784) for r in one_by_one]))
+    np.testing.assert_array_equal(y, [r["label"] for r in one_by_one])
+    seen = np.concatenate(list(split.indices.shuffle(seed=3).batch(64)))
+    assert sorted(seen.tolist()) == list(range(1000)) and seen.tolist() != list(range(1000))
+
+
 def test_jax_scan_counts_only_the_examples_it_trains_on(raw_dir, tfds_dir, tmp_path):
     cfg = tiny_config(raw_dir, tfds_dir, batch_size=64)  # 1000 = 15 * 64 + 40: 40 left out
     summary = train.train(cfg, "jax-scan", out_root=tmp_path)
@@ -104,9 +119,8 @@ def _test_split(name: str, trainer, raw_dir: Path) -> tuple[np.ndarray, np.ndarr
     """The 300 test examples the backend scores (TFDS keeps its own record order)."""
     if name != "jax-grain":
         return _idx.load_split(raw_dir, "test", 300)
-    records = [trainer.test_ds[i] for i in range(len(trainer.test_ds))]
-    return (np.stack([r[0] for r in records]).astype(np.float32) / 255.0,
-            np.array([r[1] for r in records]))
+    x, y = trainer.test.read(np.arange(len(trainer.test)))
+    return x.astype(np.float32) / 255.0, y
 
 
 def _weights(name: str, trainer) -> list[tuple]:

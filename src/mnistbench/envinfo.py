@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 PACKAGES = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax", "tensorflow-cpu",
-            "tensorflow", "tensorflow-datasets", "grain", "numpy", "dvc", "click")
+            "tensorflow", "tensorflow-datasets", "grain", "opencv-python-headless", "numpy", "dvc",
+            "click")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 IMAGE_VARS = ("MNISTBENCH_IMAGE", "MNISTBENCH_IMAGE_VERSION")  # baked into Docker images
