@@ -128,10 +128,12 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
 def test_where_time_goes_reads_the_eval_cost():
     rows = {"a": {"epoch_time_median_s": 1.0, "train_share": 0.5, "eval_cost_ratio": 1.0,
                   "framework": "F", "loader": "L", "first_epoch_s": 0.9,
-                  "first_epoch_extra_s": -0.1},
+                  "first_epoch_extra_s": -0.1, "epoch_time_min_s": 0.95,
+                  "epoch_time_max_s": 1.2, "epoch_time_spread": 0.25},
             "b": {"epoch_time_median_s": 2.0, "train_share": 0.9, "eval_cost_ratio": 0.34,
                   "framework": "G", "loader": "L", "first_epoch_s": 3.0,
-                  "first_epoch_extra_s": 1.0}}
+                  "first_epoch_extra_s": 1.0, "epoch_time_min_s": 1.2,
+                  "epoch_time_max_s": 2.1, "epoch_time_spread": 0.45}}
     rows["c"] = {**rows["b"], "eval_cost_ratio": 0.05}
     c = compare.where_time_goes("c", {"backends": rows})
     assert "validation runs in fewer, larger steps" in c
@@ -139,6 +141,8 @@ def test_where_time_goes_reads_the_eval_cost():
     b = compare.where_time_goes("b", {"backends": rows})
     assert "so most of it is overhead" in a and "no more than a steady one" in a
     assert "close to what arithmetic alone predicts" in b
+    assert "steady epochs range from 1.20 to 2.10 s" in b  # a 45% spread is flagged
+    assert "range from" not in a  # 25% is not
     assert "fed by" not in b  # no peer: same framework, other loader
     assert a.count(".") >= 1 and a.endswith(".") and a[0].isupper()
 

@@ -63,6 +63,7 @@ CURVES = ("val_acc", "train_loss", "val_loss", "epoch_time_s")  # the TSVs curve
 ROOFLINE_KEYS = ("matmul_gflops", "train_gflop_per_epoch", "eval_gflop_per_epoch",
                  "gflop_per_epoch", "roofline_epoch_s")
 EVAL_RATIO_COMPUTE = 1 / 3  # forward-only arithmetic per example, relative to forward + backward
+UNSTEADY_SPREAD = 0.3  # steady epochs spread over >= 30% of their median: the report says so
 
 
 class CompareError(ValueError):
@@ -287,6 +288,10 @@ def where_time_goes(name: str, summary: dict) -> str:
         hint = "far below it, so validation runs in fewer, larger steps than training"
     parts.append(f"a validation example costs {_x(ratio)} a training one (arithmetic alone: "
                  f"about {EVAL_RATIO_COMPUTE:.2f}x), {hint}")
+    if row["epoch_time_spread"] >= UNSTEADY_SPREAD:
+        parts.append(f"its steady epochs range from {_s(row['epoch_time_min_s'])} to "
+                     f"{_s(row['epoch_time_max_s'])} s, so its median depends on how many "
+                     "epochs fall at each end: read it beside the range")
     peers = [(p, r) for p, r in rows.items()
              if p != name and r["framework"] == row["framework"] and r["loader"] != row["loader"]]
     if peers:
