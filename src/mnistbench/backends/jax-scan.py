@@ -28,6 +28,10 @@ FRAMEWORK = "JAX (Flax + Optax), epoch under lax.scan"
 LOADER = "whole split on the device (NumPy IDX reader), shuffled by index in the jitted epoch"
 DATA = "raw"
 
+UNROLL = 4  # steps per iteration of the scan's loop: fewer loop iterations, each with more work
+# for XLA to schedule. The same parameters to the last bit; on the 2-core CPU host 4-9% faster
+# than 1 at batch 32 and 128 (0.58-0.63 s against 0.63-0.68 s an epoch at 32); 8 was slower.
+
 
 def build(cfg: Config, device: str) -> "ScanTrainer":
     jax, device = frameworks.jax(device)
@@ -84,7 +88,7 @@ def _make_train_epoch(seed: int, batch_size: int, num_batches: int):
         def body(state, idx):
             return common.train_step(state, x[idx], y[idx])
 
-        state, losses = jax.lax.scan(body, state, batches)
+        state, losses = jax.lax.scan(body, state, batches, unroll=UNROLL)
         return state, losses.mean()  # the article's train_loss: mean of the batch losses
 
     return jax.jit(train_epoch, donate_argnums=0)  # the old state's buffers are reused
