@@ -29,8 +29,10 @@ LOADER = "whole split on the device (NumPy IDX reader), shuffled by index in the
 DATA = "raw"
 
 UNROLL = 4  # steps per iteration of the scan's loop: fewer loop iterations, each with more work
-# for XLA to schedule. The same parameters to the last bit; on the 2-core CPU host 4-9% faster
-# than 1 at batch 32 and 128 (0.58-0.63 s against 0.63-0.68 s an epoch at 32); 8 was slower.
+# for XLA to schedule. On the 2-core CPU host 4-9% faster than 1 at batch 32 and 128 (0.58-0.63 s
+# against 0.63-0.68 s an epoch at 32; 8 was slower), with the same parameters to the last bit.
+# On an H200 16% faster (29.6 against 35.0 µs a step), but its float rounding changes with the
+# unroll (different kernels), so GPU results differ from unroll 1's (results/nvidia-h200).
 
 
 def build(cfg: Config, device: str) -> "ScanTrainer":
