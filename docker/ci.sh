@@ -162,7 +162,8 @@ BRIDGE_IP="$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}
 # A fixed port keeps the build args (PIP_FIND_LINKS) the same from run to run, so Docker's cache
 # holds the pip layer (~8 GB) instead of writing a new one per run; a random one if it is taken.
 PORT="${MNISTBENCH_DOCKER_PORT:-38717}"
-if ! "$PY" -c "import socket, sys; socket.socket().bind(('$BRIDGE_IP', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
+# (SO_REUSEADDR as http.server sets it: a port left in TIME_WAIT by the last run is free.)
+if ! "$PY" -c "import socket as so, sys; s = so.socket(); s.setsockopt(so.SOL_SOCKET, so.SO_REUSEADDR, 1); s.bind(('$BRIDGE_IP', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
     PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')"
     log "port ${MNISTBENCH_DOCKER_PORT:-38717} is taken: wheelhouse on $PORT (the pip layers will not come from the cache)"
 fi
