@@ -8,9 +8,10 @@ Two numbers, divided:
 
 roofline_epoch_s = gflop_per_epoch / matmul_gflops is a lower bound: it charges nothing for
 bias adds, ReLU, log_softmax, Adam's element-wise update (a dozen or so FLOPs per parameter
-per step, memory-bound), data movement or per-step overhead, and it assumes every product runs
-at the best rate seen, which small batch-32 products do not reach. A backend's efficiency is
-roofline_epoch_s / its steady epoch time (compare's summary computes it from this file).
+per step, a square root and a division among them), data movement or per-step overhead, and
+it assumes every product runs at the best rate seen, which small batch-32 products do not
+reach. A backend's efficiency is roofline_epoch_s / its steady epoch time (compare's summary
+computes it from this file).
 
 Output: <out>/roofline/metrics.json with the keys matmul_gflops, threads,
 train_gflop_per_epoch, eval_gflop_per_epoch, gflop_per_epoch, roofline_epoch_s (read by
