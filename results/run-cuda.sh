@@ -29,20 +29,9 @@ mnistbench() { "$py" -m mnistbench.cli "$@"; }
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1
 params=$out/params.yaml
-"$py" - "$params" "$backends" "$@" <<'PY'
-import sys, yaml
-target, backends, overrides = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-p = yaml.safe_load(open("params.yaml"))
-p["train"]["device"] = "cuda"
-dirs = {k: p["data"][k] for k in ("raw_dir", "tfds_dir")}
-for item in overrides:  # section.key=value, the value parsed as YAML (e.g. train.epochs=2)
-    key, _, value = item.partition("=")
-    section, _, name = key.partition(".")
-    p[section][name] = yaml.safe_load(value)
-moved = {old: p["data"][k] for k, old in dirs.items()}  # a backend reads the data dir it read
-p["backends"] = {b: moved.get(p["backends"][b], p["backends"][b]) for b in backends}
-yaml.safe_dump(p, open(target, "w"), sort_keys=False)
-PY
+sets=(--set train.device=cuda)  # then the overrides, which may change it back (tests do)
+for item in "$@"; do sets+=(--set "$item"); done
+mnistbench params "$params" "${sets[@]}" --backends "$backends"  # validated before any work
 { nvidia-smi || true; } > "$out/env.txt" 2>&1
 mnistbench env >> "$out/env.txt"
 mnistbench download --params "$params"

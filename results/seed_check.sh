@@ -6,11 +6,11 @@
 #
 # Run from the repository root after `make install` and the data stages (`dvc repro
 # build_tfds` for the TFDS rows). SEEDS (default: 0 1 2 3 4) and BACKENDS (default: jax-scan
-# torch-tensor jax-tfds) pick the runs; each override is applied to params.yaml as in
-# results/run-cuda.sh (the value parsed as YAML, e.g. train.epochs=3). OUT_DIR gets
-# params-<seed>.yaml, metrics-<seed>/<backend>/ as `mnistbench train` writes them, one log per
-# run, and seeds.tsv (backend, seed, val_acc, steady s/epoch), written only when every run
-# succeeded. The seed sets the init, the shuffles and every framework's RNG (README,
+# torch-tensor jax-tfds) pick the runs; `mnistbench params` applies the overrides to
+# params.yaml (each value parsed as YAML, e.g. train.epochs=3), as in run-cuda.sh. OUT_DIR
+# gets params-<seed>.yaml, metrics-<seed>/<backend>/ as `mnistbench train` writes them, one
+# log per run, and seeds.tsv (backend, seed, val_acc, steady s/epoch), written only when
+# every run succeeded. The seed sets the init, the shuffles and every framework's RNG (README,
 # "Backends and the harness"); on a CPU a run is repeatable, so each line is that seed's
 # result. PYTHON (default python3) is the interpreter with mnistbench installed.
 set -euo pipefail
@@ -24,24 +24,11 @@ table=$out/seeds.tsv
 rm -f "$table"  # a table left from an earlier run must not pass for this one's
 trap 'rm -f "$table.part"' EXIT  # a failed run leaves no partial table behind
 printf 'backend\tseed\tval_acc\tepoch_time_median_s\n' > "$table.part"
-for s in $seeds; do
-    "$py" - "$s" "$out/params-$s.yaml" "$backends" "$@" <<'PY'
-import sys, yaml
-seed, target, backends, overrides = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(), sys.argv[4:]
-p = yaml.safe_load(open("params.yaml"))
-unknown = [b for b in backends if b not in p["backends"]]
-if unknown:
-    sys.exit(f"unknown backend(s) {' '.join(unknown)}; params.yaml has: {' '.join(p['backends'])}")
-dirs = {k: p["data"][k] for k in ("raw_dir", "tfds_dir")}
-for item in overrides:  # section.key=value, the value parsed as YAML
-    key, _, value = item.partition("=")
-    section, _, name = key.partition(".")
-    p[section][name] = yaml.safe_load(value)
-p["train"]["seed"] = seed
-moved = {old: p["data"][k] for k, old in dirs.items()}  # a backend reads the data dir it read
-p["backends"] = {b: moved.get(p["backends"][b], p["backends"][b]) for b in backends}
-yaml.safe_dump(p, open(target, "w"), sort_keys=False)
-PY
+sets=()
+for item in "$@"; do sets+=(--set "$item"); done
+for s in $seeds; do  # every params file first: a bad override or backend fails before any run
+    "$py" -m mnistbench.cli params "$out/params-$s.yaml" "${sets[@]}" --set "train.seed=$s" \
+        --backends "$backends" > /dev/null
 done
 for b in $backends; do
     for s in $seeds; do

@@ -1,0 +1,71 @@
+"""Params files derived from params.yaml for runs made outside DVC (results/*.sh).
+
+`derive` applies `section.key=value` overrides (each value parsed as YAML, so `2` is an int
+and `null` is None), keeps only the named backends, and lets each backend follow its data
+directory when `data.raw_dir` or `data.tfds_dir` moves. `write` validates the result with
+config.from_dict before writing it, so a mistyped key or value fails here, with the config's
+message, and not minutes later in a training run. Not a dependency of any DVC stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from mnistbench import config
+
+
+def parse_override(item: str) -> tuple[str, str, object]:
+    """`train.epochs=3` -> ("train", "epochs", 3)."""
+    key, sep, value = item.partition("=")
+    section, dot, name = key.partition(".")
+    if not (sep and dot and section and name):
+        raise config.ConfigError(f"override {item!r}: expected section.key=value, "
+                                 "e.g. train.epochs=3")
+    try:
+        return section, name, yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise config.ConfigError(f"override {item!r}: the value is not valid YAML: {e}") from e
+
+
+def read(path: str | Path) -> dict:
+    """params.yaml as parsed YAML (call config.load(path) first for its clear errors)."""
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def derive(raw: dict, overrides: list[str], backends: list[str] | None = None) -> dict:
+    """A copy of `raw` (params.yaml, parsed) with the overrides and only `backends`."""
+    p = copy.deepcopy(raw)
+    data = p.setdefault("data", {})
+    dirs = {k: data.get(k, getattr(config.DataConfig, k)) for k in ("raw_dir", "tfds_dir")}
+    for section, name, value in map(parse_override, overrides):
+        if not isinstance(p.get(section), dict):
+            raise config.ConfigError(f"override {section}.{name}: params has no section "
+                                     f"{section!r}")
+        p[section][name] = value
+    known = p.get("backends")
+    if known is None:  # params.yaml without a backends section: the defaults, as config has them
+        known = dict(config.from_dict({}).backends)
+    if backends is not None:
+        unknown = [b for b in backends if b not in known]
+        if unknown:
+            raise config.ConfigError(f"unknown backend(s) {', '.join(unknown)}; params has: "
+                                     f"{', '.join(known)}")
+        known = {b: known[b] for b in backends}
+    moved = {old: data.get(k, old) for k, old in dirs.items()}  # a backend keeps its data kind
+    p["backends"] = {b: moved.get(d, d) for b, d in known.items()}
+    return p
+
+
+def write(path: str | Path, raw: dict) -> config.Config:
+    """Validate `raw`, then write it to `path` whole (a temporary file, renamed)."""
+    cfg = config.from_dict(raw)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+    os.replace(tmp, path)
+    return cfg
