@@ -18,6 +18,7 @@ MNISTBENCH = str(Path(sys.executable).parent / "mnistbench")
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([MNISTBENCH, *args], capture_output=True, text=True, timeout=120)
 
+
 BASE = {"data": {"raw_dir": "data/raw", "tfds_dir": "data/tfds"},
         "train": {"epochs": 10, "seed": 0},
         "backends": {"jax-scan": "data/raw", "jax-tfds": "data/tfds", "torch-tensor": "data/raw"}}
