@@ -10,12 +10,11 @@ message, and not minutes later in a training run. Not a dependency of any DVC st
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import yaml
 
-from mnistbench import config
+from mnistbench import config, outputs
 
 
 def parse_override(item: str) -> tuple[str, str, object]:
@@ -61,11 +60,8 @@ def derive(raw: dict, overrides: list[str], backends: list[str] | None = None) -
 
 
 def write(path: str | Path, raw: dict) -> config.Config:
-    """Validate `raw`, then write it to `path` whole (a temporary file, renamed)."""
+    """Validate `raw`, then write it to `path` whole (outputs.write_files: staged, renamed)."""
     cfg = config.from_dict(raw)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-    os.replace(tmp, path)
+    outputs.write_files(path.parent, {path.name: yaml.safe_dump(raw, sort_keys=False).encode()})
     return cfg
