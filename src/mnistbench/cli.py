@@ -164,6 +164,44 @@ def roofline(params: str, out: str) -> None:
                + f") = {result['roofline_epoch_s']:.3g} s per epoch")
 
 
+@main.command("machine")
+@click.option("--out", default="metrics/machine.json", show_default=True,
+              help="Where the fingerprint goes (JSON).")
+def machine(out: str) -> None:
+    """Write this machine's fingerprint: what decides the timings (CPU and its flags, usable
+    CPUs, memory, GPUs and driver, container image, Python and framework versions, thread
+    settings). Every timed stage depends on it, so another machine reruns them all."""
+    from mnistbench import machine as machine_mod
+
+    record = machine_mod.write(out)
+    click.echo(f"{out}: {record['name']} (fingerprint {record['id']})")
+
+
+@main.command()
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="Folder of reference machines: <results>/<machine>/summary.json and "
+              "machine.json.")
+@click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
+              help="This machine's run (summary.json, machine.json); its column is left out "
+              "when it holds no summary.json.")
+@click.option("--no-local", is_flag=True, help="Only the article and the reference machines.")
+@click.option("--out", default=None, help="Where machines.md and machines.png go "
+              "[default: the metrics folder].")
+def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) -> None:
+    """Every machine side by side: steady s/epoch, speed-up over torch-dataloader and val_acc
+    per backend, one column per machine (the article, each reference, this machine)."""
+    from mnistbench import report as report_mod
+
+    try:
+        cols = report_mod.write(results_dir, None if no_local else metrics_dir,
+                                out if out is not None else metrics_dir)
+    except report_mod.ReportError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {', '.join(report_mod.OUTPUTS)} to {out or metrics_dir}/: "
+               f"{', '.join(c.name for c in cols)}")
+
+
 @main.command("sweep-plot")
 @click.option("--exp-show", "exp_show_file", default=None,
               help="Saved `dvc exp show --json` output to read instead of running dvc.")

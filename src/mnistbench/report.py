@@ -1,0 +1,253 @@
+"""Stage `report`: every machine side by side, one column each, beside the article.
+
+Columns: the article (Google Colab CPU), each reference machine that comes with the repository
+(results/<machine>/summary.json and machine.json), and this machine's run when it has one
+(metrics/summary.json and metrics/machine.json). Rows: backends. A cell gives the steady
+s/epoch, the speed-up over torch-dataloader on the same machine and val_acc; a backend a
+machine did not run shows a dash. Two files: machines.md (the table, what each machine is,
+and whether the article's ordering holds there) and machines.png (s/epoch per backend, one bar
+per machine).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnistbench import outputs
+from mnistbench.compare import ARTICLE as ARTICLE_ROWS, BASELINE
+
+ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
+ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98
+ARTICLE = "article (Colab CPU)"
+LOCAL = "this machine"  # the column of the run in the workspace
+OUTPUTS = ("machines.md", "machines.png")
+DASH = "—"
+
+
+class ReportError(ValueError):
+    """A machine's files are missing or malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    epoch_s: float  # steady s/epoch (the article: its range's midpoint)
+    low_s: float  # steady epochs' fastest (the article: its range)
+    high_s: float
+    val_acc: float
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the header: article, a reference machine's folder, or "this machine"
+    about: str  # one line: what the machine is (CPU, GPU, image, versions, fingerprint id)
+    cells: dict[str, Cell]  # backend -> its numbers on this machine
+
+    def speedup(self, backend: str) -> float | None:
+        """s/epoch of the baseline over the backend's, on this machine; None if either lacks."""
+        if backend not in self.cells or BASELINE not in self.cells:
+            return None
+        return self.cells[BASELINE].epoch_s / self.cells[backend].epoch_s
+
+    def article_order_holds(self) -> bool | None:
+        """The article's rows slowest to fastest as in the article; None without all three."""
+        if not all(b in self.cells for b in ARTICLE_ORDER):
+            return None
+        times = [self.cells[b].epoch_s for b in ARTICLE_ORDER]
+        return times == sorted(times, reverse=True)
+
+
+def article_column() -> Column:
+    cells = {b: Cell(row.mid_s, *row.epoch_s, ARTICLE_VAL_ACC) for b, row in ARTICLE_ROWS.items()}
+    return Column(ARTICLE, "Google Colab CPU, the article's own table (val_acc about 0.98)", cells)
+
+
+def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
+    """A column from compare's summary.json and the machine stage's machine.json."""
+    summary = _read_json(summary_path)
+    rows = summary.get("backends")
+    if not isinstance(rows, dict) or not rows:
+        raise ReportError(f"{summary_path}: no backends (write it with `mnistbench compare`)")
+    cells = {}
+    for backend, row in rows.items():
+        try:
+            values = [float(row[k]) for k in ("epoch_time_median_s", "epoch_time_min_s",
+                                              "epoch_time_max_s", "val_acc")]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ReportError(f"{summary_path}: backends.{backend} lacks a number ({e})") from e
+        if not all(math.isfinite(v) for v in values) or values[0] <= 0:
+            raise ReportError(f"{summary_path}: backends.{backend} has {values}: not finite > 0")
+        cells[backend] = Cell(*values)
+    machine = _read_json(machine_path)
+    return Column(name, describe(machine, summary.get("settings", {})), cells)
+
+
+def describe(machine: dict, settings: dict) -> str:
+    """One line about a machine.json: CPU, GPUs, image, Python and frameworks, its id."""
+    fp = machine.get("fingerprint", {})
+    flags = [f for f in fp.get("cpu_flags") or [] if f in ("avx2", "avx512f", "amx_tile", "sve")]
+    cpu = f"{fp.get('cpu', '?')}, {fp.get('cpus_usable', '?')} CPUs" + (
+        f" ({', '.join(flags)})" if flags else "")
+    gpus = ", ".join(g.split(",")[0] for g in fp.get("gpus", [])) or "no GPU"
+    image = fp.get("image", "?")
+    if fp.get("image_version"):
+        image += f" {fp['image_version']}"
+    versions = ", ".join(f"{k} {v}" for k, v in fp.get("frameworks", {}).items()
+                         if k in ("torch", "jax", "tensorflow-cpu", "tensorflow"))
+    run = ""
+    if settings:
+        run = (f"; run: {settings.get('train_examples')}/{settings.get('test_examples')} "
+               f"images, {settings.get('epochs')} epochs, batch {settings.get('batch_size')}")
+    return (f"{cpu}, {fp.get('memory_gib', '?')} GiB; {gpus}; {image}; Python "
+            f"{fp.get('python', '?')}, {versions}; fingerprint {machine.get('id', '?')}{run}")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path}: missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path}: must hold a JSON object")
+    return raw
+
+
+def reference_columns(results_dir: str | Path) -> list[Column]:
+    """Every results/<machine>/ holding summary.json and machine.json, sorted by name."""
+    found = sorted(p.parent for p in Path(results_dir).glob("*/summary.json")
+                   if (p.parent / "machine.json").is_file())
+    return [machine_column(d.name, d / "summary.json", d / "machine.json") for d in found]
+
+
+def columns(results_dir: str | Path, metrics_dir: str | Path | None) -> list[Column]:
+    """The article, the references, and this machine's run if metrics_dir holds one."""
+    cols = [article_column(), *reference_columns(results_dir)]
+    if metrics_dir is not None:
+        metrics_dir = Path(metrics_dir)
+        summary, machine = metrics_dir / "summary.json", metrics_dir / "machine.json"
+        if summary.is_file():
+            local = machine_column(LOCAL, summary, machine)
+            name = _read_json(machine).get("name", "?")
+            cols.append(Column(f"{LOCAL} ({name})", local.about, local.cells))
+    return cols
+
+
+def backend_order(cols: list[Column]) -> list[str]:
+    """The article's rows first, then every other backend any machine ran, by name."""
+    seen = {b for c in cols for b in c.cells}
+    return [b for b in ARTICLE_ORDER if b in seen] + sorted(seen - set(ARTICLE_ORDER))
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def cell_text(col: Column, backend: str) -> str:
+    cell = col.cells.get(backend)
+    if cell is None:
+        return DASH
+    speedup = col.speedup(backend)
+    ratio = DASH if speedup is None else f"{speedup:.1f}x" if speedup < 10 else f"{speedup:.0f}x"
+    seconds = (f"{cell.low_s:g}-{cell.high_s:g} s" if col.name == ARTICLE
+               else f"{_s(cell.epoch_s)} s")
+    return f"{seconds} · {ratio} · {cell.val_acc:.3f}"
+
+
+def markdown(cols: list[Column]) -> str:
+    rows = backend_order(cols)
+    out = ["# Every machine side by side", "",
+           "Each cell: steady seconds per epoch (train + validation pass) · speed-up over "
+           f"`{BASELINE}` on the same machine · val_acc after the last epoch. {DASH}: the "
+           "machine did not run that backend.", "",
+           "| backend | " + " | ".join(c.name for c in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for backend in rows:
+        out.append(f"| `{backend}` | " + " | ".join(cell_text(c, backend) for c in cols) + " |")
+    out += ["", "## Does the article's ordering hold?", "",
+            "The article's rows, slowest to fastest: " + " > ".join(
+                f"`{b}`" for b in ARTICLE_ORDER) + "."]
+    for col in cols[1:]:
+        holds = col.article_order_holds()
+        verdict = {True: "yes", False: "no", None: f"{DASH} (not all three rows ran)"}[holds]
+        out.append(f"- {col.name}: {verdict}")
+    local = cols[-1]
+    if local.name.startswith(LOCAL) and len(cols) > 2:
+        out += ["", "## How far this machine is from the others", "",
+                "Median, over the backends both ran, of the reference's s/epoch over this "
+                "machine's: above 1, this machine is faster.", ""]
+        out += _distance_lines(cols)
+    out += ["", "## The machines", ""]
+    out += [f"- **{c.name}**: {c.about}" for c in cols]
+    out += ["", "![steady s/epoch per backend and machine](machines.png)", ""]
+    return "\n".join(out)
+
+
+def _distance_lines(cols: list[Column]) -> list[str]:
+    """This machine (the last column) against each reference machine."""
+    last, others = cols[-1], cols[1:-1]
+    lines = []
+    for other in others:
+        shared = [b for b in last.cells if b in other.cells]
+        if not shared:
+            lines.append(f"- {last.name} vs {other.name}: {DASH} (no backend in common)")
+            continue
+        ratio = statistics.median(other.cells[b].epoch_s / last.cells[b].epoch_s for b in shared)
+        lines.append(f"- {last.name} vs {other.name}: {ratio:.2f}x over {len(shared)} backends")
+    return lines
+
+
+def _s(seconds: float) -> str:
+    """About three significant digits."""
+    return f"{seconds:.1f}" if seconds >= 10 else f"{seconds:.2f}" if seconds >= 1 else (
+        f"{seconds:#.3g}")
+
+
+# ---------------------------------------------------------------- the plot
+
+
+def png(cols: list[Column]) -> bytes:
+    """Grouped bars, log scale: per backend one bar per machine (the article: its range);
+    a machine without the backend gets a dash at the axis, not a zero-height bar."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
+
+    rows = backend_order(cols)
+    fig = Figure(figsize=(max(7.0, 1.4 * len(rows) + 2), 5.0), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(cols)
+    floor = min(c.low_s for col in cols for c in col.cells.values()) / 2
+    for j, col in enumerate(cols):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
+        color = "0.75" if col.name == ARTICLE else f"C{j}"
+        for x, backend in zip(xs, rows):
+            cell = col.cells.get(backend)
+            if cell is None:
+                ax.annotate(DASH, (x, floor), ha="center", va="bottom", color=color, fontsize=16,
+                            fontweight="bold")
+                continue
+            err = [[cell.epoch_s - cell.low_s], [cell.high_s - cell.epoch_s]]
+            ax.bar(x, cell.epoch_s - floor, width, bottom=floor, yerr=err, capsize=2,
+                   color=color, hatch="//" if col.name == ARTICLE else None, edgecolor="0.4")
+        ax.bar(0, 0, 0, color=color, label=col.name)  # one legend entry per machine
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor)
+    ax.set_xticks(range(len(rows)), rows, rotation=15)
+    ax.set_ylabel("steady seconds per epoch (log; whiskers: min-max)")
+    ax.set_title("Steady epoch time per backend, one bar per machine")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(cols), 4))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version: stable bytes
+    return buf.getvalue()
+
+
+def write(results_dir: str | Path, metrics_dir: str | Path | None, out_dir: str | Path) -> list[Column]:
+    """Read every machine first, then write machines.md and machines.png together."""
+    cols = columns(results_dir, metrics_dir)
+    outputs.write_files(Path(out_dir), {"machines.md": markdown(cols).encode(),
+                                        "machines.png": png(cols)})
+    return cols

@@ -1,0 +1,171 @@
+"""dvc.yaml lists, for each stage, every mnistbench module its command imports.
+
+DVC decides what to rerun from a stage's declared deps: a module the command imports but
+dvc.yaml does not list is a silent stale result (edit it, `dvc status` says all is well).
+The imports are derived here from the code itself (every `import` statement of the command's
+function in cli.py, then transitively of each module reached, a train stage's backend file
+included) and compared with dvc.yaml's deps.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGE = "mnistbench"
+
+
+def module_path(name: str) -> Path | None:
+    """src/ path of a mnistbench module or package, None if the name is not one."""
+    base = SRC.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported(node: ast.AST, current: str) -> set[str]:
+    """mnistbench modules named by one import statement (a from-import's names may be
+    submodules: `from mnistbench import config` imports mnistbench.config)."""
+    names: set[str] = set()
+    if isinstance(node, ast.Import):
+        names = {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:  # relative: resolve against the current module's package
+            package = current.rsplit(".", node.level)[0]
+            base = f"{package}.{node.module}" if node.module else package
+        else:
+            base = node.module or ""
+        names = {base} | {f"{base}.{a.name}" for a in node.names}
+    found = set()
+    for name in names:
+        if name.split(".")[0] != PACKAGE:
+            continue
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # a submodule import runs its packages' __init__
+            if module_path(".".join(parts[:i])) is not None:
+                found.add(".".join(parts[:i]))
+    return found
+
+
+def imports_in(tree: ast.AST, current: str) -> set[str]:
+    """Every mnistbench import anywhere under `tree`, function bodies included."""
+    return set().union(*(_imported(n, current) for n in ast.walk(tree)
+                         if isinstance(n, (ast.Import, ast.ImportFrom))))
+
+
+def closure(start: set[str], done: frozenset[str] = frozenset()) -> set[str]:
+    """`start` and every module it imports, transitively; modules in `done` are not read
+    again (cli.py: only the command's own part of it counts)."""
+    seen, todo = set(done), list(start - done)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_path(name)
+        todo += imports_in(ast.parse(path.read_text()), name) - seen
+    return seen
+
+
+def command_imports(command: str) -> set[str]:
+    """Modules `mnistbench <command>` imports: cli.py's module-level imports, its command
+    function's and those of the functions that decorate it (e.g. _known_errors)."""
+    tree = ast.parse((SRC / PACKAGE / "cli.py").read_text())
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    top = set().union(*(_imported(n, "mnistbench.cli") for n in tree.body
+                        if isinstance(n, (ast.Import, ast.ImportFrom))))
+    for fn in functions.values():
+        for dec in fn.decorator_list:
+            if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+                    and dec.func.attr == "command"):
+                name = dec.args[0].value if dec.args else fn.name.replace("_", "-")
+                if name == command:
+                    wrappers = [functions[d.id] for d in fn.decorator_list
+                                if isinstance(d, ast.Name) and d.id in functions]
+                    return {"mnistbench.cli", *top, *imports_in(fn, "mnistbench.cli"),
+                            *(m for w in wrappers for m in imports_in(w, "mnistbench.cli"))}
+    raise AssertionError(f"cli.py defines no command {command!r}")
+
+
+def stage_modules(cmd: str) -> set[str]:
+    """The modules a stage's `mnistbench ...` command runs, transitively."""
+    words = cmd.split()
+    assert words[0] == "mnistbench", cmd
+    start = command_imports(words[1])
+    if words[1] == "train":  # backends.load(name) imports the backend's own file by name
+        start.add(f"{PACKAGE}.backends.{words[2]}")
+    return closure(start, frozenset({f"{PACKAGE}.cli"})) | {f"{PACKAGE}.cli"}
+
+
+def as_files(modules: set[str]) -> set[str]:
+    return {str(module_path(m).relative_to(ROOT)) for m in modules}
+
+
+def resolved_stages() -> dict[str, dict]:
+    """dvc.yaml's stages as DVC resolves them (foreach expanded, vars substituted)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {s.addressing: {"cmd": s.cmd, "deps": {str(d.def_path) for d in s.deps}}
+                for s in repo.index.stages}
+
+
+STAGES = resolved_stages()
+
+
+@pytest.mark.parametrize("stage", sorted(n for n, s in STAGES.items()
+                                         if s["cmd"].startswith("mnistbench")))
+def test_every_imported_module_is_a_dep(stage):
+    needed = as_files(stage_modules(STAGES[stage]["cmd"]))
+    missing = sorted(needed - STAGES[stage]["deps"])
+    assert not missing, (f"dvc.yaml: stage {stage} runs `{STAGES[stage]['cmd']}`, which imports "
+                         f"{', '.join(missing)}; add them to its deps")
+
+
+@pytest.mark.parametrize("stage", sorted(n for n in STAGES if n.startswith("train@")))
+def test_a_backend_depends_only_on_its_own_helpers(stage):
+    """Backend files and helpers (backends/_*.py) a backend does not import are not deps."""
+    needed = as_files(stage_modules(STAGES[stage]["cmd"]))
+    code = {d for d in STAGES[stage]["deps"] if d.startswith("src/")}
+    extra = sorted(d for d in code - needed if "/backends/" in d)
+    assert not extra, f"dvc.yaml: {stage} depends on {', '.join(extra)}, which it never imports"
+
+
+def test_the_closure_follows_imports_inside_functions(tmp_path):
+    """The derivation sees a lazy import (inside a function), as the CLI's commands use."""
+    tree = ast.parse("def f():\n    from mnistbench import download\n")
+    assert imports_in(tree, "mnistbench.x") == {"mnistbench", "mnistbench.download"}
+    assert "mnistbench.config" in closure({"mnistbench.download"})
+
+
+def test_every_backend_of_params_has_its_train_stage_and_data():
+    from mnistbench import config
+
+    cfg = config.load(ROOT / "params.yaml")
+    trained = {n.split("@", 1)[1]: s for n, s in STAGES.items() if n.startswith("train@")}
+    assert sorted(trained) == sorted(cfg.backends), "dvc.yaml's train_code and params.yaml's " \
+        "backends must list the same backends"
+    for name, data in cfg.backends.items():
+        assert data in trained[name]["deps"], f"train@{name} must depend on {data}"
+
+
+def test_compare_and_the_plots_cover_every_backend():
+    trained = [n.split("@", 1)[1] for n in STAGES if n.startswith("train@")]
+    missing = [b for b in trained if f"metrics/{b}" not in STAGES["compare"]["deps"]]
+    assert not missing, f"compare's deps lack metrics/ of {missing}"
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    for plot in plots:
+        (name, spec), = plot.items()
+        drawn = {Path(p).parts[1] for p in spec["y"]}
+        assert drawn == set(trained), f"plot {name} draws {sorted(drawn)}, not {sorted(trained)}"
+
+
+def test_every_timed_stage_depends_on_the_machine():
+    timed = [n for n in STAGES if n.startswith("train@") or n == "roofline"]
+    assert timed and all("metrics/machine.json" in STAGES[n]["deps"] for n in timed)

@@ -1,0 +1,205 @@
+"""Your machine, your numbers: the fingerprint, the cross-machine report, and a real `dvc repro`
+on two "machines" kept on two branches and compared with `dvc metrics diff`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistbench import machine, report
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+# ---------------------------------------------------------------- the fingerprint
+
+
+def test_the_fingerprint_is_the_same_on_every_call():
+    assert machine.record() == machine.record()
+
+
+def test_the_fingerprint_holds_nothing_that_changes_between_runs():
+    fp = machine.fingerprint()
+    text = json.dumps(fp)
+    assert os.uname().nodename not in text or os.uname().nodename in fp["cpu"]
+    assert not {"time", "date", "load", "hostname", "free_memory"} & set(fp)
+    assert {"cpu", "cpu_flags", "cpus_usable", "memory_gib", "gpus", "image", "image_version",
+            "python", "frameworks", "thread_env"} <= set(fp)
+
+
+@pytest.mark.parametrize("var, value", [("MNISTBENCH_IMAGE", "mnistbench:cpu"),
+                                        ("MNISTBENCH_IMAGE_VERSION", "v2"),
+                                        ("OMP_NUM_THREADS", "1")])
+def test_another_image_or_thread_setting_is_another_fingerprint(monkeypatch, var, value):
+    before = machine.record()["id"]
+    monkeypatch.setenv(var, value)
+    assert machine.record()["id"] != before
+
+
+def test_another_framework_version_is_another_fingerprint(monkeypatch):
+    before = machine.record()["id"]
+    real = machine.envinfo.versions
+    monkeypatch.setattr(machine.envinfo, "versions", lambda: {**real(), "jax": "0.0.1"})
+    assert machine.record()["id"] != before
+
+
+@pytest.mark.parametrize("cpu, cpus, gpus, name", [
+    ("Intel(R) Xeon(R) Processor", 2, [], "intel-xeon-2cpu"),
+    ("AMD EPYC 7B13 64-Core Processor", 16, [], "amd-epyc-7b13-16cpu"),
+    ("Intel(R) Xeon(R) Processor", 16, ["NVIDIA H200, 143771 MiB, 580.159.04"], "nvidia-h200"),
+])
+def test_machine_names(cpu, cpus, gpus, name):
+    fp = {**machine.fingerprint(), "cpu": cpu, "cpus_usable": cpus, "gpus": gpus}
+    assert machine.machine_name(fp) == name
+
+
+def test_write_gives_the_same_bytes_twice(tmp_path):
+    machine.write(tmp_path / "a.json")
+    machine.write(tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+# ---------------------------------------------------------------- the cross-machine report
+
+
+def _machine_dir(root: Path, name: str, rows: dict[str, tuple[float, float]]) -> Path:
+    """A results/<name>/ with summary.json (backend -> (s/epoch, val_acc)) and machine.json."""
+    d = root / name
+    d.mkdir(parents=True)
+    backends = {b: {"epoch_time_median_s": s, "epoch_time_min_s": s * 0.9,
+                    "epoch_time_max_s": s * 1.1, "val_acc": acc} for b, (s, acc) in rows.items()}
+    (d / "summary.json").write_text(json.dumps({"backends": backends, "settings": {}}))
+    (d / "machine.json").write_text(json.dumps(machine.record()))
+    return d
+
+
+def test_report_one_column_per_machine_and_a_dash_for_a_missing_backend(tmp_path):
+    results = tmp_path / "results"
+    _machine_dir(results, "cpu-box", {"torch-dataloader": (4.0, 0.97), "torch-tfds": (3.0, 0.97),
+                                      "jax-tfds": (2.0, 0.98), "jax-scan": (0.5, 0.97)})
+    _machine_dir(results, "gpu-box", {"torch-dataloader": (8.0, 0.97), "jax-scan": (0.05, 0.97)})
+    local = _machine_dir(tmp_path, "metrics", {"torch-dataloader": (2.0, 0.97),
+                                               "torch-tfds": (2.5, 0.97), "jax-tfds": (1.0, 0.98),
+                                               "jax-scan": (0.25, 0.97)})
+    cols = report.write(results, local, tmp_path / "out")
+    assert [c.name for c in cols] == [report.ARTICLE, "cpu-box", "gpu-box",
+                                      f"{report.LOCAL} ({machine.record()['name']})"]
+    md = (tmp_path / "out" / "machines.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| `")]
+    tfds_row = next(line for line in table if line.startswith("| `torch-tfds`"))
+    assert tfds_row.split(" | ")[3] == report.DASH  # gpu-box did not run it: a dash, not 0
+    scan_row = next(line for line in table if line.startswith("| `jax-scan`"))
+    assert "160x" in scan_row and "8.0x" in scan_row  # speed-ups on each machine's own baseline
+    assert "- cpu-box: yes" in md and "no" in md.split("- this machine")[1].splitlines()[0]
+    assert "vs cpu-box: 2.00x over 4 backends" in md  # this machine is twice as fast as cpu-box
+    assert (tmp_path / "out" / "machines.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_a_local_run_shows_the_references(tmp_path):
+    _machine_dir(tmp_path / "results", "cpu-box", {"torch-dataloader": (4.0, 0.97)})
+    cols = report.columns(tmp_path / "results", tmp_path / "no-run-here")
+    assert [c.name for c in cols] == [report.ARTICLE, "cpu-box"]
+
+
+def test_report_names_a_malformed_summary(tmp_path):
+    d = _machine_dir(tmp_path / "results", "cpu-box", {"jax-scan": (0.5, 0.97)})
+    (d / "summary.json").write_text('{"backends": {"jax-scan": {"val_acc": 0.9}}}')
+    with pytest.raises(report.ReportError, match=r"cpu-box/summary.json: backends.jax-scan"):
+        report.columns(tmp_path / "results", None)
+
+
+def test_the_committed_references_each_have_a_fingerprint():
+    refs = report.reference_columns(ROOT / "results")
+    assert len(refs) >= 2
+    for col in refs:
+        assert "fingerprint" in col.about
+
+
+# ---------------------------------------------------------------- a real pipeline, two machines
+
+
+def _tree_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str:
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC repository with this project's pipeline, code and reference results, and
+    small params (2,000 / 500 images, 2 epochs)."""
+    repo = tmp_path_factory.mktemp("clone")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "results", repo / "results")
+    env = _env(repo, "host")
+    _run([str(BIN / "mnistbench"), "params", "params.yaml", "--params", str(ROOT / "params.yaml"),
+          "--set", "data.limit_train=2000", "--set", "data.limit_test=500",
+          "--set", "train.epochs=2", "--set", f"data.mirrors=['{ROOT / 'data' / 'mirror'}/']"],
+         repo, env)
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
+        _run(cmd, repo, env)
+    return repo
+
+
+def _env(repo: Path, image: str) -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(repo / "src"), "MNISTBENCH_IMAGE": image,
+            "DVC_NO_ANALYTICS": "1", "MNIST_MIRRORS": ""}
+
+
+TARGETS = ["train@torch-tensor", "train@jax-scan"]  # two fast backends stand for all
+
+
+def _commit_branch(repo: Path, branch: str, env: dict) -> None:
+    for cmd in (["git", "switch", "-q", "-c", branch], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", branch],
+                ["git", "switch", "-q", "main"]):
+        _run(cmd, repo, env)
+
+
+@pytest.mark.slow
+def test_each_machine_measures_itself_and_machines_compare_across_branches(repo):
+    references = _tree_hash(repo / "results")
+    dvc = str(BIN / "dvc")
+    out = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-a"))
+    assert "Running stage 'machine'" in out and "Running stage 'train@jax-scan'" in out
+    first = json.loads((repo / "metrics" / "jax-scan" / "metrics.json").read_text())
+
+    again = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-a"))
+    assert "Running stage 'train@" not in again, again  # same machine, same params: nothing
+
+    _commit_branch(repo, "machine-a", _env(repo, "machine-a"))  # keeps metrics/ and dvc.lock
+    out = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-b"))
+    for target in TARGETS:
+        assert f"Running stage '{target}'" in out, out  # another machine: every timing reruns
+    second = json.loads((repo / "metrics" / "jax-scan" / "metrics.json").read_text())
+    assert second["env"]["image"] == "machine-b" and first["env"]["image"] == "machine-a"
+    _commit_branch(repo, "machine-b", _env(repo, "machine-b"))
+
+    diff = json.loads(_run([dvc, "metrics", "diff", "machine-a", "machine-b", "--json"], repo,
+                           _env(repo, "machine-b"), stdout_only=True))
+    timed = diff["metrics/jax-scan/metrics.json"]["epoch_time_median_s"]
+    assert timed["old"] == first["epoch_time_median_s"]
+    assert timed["new"] == second["epoch_time_median_s"]
+    assert _tree_hash(repo / "results") == references  # the reference runs are untouched
