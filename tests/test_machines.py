@@ -203,3 +203,15 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
     assert timed["old"] == first["epoch_time_median_s"]
     assert timed["new"] == second["epoch_time_median_s"]
     assert _tree_hash(repo / "results") == references  # the reference runs are untouched
+
+
+def test_keep_copies_a_run_into_its_own_folder_and_never_over_one(tmp_path):
+    run = _machine_dir(tmp_path, "metrics", {"jax-scan": (0.5, 0.97)})
+    (run / "jax-scan").mkdir()
+    (run / "jax-scan" / "metrics.json").write_text("{}")
+    dest = report.keep(run, tmp_path / "results", extra=())
+    assert dest.name == machine.record()["name"]
+    assert (dest / "summary.json").is_file() and (dest / "metrics" / "jax-scan" / "metrics.json").is_file()
+    assert [c.name for c in report.reference_columns(tmp_path / "results")] == [dest.name]
+    with pytest.raises(report.ReportError, match="exists"):
+        report.keep(run, tmp_path / "results", extra=())

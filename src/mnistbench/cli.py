@@ -202,6 +202,28 @@ def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) 
                f"{', '.join(c.name for c in cols)}")
 
 
+@main.command()
+@click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
+              help="This machine's run.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="Where reference machines live.")
+@click.option("--name", default=None, help="The folder's name [default: the machine's name "
+              "from its fingerprint, e.g. amd-epyc-2cpu].")
+def keep(metrics_dir: str, results_dir: str, name: str | None) -> None:
+    """Keep this machine's run as a reference: copy metrics/ (and the params.yaml and dvc.lock
+    it ran with) into results/<name>/, where no later run writes. Commit that folder to add
+    a column to every report; it never overwrites an existing one."""
+    from mnistbench import report as report_mod
+
+    try:
+        dest = report_mod.keep(metrics_dir, results_dir, name)
+    except report_mod.ReportError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"kept {metrics_dir}/ as {dest}/; `mnistbench report --no-local --out "
+               f"{results_dir}` redraws the references' report")
+
+
 @main.command("sweep-plot")
 @click.option("--exp-show", "exp_show_file", default=None,
               help="Saved `dvc exp show --json` output to read instead of running dvc.")

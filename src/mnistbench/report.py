@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,3 +252,36 @@ def write(results_dir: str | Path, metrics_dir: str | Path | None, out_dir: str 
     outputs.write_files(Path(out_dir), {"machines.md": markdown(cols).encode(),
                                         "machines.png": png(cols)})
     return cols
+
+
+def keep(metrics_dir: str | Path, results_dir: str | Path, name: str | None = None,
+         extra: tuple[str, ...] = ("params.yaml", "dvc.lock")) -> Path:
+    """Copy this machine's run into results/<name>/ as a reference machine (default name: the
+    fingerprint's); never over an existing folder. Layout: the report files and machine.json
+    at the top, each stage's metrics under metrics/, and the params and lock it ran with."""
+    metrics_dir = Path(metrics_dir)
+    for needed in ("summary.json", "machine.json"):
+        if not (metrics_dir / needed).is_file():
+            raise ReportError(f"{metrics_dir / needed}: missing; run the pipeline first "
+                              "(`make repro` or `dvc repro`)")
+    name = name or _read_json(metrics_dir / "machine.json").get("name")
+    dest = Path(results_dir) / str(name)
+    if dest.exists():
+        raise ReportError(f"{dest} exists: pick another name (--name) or remove it first")
+    staging = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for item in sorted(metrics_dir.iterdir()):
+            target = staging / "metrics" / item.name if item.is_dir() else staging / item.name
+            if item.is_dir():
+                shutil.copytree(item, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item, target)
+        for file in extra:
+            if Path(file).is_file():
+                shutil.copy2(file, staging / Path(file).name)
+        staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
