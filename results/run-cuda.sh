@@ -9,8 +9,9 @@
 # plain GPU machine's Python with `pip install -e .`). The MNIST files come from the mirrors
 # of params.yaml (set MNIST_MIRRORS=data/mirror/ offline). OUT_DIR gets params.yaml (the
 # params used: params.yaml with train.device=cuda, only these backends, then the overrides),
-# metrics/<backend>/ and metrics/roofline/ as the DVC stages write them, summary.{json,md},
-# the plots, env.txt (nvidia-smi) and run.log.
+# metrics/<backend>/ and metrics/roofline/ as the DVC stages write them, machine.json (the
+# machine's fingerprint), summary.{json,md}, the plots, env.txt (nvidia-smi) and run.log: the
+# layout of a reference machine's folder, so `mnistbench report` shows it as a column.
 # PYTHON (default python3) is the interpreter that has them.
 # BACKENDS (default: torch-dataloader torch-tensor jax-scan) picks the rows; the TFDS rows
 # need TensorFlow, and jax-grain needs TFDS's ArrayRecord build, so they are left to the
@@ -34,6 +35,7 @@ for item in "$@"; do sets+=(--set "$item"); done
 mnistbench params "$params" "${sets[@]}" --backends "$backends"  # validated before any work
 { nvidia-smi || true; } > "$out/env.txt" 2>&1
 mnistbench env >> "$out/env.txt"
+mnistbench machine --out "$out/machine.json"
 mnistbench download --params "$params"
 mnistbench roofline --params "$params" --out "$out/metrics"
 for b in $backends; do

@@ -171,6 +171,12 @@ def _env(repo: Path, image: str) -> dict:
 TARGETS = ["train@torch-tensor", "train@jax-scan"]  # two fast backends stand for all
 
 
+def _backends(repo: Path) -> list[str]:
+    from mnistbench import config
+
+    return list(config.load(repo / "params.yaml").backends)
+
+
 def _commit_branch(repo: Path, branch: str, env: dict) -> None:
     for cmd in (["git", "switch", "-q", "-c", branch], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", branch],
@@ -190,6 +196,11 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
     assert "Running stage 'train@" not in again, again  # same machine, same params: nothing
 
     _commit_branch(repo, "machine-a", _env(repo, "machine-a"))  # keeps metrics/ and dvc.lock
+    # A dry run runs no stage, so the fingerprint is refreshed first (docs/machines.md).
+    _run([str(BIN / "mnistbench"), "machine"], repo, _env(repo, "machine-b"))
+    dry = _run([dvc, "repro", "--dry"], repo, _env(repo, "machine-b"))
+    for stage in [*(f"train@{b}" for b in _backends(repo)), "roofline"]:
+        assert f"Running stage '{stage}'" in dry, dry
     out = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-b"))
     for target in TARGETS:
         assert f"Running stage '{target}'" in out, out  # another machine: every timing reruns

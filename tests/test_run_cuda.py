@@ -41,3 +41,8 @@ def test_run_cuda_script_writes_a_complete_report(tmp_path):
     for name in ("summary.md", "epoch_time.png", "curves.png", "env.txt", "run.log"):
         assert (out / name).stat().st_size > 0, name
     assert "jax-scan: val_acc" in (out / "run.log").read_text()
+    # the layout of a reference machine's folder: the cross-machine report shows it
+    from mnistbench import report
+
+    (column,) = report.reference_columns(tmp_path)
+    assert column.name == "out" and set(column.cells) == {"torch-tensor", "jax-scan"}
