@@ -334,7 +334,9 @@ def test_dvc_yaml_compare_stage_covers_every_backend():
     assert stage["cmd"].startswith("mnistbench compare")
     missing = [n for n in names if f"metrics/{n}" not in stage["deps"]]
     assert not missing, f"dvc.yaml: add `- metrics/<name>` to compare's deps for {missing}"
-    assert "src/mnistbench/compare.py" in stage["deps"]
+    code = [p.relative_to(ROOT).as_posix() for p in (ROOT / "src/mnistbench/compare").glob("*.py")]
+    uncovered = [f for f in code if not any(f == d or f.startswith(f"{d}/") for d in stage["deps"])]
+    assert not uncovered, f"dvc.yaml: compare's deps miss {uncovered}: add src/mnistbench/compare"
     if "roofline" in dvc["stages"]:  # its metrics feed compare's efficiency column
         assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
         assert "metrics/roofline/metrics.json" in stage["deps"]
@@ -428,4 +430,4 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
                                          (0.99998, "100.00%"), (0.9995, "99.95%"), (1.2, "120.0%")])
 def test_percentages_keep_small_shares_visible(share, text):
     # a GPU row's efficiency is thousandths of a percent: "0.0%" would hide it
-    assert compare._pct(share) == text
+    assert compare.fmt.pct(share) == text
