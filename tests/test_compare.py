@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mnistbench import compare, config, harness, train
+from mnistbench import compare, config, harness, metrics
 from mnistbench.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +37,15 @@ def make_cfg(names=tuple(TIMES), epochs: int = 3, batch_size: int = 32) -> confi
                          backends={n: "data/tfds" for n in names})
 
 
+ENV = {"python": "3.11.7", "implementation": "cpython", "platform": "Linux-test",
+       "packages": {"torch": "2.14.1"}, "cpu": "Test CPU", "cpu_count": 2, "cpus_usable": 2,
+       "thread_env": {}, "gpus": [], "image": "none (host)", "image_version": "", "threads": None}
+
+
 def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float, float]],
-                  framework: str | None = None) -> Path:
-    """metrics/<name>/ as the train stage writes it: harness.summarize and train's TSV writer."""
+                  framework: str | None = None, cfg: config.Config | None = None) -> Path:
+    """metrics/<name>/ as the train stage writes it: harness.summarize, the contract's curve
+    writer, and the params of `cfg` (make_cfg() by default)."""
     history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2)]
     history += [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e)
                 for i, (t, e) in enumerate(steady, start=2)]
@@ -47,15 +53,16 @@ def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float,
     plots = out / "plots" / "metrics"
     plots.mkdir(parents=True)
     for epoch in history:
-        values = epoch.as_dict()
-        for key in train.CURVES:
-            train._append_tsv(plots / f"{key}.tsv", key, epoch.epoch, values[key])
-    summary = harness.summarize(history, num_train=60000, batch_size=32)
+        values = epoch.curves()
+        for key in metrics.CURVES:
+            metrics.append_curve(plots / f"{key}.tsv", key, epoch.epoch, values[key])
+    cfg = cfg or make_cfg(epochs=len(history))
+    summary = harness.summarize(history, num_train=60000, batch_size=cfg.train.batch_size)
     framework = framework or ("PyTorch" if name.startswith("torch") else "JAX (Flax + Optax)")
     summary.update(num_params=136074, train_examples=60000, test_examples=10000, env={
-        "python": "3.11.7", "packages": {"torch": "2.14.1"}, "cpu": "Test CPU", "cpu_count": 2,
-        "cpus_usable": 2, "gpus": [], "image": "none (host)", "image_version": "", "threads": None,
-        "backend": name, "framework": framework, "loader": f"{name} loader", "device": "cpu"})
+        **ENV, "backend": name, "framework": framework, "loader": f"{name} loader",
+        "device": "cpu"}, params=metrics.params_of(cfg))
+    metrics.check(summary, name, backend=name)  # the fixture keeps the contract itself
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out
 
@@ -236,16 +243,54 @@ def _drop(key):
     return edit
 
 
+def _params(key, value):
+    def edit(m):
+        m["params"][key] = value
+    return edit
+
+
+def _drop_params(key):
+    def edit(m):
+        del m["params"][key]
+    return edit
+
+
+def _both(*edits):
+    def edit(m):
+        for e in edits:
+            e(m)
+    return edit
+
+
 BAD_METRICS = {
     "missing key": (_drop("epoch_time_median_s"), "missing keys: epoch_time_median_s"),
+    "unknown key": (_set("gpu_temp", 80), "unknown keys: gpu_temp (not in the metrics contract"),
     "string time": (_set("first_epoch_s", "fast"), "first_epoch_s must be a finite number"),
     "nan time": (_set("eval_time_median_s", float("nan")), "eval_time_median_s must be a finite"),
+    "nan loss": (_set("val_loss", float("nan")), "val_loss must be a finite number >= 0, got nan"),
+    "inf loss": (_set("train_loss", float("inf")), "train_loss must be a finite number >= 0"),
+    "accuracy over 1": (_set("val_acc", 1.5), "val_acc must be a finite number >= 0 and <= 1"),
     "bool count": (_set("epochs", True), "epochs must be an integer"),
     "env not a dict": (_set("env", "cpu"), "env must be an object"),
     "wrong backend": (_env("backend", "torch-tfds"), "env.backend is 'torch-tfds', not 'jax-tfds'"),
     "no framework": (_env("framework", None), "env.framework must be a string"),
+    "unknown env key": (_env("host", "x"), "unknown keys: env.host"),
     "min over median": (_set("epoch_time_min_s", 99.0), "epoch_time_min_s <= epoch_time_median_s"),
-    "stale batch": (_set("batch_size", 64), "batch_size is 64 but params' train.batch_size is 32"),
+    "batch vs params": (_set("batch_size", 64),
+                        "batch_size is 64 but params train.batch_size is 32"),
+    "more than MNIST": (_set("test_examples", 20000), "test_examples is 20000, more than 10000"),
+    "no params": (_drop("params"), "missing keys: params"),
+    "params lack lr": (_drop_params("train.lr"), "missing keys: params.train.lr"),
+    "nan lr": (_params("train.lr", float("nan")), "params.train.lr must be a finite number > 0"),
+    # made with other params than the current ones: not comparable, the key named
+    "other limit_train": (_both(_params("data.limit_train", 1000), _set("train_examples", 1000)),
+                          "made with other params: data.limit_train 1000 (current params: None)"),
+    "other hidden": (_params("model.hidden", [64]),
+                     "made with other params: model.hidden [64] (current params: [128, 256])"),
+    "other lr": (_params("train.lr", 0.01),
+                 "made with other params: train.lr 0.01 (current params: 0.001)"),
+    "other seed": (_params("train.seed", 3),
+                   "made with other params: train.seed 3 (current params: 0)"),
 }
 
 
@@ -255,7 +300,7 @@ def test_malformed_metrics_json_names_the_file(metrics_root, case):
     path = metrics_root / "jax-tfds" / "metrics.json"
     m = json.loads(path.read_text())
     edit(m)
-    path.write_text(json.dumps(m))
+    path.write_text(json.dumps(m))  # NaN and Infinity as JSON has no such numbers: bare
     with pytest.raises(compare.CompareError) as err:
         compare.compare(make_cfg(), metrics_root)
     assert f"{path}: " in str(err.value) and message in str(err.value)
@@ -271,6 +316,8 @@ BAD_FILES = {
                    "header must be 'step<TAB>val_acc'"),
     "bad row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnope\n3\t0.1\n",
                 "line 3 is not '<step><TAB><number>'"),
+    "nan row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnan\n3\t0.1\n",
+                "line 3: val_loss must be a finite number >= 0, got nan"),
     "short curve": ("plots/metrics/train_loss.tsv", "step\ttrain_loss\n1\t0.5\n2\t0.4\n",
                     "2 rows but metrics.json says 3 epochs"),
     "steps out of order": ("plots/metrics/epoch_time_s.tsv",
@@ -324,6 +371,14 @@ def test_missing_or_bad_roofline_is_an_error(metrics_root, tmp_path):
 # ---------------------------------------------------------------- dvc.yaml wiring
 
 
+CONTRACT = "src/mnistbench/metrics.py"
+
+
+def _covered(item: str, listed: list, sep: str = "/") -> bool:
+    """`item` is in `listed`, itself or through a folder (a params section) above it."""
+    return any(item == d or item.startswith(f"{d}{sep}") for d in listed if isinstance(d, str))
+
+
 def test_dvc_yaml_compare_stage_covers_every_backend():
     """A foreach cannot feed another stage's deps: compare's deps and the top-level plots list
     each backend by hand. A backend in params.yaml missing here would let compare run before
@@ -335,8 +390,12 @@ def test_dvc_yaml_compare_stage_covers_every_backend():
     missing = [n for n in names if f"metrics/{n}" not in stage["deps"]]
     assert not missing, f"dvc.yaml: add `- metrics/<name>` to compare's deps for {missing}"
     code = [p.relative_to(ROOT).as_posix() for p in (ROOT / "src/mnistbench/compare").glob("*.py")]
-    uncovered = [f for f in code if not any(f == d or f.startswith(f"{d}/") for d in stage["deps"])]
-    assert not uncovered, f"dvc.yaml: compare's deps miss {uncovered}: add src/mnistbench/compare"
+    uncovered = [f for f in code + [CONTRACT] if not _covered(f, stage["deps"])]
+    assert not uncovered, f"dvc.yaml: add to compare's deps: {sorted(uncovered)}"
+    unread = [k for k in metrics.PARAMS if not _covered(k, stage["params"], sep=".")]
+    assert not unread, f"dvc.yaml: compare checks params {unread}: list them in its params"
+    train_deps = dvc["stages"]["train"]["do"]["deps"]
+    assert CONTRACT in train_deps, f"dvc.yaml: train writes by the contract: add {CONTRACT}"
     if "roofline" in dvc["stages"]:  # its metrics feed compare's efficiency column
         assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
         assert "metrics/roofline/metrics.json" in stage["deps"]

@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnistbench import outputs
+from mnistbench import metrics, outputs
 from mnistbench.compare.load import BackendRun, CompareError, load_roofline, load_runs
 from mnistbench.compare.markdown import render_markdown, where_time_goes
 from mnistbench.compare.plots import curves_png, epoch_time_png
 from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary
 from mnistbench.config import Config
 
-OUTPUTS = ("summary.json", "summary.md", "epoch_time.png", "curves.png")
+OUTPUTS = metrics.SUMMARY_FILES  # written to the metrics root, or --out
 
 __all__ = ["BASELINE", "OUTPUTS", "SPEEDUP_KEY", "BackendRun", "CompareError", "build_summary",
            "compare", "curves_png", "epoch_time_png", "load_roofline", "load_runs",
@@ -43,7 +43,7 @@ def compare(cfg: Config, metrics_root: str | Path = "metrics", out_dir: str | Pa
     roofline = load_roofline(roofline_path) if roofline_path is not None else None
     summary = build_summary(runs, roofline)
     files = {
-        "summary.json": (json.dumps(summary, indent=2, allow_nan=True) + "\n").encode(),
+        "summary.json": (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode(),
         "summary.md": render_markdown(summary).encode(),
         "epoch_time.png": epoch_time_png(summary),
         "curves.png": curves_png(runs),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from mnistbench import metrics
 from mnistbench.compare.fmt import pct as _pct
 from mnistbench.compare.fmt import ratio as _x
 from mnistbench.compare.fmt import seconds as _s
 from mnistbench.compare.summary import ARTICLE_SETUP, BASELINE, SPEEDUP_KEY
 
-FULL_TRAIN, FULL_TEST = 60000, 10000  # MNIST's splits: the article's epoch
 EVAL_RATIO_COMPUTE = 1 / 3  # forward-only arithmetic per example, relative to forward + backward
 UNSTEADY_SPREAD = 0.3  # steady epochs spread over >= 30% of their median: the report says so
 
@@ -63,8 +63,9 @@ def render_markdown(summary: dict) -> str:
                f"{settings['batch_size']}, {settings['train_examples']} training / "
                f"{settings['test_examples']} test examples. "
                f"The article: {ARTICLE_SETUP}.")
-    if (settings["train_examples"], settings["test_examples"]) != (FULL_TRAIN, FULL_TEST):
-        out += ["", f"**A subset of MNIST** ({settings['train_examples']} of {FULL_TRAIN} training "
+    full = (metrics.MNIST_TRAIN, metrics.MNIST_TEST)
+    if (settings["train_examples"], settings["test_examples"]) != full:
+        out += ["", f"**A subset of MNIST** ({settings['train_examples']} of {full[0]} training "
                 f"images): this run's s/epoch, and so \"this run vs article\", is not "
                 "comparable with the article's; the ratios between backends are."]
     out += ["", "| backend | implementation | data loader | s/epoch, article | s/epoch, this run "

@@ -11,13 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mnistbench import metrics
 from mnistbench.compare.load import BackendRun
 
 BASELINE = "torch-dataloader"  # speed-ups are against this backend, as in the article's table
 SPEEDUP_KEY = f"speedup_vs_{BASELINE}"
 SETTINGS = ("epochs", "batch_size", "train_examples", "test_examples")
-MACHINE_KEYS = ("cpu", "cpu_count", "cpus_usable", "gpus", "threads", "image", "image_version",
-                "python", "packages")  # env keys shared by all backends of one run
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
         "baseline": BASELINE,
         "settings": {k: first[k] for k in SETTINGS},
         "backends": backends,
-        "env": {k: first["env"].get(k) for k in MACHINE_KEYS},
+        "env": {k: first["env"][k] for k in metrics.ENV_MACHINE},
         "env_differs": _env_differences(runs),
     }
     if roofline is not None:
@@ -110,9 +109,9 @@ def _env_differences(runs: dict[str, BackendRun]) -> dict[str, dict[str, Any]]:
     """Machine keys (packages: each package) whose value differs between backends, e.g.
     metrics recorded on different hosts or before and after an upgrade."""
     envs = {name: run.metrics["env"] for name, run in runs.items()}
-    values = {key: {n: env.get(key) for n, env in envs.items()}
-              for key in MACHINE_KEYS if key != "packages"}
-    packages = {n: env.get("packages") or {} for n, env in envs.items()}
+    values = {key: {n: env[key] for n, env in envs.items()}
+              for key in metrics.ENV_MACHINE if key != "packages"}
+    packages = {n: env["packages"] for n, env in envs.items()}
     for pkg in sorted({p for versions in packages.values() for p in versions}):
         values[f"packages.{pkg}"] = {n: versions.get(pkg) for n, versions in packages.items()}
     return {key: by_backend for key, by_backend in values.items()
