@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from mnistbench import compare, config, harness, metrics
 from mnistbench.cli import main as cli
+from mnistbench.compare import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTICLE_BACKENDS = ("torch-dataloader", "torch-tfds", "jax-tfds")
@@ -124,34 +125,37 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
         assert heading in md
     assert "| CPU | Test CPU (2 of 2 CPUs usable) |" in md
     assert "A subset of MNIST" not in md  # full splits here
-    where = [line for line in md.splitlines() if line.startswith("- **")]
-    assert len(where) == len(TIMES)  # one sentence per backend
-    torch_dl = next(line for line in where if line.startswith("- **torch-dataloader**"))
-    assert ("torch-tfds, PyTorch fed by torch-tfds loader, takes 10.5 s, so this loader "
-            "costs 14.5 s more") in torch_dl
-    assert "the first epoch takes 30.0 s, 5.00 s over a steady one" in torch_dl
+    where = md.split("## Where the time goes")[1].split("## Environment")[0]
+    rows = [line for line in where.splitlines() if line.startswith("| ")][1:]  # no header
+    assert len(rows) == len(TIMES)  # one row per backend
+    # 4 s for 10000 validation examples against 21 s for 60000 training ones: 1.14x
+    assert "| torch-dataloader | 25.0 s | 84% | 16% | 1.14x | overhead-bound | 5.00 s |" in rows
 
 
-def test_where_time_goes_reads_the_eval_cost():
+@pytest.mark.parametrize("ratio, reading", [
+    (1.0, "overhead-bound"), (markdown.EVAL_RATIO_OVERHEAD, "overhead-bound"),
+    (0.59, "roughly arithmetic"), (markdown.EVAL_RATIO_BATCHED, "roughly arithmetic"),
+    (0.19, "fewer, larger steps")])
+def test_eval_cost_readings_follow_the_named_thresholds(ratio, reading):
+    assert markdown.eval_reading(ratio) == reading
+
+
+def test_where_time_goes_is_a_table_explained_below_it():
     rows = {"a": {"epoch_time_median_s": 1.0, "train_share": 0.5, "eval_cost_ratio": 1.0,
-                  "framework": "F", "loader": "L", "first_epoch_s": 0.9,
                   "first_epoch_extra_s": -0.1, "epoch_time_min_s": 0.95,
                   "epoch_time_max_s": 1.2, "epoch_time_spread": 0.25},
             "b": {"epoch_time_median_s": 2.0, "train_share": 0.9, "eval_cost_ratio": 0.34,
-                  "framework": "G", "loader": "L", "first_epoch_s": 3.0,
                   "first_epoch_extra_s": 1.0, "epoch_time_min_s": 1.2,
                   "epoch_time_max_s": 2.1, "epoch_time_spread": 0.45}}
-    rows["c"] = {**rows["b"], "eval_cost_ratio": 0.05}
-    c = compare.where_time_goes("c", {"backends": rows})
-    assert "validation runs in fewer, larger steps" in c
-    a = compare.where_time_goes("a", {"backends": rows})
-    b = compare.where_time_goes("b", {"backends": rows})
-    assert "so most of it is overhead" in a and "no more than a steady one" in a
-    assert "close to what arithmetic alone predicts" in b
-    assert "steady epochs range from 1.20 to 2.10 s" in b  # a 45% spread is flagged
-    assert "range from" not in a  # 25% is not
-    assert "fed by" not in b  # no peer: same framework, other loader
-    assert a.count(".") >= 1 and a.endswith(".") and a[0].isupper()
+    lines = compare.where_time_goes({"backends": rows})
+    assert lines[2] == "| a | 1.00 s | 50% | 50% | 1.00x | overhead-bound | none |"
+    # a 45% spread is flagged, 25% is not
+    assert lines[3] == ("| b | 2.00 s, unsteady (1.20-2.10) | 90% | 10% | 0.34x "
+                        "| roughly arithmetic | 1.00 s |")
+    assert lines[4] == "" and len(lines) == 6
+    for threshold in ("0.33x", "0.60x or more", "Under 0.20x", "30% or more"):
+        assert threshold in lines[5]
+    assert "Efficiency" not in lines[5]  # no roofline, no efficiency column to explain
 
 
 def test_subset_and_mixed_environments_are_flagged(tmp_path):
@@ -190,8 +194,7 @@ def test_roofline_adds_efficiency(metrics_root, tmp_path):
     assert summary["roofline"]["matmul_gflops"] == 114.0
     md = (metrics_root / "summary.md").read_text()
     assert "| jax-tfds | 2.88x | 5.56x | 1.13x | 0.350 | 7.8% |" in md
-    assert ("the arithmetic would take 0.350 s, 7.8% of the epoch, so 92.2% goes to the loader"
-            in compare.where_time_goes("jax-tfds", summary))
+    assert "Efficiency (above) is the share of the steady epoch that the arithmetic" in md
 
 
 def test_pngs_are_valid_images(metrics_root):

@@ -8,49 +8,57 @@ from mnistbench.compare.fmt import ratio as _x
 from mnistbench.compare.fmt import seconds as _s
 from mnistbench.compare.summary import ARTICLE_SETUP, BASELINE, SPEEDUP_KEY
 
-EVAL_RATIO_COMPUTE = 1 / 3  # forward-only arithmetic per example, relative to forward + backward
-UNSTEADY_SPREAD = 0.3  # steady epochs spread over >= 30% of their median: the report says so
+# "Where the time goes" reads each backend against these thresholds. A validation example
+# costs, per example, this share of a training example's arithmetic: forward only, against
+# forward + backward (about twice the forward's FLOPs).
+EVAL_RATIO_COMPUTE = 1 / 3
+# A validation example costing at least this share of a training one is "overhead-bound": far
+# above what arithmetic predicts, so fetching and dispatching batches sets the pace.
+EVAL_RATIO_OVERHEAD = 0.6
+# Under this share, validation runs in fewer, larger steps than training (the whole split at
+# once): far below what arithmetic predicts per batch of batch_size.
+EVAL_RATIO_BATCHED = 0.2
+# Steady epochs spread over at least this share of their median are "unsteady": the median
+# depends on how many epochs fall at each end, so read it beside the range.
+UNSTEADY_SPREAD = 0.3
 
 
-def where_time_goes(name: str, summary: dict) -> str:
-    """One sentence: train/eval split, loader vs compute, roofline if known, first epoch."""
-    rows = summary["backends"]
-    row = rows[name]
-    parts = [f"of a {_s(row['epoch_time_median_s'])} s epoch, {row['train_share']:.0%} is the "
-             f"training pass and {1 - row['train_share']:.0%} the validation pass"]
-    ratio = row["eval_cost_ratio"]
-    if ratio >= 0.6:
-        hint = "so most of it is overhead (data loader, Python, dispatch), not arithmetic"
-    elif ratio >= 0.2:
-        hint = "close to what arithmetic alone predicts"
-    else:
-        hint = "far below it, so validation runs in fewer, larger steps than training"
-    parts.append(f"a validation example costs {_x(ratio)} a training one (arithmetic alone: "
-                 f"about {EVAL_RATIO_COMPUTE:.2f}x), {hint}")
-    if row["epoch_time_spread"] >= UNSTEADY_SPREAD:
-        parts.append(f"its steady epochs range from {_s(row['epoch_time_min_s'])} to "
-                     f"{_s(row['epoch_time_max_s'])} s, so its median depends on how many "
-                     "epochs fall at each end: read it beside the range")
-    peers = [(p, r) for p, r in rows.items()
-             if p != name and r["framework"] == row["framework"] and r["loader"] != row["loader"]]
-    if peers:
-        peer, other = min(peers, key=lambda pr: pr[1]["epoch_time_median_s"])
-        delta = row["epoch_time_median_s"] - other["epoch_time_median_s"]
-        effect = f"costs {_s(delta)} s more" if delta > 0 else f"saves {_s(-delta)} s"
-        parts.append(f"{peer}, {row['framework']} fed by {other['loader']}, takes "
-                     f"{_s(other['epoch_time_median_s'])} s, so this loader {effect} per epoch")
-    if "efficiency" in row:
-        eff = row["efficiency"]
-        parts.append(f"at the measured matmul peak the arithmetic would take "
-                     f"{_s(row['roofline_epoch_s'])} s, {_pct(eff)} of the epoch" + (
-                         f", so {_pct(1 - eff)} goes to the loader, Python, dispatch and products "
-                         "running below the peak" if eff < 0.5 else ""))
-    extra = row["first_epoch_extra_s"]
-    parts.append(f"the first epoch takes {_s(row['first_epoch_s'])} s, " + (
-        f"{_s(extra)} s over a steady one (compile, warm-up, caches)" if extra > 0
-        else "no more than a steady one (no compile or warm-up cost shows)"))
-    text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
+def eval_reading(eval_cost_ratio: float) -> str:
+    """What a validation example's cost, relative to a training example's, says."""
+    if eval_cost_ratio >= EVAL_RATIO_OVERHEAD:
+        return "overhead-bound"
+    if eval_cost_ratio < EVAL_RATIO_BATCHED:
+        return "fewer, larger steps"
+    return "roughly arithmetic"
+
+
+def where_time_goes(summary: dict) -> list[str]:
+    """The table: per backend, the steady epoch's split, what validation's cost says, and the
+    first epoch's extra cost; the thresholds are explained below it."""
+    out = ["| backend | steady epoch | training pass | validation pass | validation example "
+           "/ training example | validation is | first epoch, extra |",
+           "|---|---|---|---|---|---|---|"]
+    for name, r in summary["backends"].items():
+        steady = f"{_s(r['epoch_time_median_s'])} s"
+        if r["epoch_time_spread"] >= UNSTEADY_SPREAD:
+            steady += f", unsteady ({_s(r['epoch_time_min_s'])}-{_s(r['epoch_time_max_s'])})"
+        extra = r["first_epoch_extra_s"]
+        out.append(f"| {name} | {steady} | {r['train_share']:.0%} | {1 - r['train_share']:.0%} "
+                   f"| {_x(r['eval_cost_ratio'])} | {eval_reading(r['eval_cost_ratio'])} "
+                   f"| {f'{_s(extra)} s' if extra > 0 else 'none'} |")
+    out += ["", f"A validation example needs only the forward pass, about "
+            f"{_x(EVAL_RATIO_COMPUTE)} a training example's arithmetic. Costing "
+            f"{_x(EVAL_RATIO_OVERHEAD)} or more, validation is *overhead-bound*: fetching and "
+            f"dispatching batches, not computing, sets the pace. Under {_x(EVAL_RATIO_BATCHED)}, "
+            "it runs in *fewer, larger steps* than training; in between, its cost is *roughly "
+            f"arithmetic*. *Unsteady*: the steady epochs spread over {UNSTEADY_SPREAD:.0%} or "
+            "more of their median, so read it beside the range. The first epoch's extra is "
+            "compile, warm-up and caches."]
+    if "roofline" in summary:
+        out[-1] += (" Efficiency (above) is the share of the steady epoch that the arithmetic "
+                    "would take at the measured matmul peak; the rest goes to the loader, "
+                    "Python, dispatch and products running below the peak.")
+    return out
 
 
 def render_markdown(summary: dict) -> str:
@@ -104,10 +112,7 @@ def render_markdown(summary: dict) -> str:
         out += ["", f"{BASELINE} is not among this run's backends: no speed-ups for this run."]
 
     out += ["", "## Where the time goes", ""]
-    out += [f"- **{name}**: {where_time_goes(name, summary)}" for name in rows]
-    out += ["", "A validation example needs only the forward pass, about a third of a training "
-            "example's arithmetic; when it costs as much as a training example, the time goes "
-            "to fetching and dispatching batches rather than to computing."]
+    out += where_time_goes(summary)
 
     out += ["", "## Environment", "", "| | |", "|---|---|"]
     out.append(f"| CPU | {env['cpu']} ({env['cpus_usable']} of {env['cpu_count']} CPUs usable) |")
