@@ -230,9 +230,7 @@ def validate(record: Any, backend: str | None = None) -> list[str]:
     With `backend`, env.backend must be that name."""
     if not isinstance(record, dict):
         return [f"must hold a JSON object, got {type(record).__name__}"]
-    problems = _keys(record, KEYS, "")
-    problems += [p for key, kind in NUMBERS.items() if key in record
-                 for p in [kind.problem(key, record[key])] if p]
+    problems = _keys(record, KEYS, "") + value_problems(record, NUMBERS)
     for section, kinds in SECTIONS.items():
         values = record.get(section)
         if section not in record:
@@ -241,8 +239,7 @@ def validate(record: Any, backend: str | None = None) -> list[str]:
             problems.append(f"{section} must be an object, got {values!r}")
             continue
         problems += _keys(values, kinds, f"{section}.")
-        problems += [p for key, kind in kinds.items() if key in values
-                     for p in [kind.problem(f"{section}.{key}", values[key])] if p]
+        problems += value_problems(values, kinds, f"{section}.")
     if not problems:
         problems = _consistency(record, backend)
     return problems
@@ -258,9 +255,13 @@ def check(record: Any, where: str | Path, backend: str | None = None) -> dict[st
 
 def curve_problems(values: dict[str, float]) -> list[str]:
     """What is wrong with one epoch's curve values (harness.Epoch.curves())."""
-    problems = _keys(values, CURVES, "")
-    return problems + [p for key, kind in CURVES.items() if key in values
-                       for p in [kind.problem(key, values[key])] if p]
+    return _keys(values, CURVES, "") + value_problems(values, CURVES)
+
+
+def value_problems(values: dict[str, Any], kinds: dict[str, Kind], prefix: str = "") -> list[str]:
+    """Each value of `values` that `kinds` names, checked against its kind (absent: skipped)."""
+    return [p for key, kind in kinds.items() if key in values
+            for p in [kind.problem(f"{prefix}{key}", values[key])] if p]
 
 
 def _keys(values: dict, known, prefix: str) -> list[str]:

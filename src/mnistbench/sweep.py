@@ -113,7 +113,7 @@ def _problems(values: dict[str, Any]) -> list[str]:
     missing = [k for k in KEYS if k not in values]
     if missing:
         return [f"lacks {', '.join(missing)}"]
-    return [p for k in KEYS for p in [metrics.NUMBERS[k].problem(k, values[k])] if p]
+    return metrics.value_problems(values, {k: metrics.NUMBERS[k] for k in KEYS})
 
 
 def _point(backend: str, values: dict[str, Any], source: str) -> Point:

@@ -57,11 +57,11 @@ def load_roofline(path: str | Path) -> dict[str, float | int | None]:
     """The roofline stage's metrics.json: the keys compare uses (metrics.ROOFLINE), checked."""
     path = Path(path)
     raw = _read_json(path)
-    problems = [p for key, kind in metrics.ROOFLINE.items()
-                for p in [kind.problem(key, raw.get(key))] if p]
+    values = {key: raw.get(key) for key in metrics.ROOFLINE}  # absent: None, named if required
+    problems = metrics.value_problems(values, metrics.ROOFLINE)
     if problems:
         raise CompareError(f"{path}: {'; '.join(problems)}")
-    return {key: raw.get(key) if key == "threads" else float(raw[key]) for key in metrics.ROOFLINE}
+    return {key: value if key == "threads" else float(value) for key, value in values.items()}
 
 
 def _read_json(path: Path) -> Any:
