@@ -1,4 +1,5 @@
-"""Shared fixtures. torch's triton must load before TensorFlow in one process (DESIGN.md)."""
+"""Shared fixtures. torch's triton must load before TensorFlow in one process: triton loaded
+after TensorFlow segfaults (seen with torch 2.14 and TensorFlow 2.21; see frameworks.tensorflow)."""
 
 from __future__ import annotations
 

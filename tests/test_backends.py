@@ -1,5 +1,5 @@
 """Every backend, tested the same way: it trains, it has the article's parameter count, it is
-deterministic on the CPU, and its metrics carry every key of DESIGN.md."""
+deterministic on the CPU, and its metrics keep the metrics contract (mnistbench.metrics)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench import backends, config, frameworks, train
+from mnistbench import backends, config, frameworks, metrics, train
 
 ARTICLE_PARAMS = 136_074  # 784*128+128 + 128*256+256 + 256*10+10
-METRIC_KEYS = {"val_acc", "val_loss", "train_loss", "epoch_time_median_s", "first_epoch_s",
-               "train_time_median_s", "eval_time_median_s", "samples_per_s", "epochs",
-               "batch_size", "env"}
-ENV_KEYS = {"python", "packages", "cpu", "cpu_count", "threads", "gpus", "image", "device",
-            "backend", "framework", "loader"}
-CURVES = {"train_loss", "val_loss", "val_acc", "epoch_time_s", "train_time_s", "eval_time_s"}
 ALL = backends.names()
 
 
@@ -45,14 +39,16 @@ def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
     summary = train.train(cfg, name, out_root=tmp_path)
     assert summary["val_acc"] >= 0.80  # an untrained 10-class model sits near 0.10
     assert summary["train_examples"] <= 4000 and summary["test_examples"] == 500
-    written = json.loads((tmp_path / name / "metrics.json").read_text())
-    assert METRIC_KEYS <= set(written)
-    assert ENV_KEYS <= set(written["env"])
+    written = json.loads(metrics.metrics_path(tmp_path, name).read_text())
+    assert list(written) == list(metrics.KEYS) and set(written["env"]) == set(metrics.ENV)
+    assert metrics.validate(written, backend=name) == []
     assert written["epochs"] == 1 and written["batch_size"] == 32
     assert written["env"]["backend"] == name and written["env"]["device"] == "cpu"
-    curves = tmp_path / name / "plots" / "metrics"
-    assert {p.stem for p in curves.glob("*.tsv")} == CURVES
-    assert (curves / "val_acc.tsv").read_text().splitlines()[0] == "step\tval_acc"
+    assert written["params"] == metrics.params_of(cfg)
+    curves = metrics.curves_dir(tmp_path, name)
+    assert {p.stem for p in curves.glob("*.tsv")} == set(metrics.CURVES)
+    for key in metrics.CURVES:  # each curve as compare reads it: header, one row an epoch
+        assert len(metrics.read_curve(curves / f"{key}.tsv", key, epochs=1)) == 1
     assert not list(tmp_path.glob(".*partial"))
 
 

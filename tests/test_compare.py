@@ -15,8 +15,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mnistbench import compare, config, harness, train
+from mnistbench import compare, config, harness, metrics
 from mnistbench.cli import main as cli
+from mnistbench.compare import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTICLE_BACKENDS = ("torch-dataloader", "torch-tfds", "jax-tfds")
@@ -37,9 +38,15 @@ def make_cfg(names=tuple(TIMES), epochs: int = 3, batch_size: int = 32) -> confi
                          backends={n: "data/tfds" for n in names})
 
 
+ENV = {"python": "3.11.7", "implementation": "cpython", "platform": "Linux-test",
+       "packages": {"torch": "2.14.1"}, "cpu": "Test CPU", "cpu_count": 2, "cpus_usable": 2,
+       "thread_env": {}, "gpus": [], "image": "none (host)", "image_version": "", "threads": None}
+
+
 def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float, float]],
-                  framework: str | None = None) -> Path:
-    """metrics/<name>/ as the train stage writes it: harness.summarize and train's TSV writer."""
+                  framework: str | None = None, cfg: config.Config | None = None) -> Path:
+    """metrics/<name>/ as the train stage writes it: harness.summarize, the contract's curve
+    writer, and the params of `cfg` (make_cfg() by default)."""
     history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2)]
     history += [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e)
                 for i, (t, e) in enumerate(steady, start=2)]
@@ -47,15 +54,16 @@ def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float,
     plots = out / "plots" / "metrics"
     plots.mkdir(parents=True)
     for epoch in history:
-        values = epoch.as_dict()
-        for key in train.CURVES:
-            train._append_tsv(plots / f"{key}.tsv", key, epoch.epoch, values[key])
-    summary = harness.summarize(history, num_train=60000, batch_size=32)
+        values = epoch.curves()
+        for key in metrics.CURVES:
+            metrics.append_curve(plots / f"{key}.tsv", key, epoch.epoch, values[key])
+    cfg = cfg or make_cfg(epochs=len(history))
+    summary = harness.summarize(history, num_train=60000, batch_size=cfg.train.batch_size)
     framework = framework or ("PyTorch" if name.startswith("torch") else "JAX (Flax + Optax)")
     summary.update(num_params=136074, train_examples=60000, test_examples=10000, env={
-        "python": "3.11.7", "packages": {"torch": "2.14.1"}, "cpu": "Test CPU", "cpu_count": 2,
-        "cpus_usable": 2, "gpus": [], "image": "none (host)", "image_version": "", "threads": None,
-        "backend": name, "framework": framework, "loader": f"{name} loader", "device": "cpu"})
+        **ENV, "backend": name, "framework": framework, "loader": f"{name} loader",
+        "device": "cpu"}, params=metrics.params_of(cfg))
+    metrics.check(summary, name, backend=name)  # the fixture keeps the contract itself
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out
 
@@ -117,34 +125,37 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
         assert heading in md
     assert "| CPU | Test CPU (2 of 2 CPUs usable) |" in md
     assert "A subset of MNIST" not in md  # full splits here
-    where = [line for line in md.splitlines() if line.startswith("- **")]
-    assert len(where) == len(TIMES)  # one sentence per backend
-    torch_dl = next(line for line in where if line.startswith("- **torch-dataloader**"))
-    assert ("torch-tfds, PyTorch fed by torch-tfds loader, takes 10.5 s, so this loader "
-            "costs 14.5 s more") in torch_dl
-    assert "the first epoch takes 30.0 s, 5.00 s over a steady one" in torch_dl
+    where = md.split("## Where the time goes")[1].split("## Environment")[0]
+    rows = [line for line in where.splitlines() if line.startswith("| ")][1:]  # no header
+    assert len(rows) == len(TIMES)  # one row per backend
+    # 4 s for 10000 validation examples against 21 s for 60000 training ones: 1.14x
+    assert "| torch-dataloader | 25.0 s | 84% | 16% | 1.14x | overhead-bound | 5.00 s |" in rows
 
 
-def test_where_time_goes_reads_the_eval_cost():
+@pytest.mark.parametrize("ratio, reading", [
+    (1.0, "overhead-bound"), (markdown.EVAL_RATIO_OVERHEAD, "overhead-bound"),
+    (0.59, "roughly arithmetic"), (markdown.EVAL_RATIO_BATCHED, "roughly arithmetic"),
+    (0.19, "fewer, larger steps")])
+def test_eval_cost_readings_follow_the_named_thresholds(ratio, reading):
+    assert markdown.eval_reading(ratio) == reading
+
+
+def test_where_time_goes_is_a_table_explained_below_it():
     rows = {"a": {"epoch_time_median_s": 1.0, "train_share": 0.5, "eval_cost_ratio": 1.0,
-                  "framework": "F", "loader": "L", "first_epoch_s": 0.9,
                   "first_epoch_extra_s": -0.1, "epoch_time_min_s": 0.95,
                   "epoch_time_max_s": 1.2, "epoch_time_spread": 0.25},
             "b": {"epoch_time_median_s": 2.0, "train_share": 0.9, "eval_cost_ratio": 0.34,
-                  "framework": "G", "loader": "L", "first_epoch_s": 3.0,
                   "first_epoch_extra_s": 1.0, "epoch_time_min_s": 1.2,
                   "epoch_time_max_s": 2.1, "epoch_time_spread": 0.45}}
-    rows["c"] = {**rows["b"], "eval_cost_ratio": 0.05}
-    c = compare.where_time_goes("c", {"backends": rows})
-    assert "validation runs in fewer, larger steps" in c
-    a = compare.where_time_goes("a", {"backends": rows})
-    b = compare.where_time_goes("b", {"backends": rows})
-    assert "so most of it is overhead" in a and "no more than a steady one" in a
-    assert "close to what arithmetic alone predicts" in b
-    assert "steady epochs range from 1.20 to 2.10 s" in b  # a 45% spread is flagged
-    assert "range from" not in a  # 25% is not
-    assert "fed by" not in b  # no peer: same framework, other loader
-    assert a.count(".") >= 1 and a.endswith(".") and a[0].isupper()
+    lines = compare.where_time_goes({"backends": rows})
+    assert lines[2] == "| a | 1.00 s | 50% | 50% | 1.00x | overhead-bound | none |"
+    # a 45% spread is flagged, 25% is not
+    assert lines[3] == ("| b | 2.00 s, unsteady (1.20-2.10) | 90% | 10% | 0.34x "
+                        "| roughly arithmetic | 1.00 s |")
+    assert lines[4] == "" and len(lines) == 6
+    for threshold in ("0.33x", "0.60x or more", "Under 0.20x", "30% or more"):
+        assert threshold in lines[5]
+    assert "Efficiency" not in lines[5]  # no roofline, no efficiency column to explain
 
 
 def test_subset_and_mixed_environments_are_flagged(tmp_path):
@@ -183,8 +194,7 @@ def test_roofline_adds_efficiency(metrics_root, tmp_path):
     assert summary["roofline"]["matmul_gflops"] == 114.0
     md = (metrics_root / "summary.md").read_text()
     assert "| jax-tfds | 2.88x | 5.56x | 1.13x | 0.350 | 7.8% |" in md
-    assert ("the arithmetic would take 0.350 s, 7.8% of the epoch, so 92.2% goes to the loader"
-            in compare.where_time_goes("jax-tfds", summary))
+    assert "Efficiency (above) is the share of the steady epoch that the arithmetic" in md
 
 
 def test_pngs_are_valid_images(metrics_root):
@@ -236,16 +246,54 @@ def _drop(key):
     return edit
 
 
+def _params(key, value):
+    def edit(m):
+        m["params"][key] = value
+    return edit
+
+
+def _drop_params(key):
+    def edit(m):
+        del m["params"][key]
+    return edit
+
+
+def _both(*edits):
+    def edit(m):
+        for e in edits:
+            e(m)
+    return edit
+
+
 BAD_METRICS = {
     "missing key": (_drop("epoch_time_median_s"), "missing keys: epoch_time_median_s"),
+    "unknown key": (_set("gpu_temp", 80), "unknown keys: gpu_temp (not in the metrics contract"),
     "string time": (_set("first_epoch_s", "fast"), "first_epoch_s must be a finite number"),
     "nan time": (_set("eval_time_median_s", float("nan")), "eval_time_median_s must be a finite"),
+    "nan loss": (_set("val_loss", float("nan")), "val_loss must be a finite number >= 0, got nan"),
+    "inf loss": (_set("train_loss", float("inf")), "train_loss must be a finite number >= 0"),
+    "accuracy over 1": (_set("val_acc", 1.5), "val_acc must be a finite number >= 0 and <= 1"),
     "bool count": (_set("epochs", True), "epochs must be an integer"),
     "env not a dict": (_set("env", "cpu"), "env must be an object"),
     "wrong backend": (_env("backend", "torch-tfds"), "env.backend is 'torch-tfds', not 'jax-tfds'"),
     "no framework": (_env("framework", None), "env.framework must be a string"),
+    "unknown env key": (_env("host", "x"), "unknown keys: env.host"),
     "min over median": (_set("epoch_time_min_s", 99.0), "epoch_time_min_s <= epoch_time_median_s"),
-    "stale batch": (_set("batch_size", 64), "batch_size is 64 but params' train.batch_size is 32"),
+    "batch vs params": (_set("batch_size", 64),
+                        "batch_size is 64 but params train.batch_size is 32"),
+    "more than MNIST": (_set("test_examples", 20000), "test_examples is 20000, more than 10000"),
+    "no params": (_drop("params"), "missing keys: params"),
+    "params lack lr": (_drop_params("train.lr"), "missing keys: params.train.lr"),
+    "nan lr": (_params("train.lr", float("nan")), "params.train.lr must be a finite number > 0"),
+    # made with other params than the current ones: not comparable, the key named
+    "other limit_train": (_both(_params("data.limit_train", 1000), _set("train_examples", 1000)),
+                          "made with other params: data.limit_train 1000 (current params: None)"),
+    "other hidden": (_params("model.hidden", [64]),
+                     "made with other params: model.hidden [64] (current params: [128, 256])"),
+    "other lr": (_params("train.lr", 0.01),
+                 "made with other params: train.lr 0.01 (current params: 0.001)"),
+    "other seed": (_params("train.seed", 3),
+                   "made with other params: train.seed 3 (current params: 0)"),
 }
 
 
@@ -255,7 +303,7 @@ def test_malformed_metrics_json_names_the_file(metrics_root, case):
     path = metrics_root / "jax-tfds" / "metrics.json"
     m = json.loads(path.read_text())
     edit(m)
-    path.write_text(json.dumps(m))
+    path.write_text(json.dumps(m))  # NaN and Infinity as JSON has no such numbers: bare
     with pytest.raises(compare.CompareError) as err:
         compare.compare(make_cfg(), metrics_root)
     assert f"{path}: " in str(err.value) and message in str(err.value)
@@ -271,6 +319,8 @@ BAD_FILES = {
                    "header must be 'step<TAB>val_acc'"),
     "bad row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnope\n3\t0.1\n",
                 "line 3 is not '<step><TAB><number>'"),
+    "nan row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnan\n3\t0.1\n",
+                "line 3: val_loss must be a finite number >= 0, got nan"),
     "short curve": ("plots/metrics/train_loss.tsv", "step\ttrain_loss\n1\t0.5\n2\t0.4\n",
                     "2 rows but metrics.json says 3 epochs"),
     "steps out of order": ("plots/metrics/epoch_time_s.tsv",
@@ -324,6 +374,14 @@ def test_missing_or_bad_roofline_is_an_error(metrics_root, tmp_path):
 # ---------------------------------------------------------------- dvc.yaml wiring
 
 
+CONTRACT = "src/mnistbench/metrics.py"
+
+
+def _covered(item: str, listed: list, sep: str = "/") -> bool:
+    """`item` is in `listed`, itself or through a folder (a params section) above it."""
+    return any(item == d or item.startswith(f"{d}{sep}") for d in listed if isinstance(d, str))
+
+
 def test_dvc_yaml_compare_stage_covers_every_backend():
     """A foreach cannot feed another stage's deps: compare's deps and the top-level plots list
     each backend by hand. A backend in params.yaml missing here would let compare run before
@@ -334,7 +392,13 @@ def test_dvc_yaml_compare_stage_covers_every_backend():
     assert stage["cmd"].startswith("mnistbench compare")
     missing = [n for n in names if f"metrics/{n}" not in stage["deps"]]
     assert not missing, f"dvc.yaml: add `- metrics/<name>` to compare's deps for {missing}"
-    assert "src/mnistbench/compare.py" in stage["deps"]
+    code = [p.relative_to(ROOT).as_posix() for p in (ROOT / "src/mnistbench/compare").glob("*.py")]
+    uncovered = [f for f in code + [CONTRACT] if not _covered(f, stage["deps"])]
+    assert not uncovered, f"dvc.yaml: add to compare's deps: {sorted(uncovered)}"
+    unread = [k for k in metrics.PARAMS if not _covered(k, stage["params"], sep=".")]
+    assert not unread, f"dvc.yaml: compare checks params {unread}: list them in its params"
+    train_deps = dvc["stages"]["train"]["do"]["deps"]
+    assert CONTRACT in train_deps, f"dvc.yaml: train writes by the contract: add {CONTRACT}"
     if "roofline" in dvc["stages"]:  # its metrics feed compare's efficiency column
         assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
         assert "metrics/roofline/metrics.json" in stage["deps"]
@@ -428,4 +492,4 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
                                          (0.99998, "100.00%"), (0.9995, "99.95%"), (1.2, "120.0%")])
 def test_percentages_keep_small_shares_visible(share, text):
     # a GPU row's efficiency is thousandths of a percent: "0.0%" would hide it
-    assert compare._pct(share) == text
+    assert compare.fmt.pct(share) == text

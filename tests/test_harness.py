@@ -1,4 +1,5 @@
-"""The harness: its clock must include asynchronous work, and its summary follows DESIGN.md."""
+"""The harness: its clock must include asynchronous work; its summary reports epoch 1 apart
+and the median of the steady epochs (the keys themselves: tests/test_metrics.py)."""
 
 from __future__ import annotations
 

@@ -174,3 +174,20 @@ def test_a_metrics_root_without_results_is_an_error(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1 and "no <backend>/metrics.json" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "p.png").exists()
+
+
+def test_a_metrics_root_with_a_nan_result_is_an_error_naming_the_key(tmp_path):
+    """The contract's checks (mnistbench.metrics): a diverged run's NaN is no point to plot."""
+    _write_run(tmp_path / "bs32", "jax-scan", 32, float("nan"))  # json writes a bare NaN
+    with pytest.raises(sweep.SweepError, match="epoch_time_median_s must be a finite number"):
+        sweep.collect_roots([tmp_path / "bs32"])
+
+
+def test_exp_show_results_are_found_by_the_contracts_layout():
+    """metrics/<backend>/metrics.json is a backend's; the roofline's and summaries are not."""
+    metrics = {"metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96),
+               "metrics/roofline/metrics.json": _metrics(64, 0.5, 0.96),  # even if it looked so
+               "results/h200/metrics/jax-scan/metrics.json": _metrics(64, 0.1, 0.96)}
+    entries = [{**_row("abc1234def", "main", {}), "experiments": [
+        {"name": "exp-d", "executor": None, "revs": [_row("4444444ddd", "exp-d", metrics)]}]}]
+    assert [(p.backend, p.epoch_time_s) for p in sweep.collect(entries)] == [("jax-scan", 0.5)]

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+import mnistbench
 from mnistbench import config as config_mod
 
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
@@ -25,6 +26,7 @@ def _known_errors(fn):
     from mnistbench.compare import CompareError
     from mnistbench.download import DownloadError
     from mnistbench.frameworks import DeviceUnavailableError, MissingFrameworkError
+    from mnistbench.metrics import MetricsError
     from mnistbench.tfds_build import MissingDataError
 
     @functools.wraps(fn)
@@ -32,11 +34,17 @@ def _known_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (config_mod.ConfigError, DownloadError, MissingDataError, CompareError,
-                MissingFrameworkError, DeviceUnavailableError, UnknownBackendError) as e:
+                MissingFrameworkError, DeviceUnavailableError, UnknownBackendError,
+                MetricsError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
 
     return wrapper
+
+
+def _print_version(ctx: click.Context) -> None:
+    click.echo(f"mnistbench {mnistbench.__version__}")  # read only when asked: no start-up cost
+    ctx.exit()
 
 
 def _load(params: str) -> config_mod.Config:
@@ -45,6 +53,9 @@ def _load(params: str) -> config_mod.Config:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _, on: on and _print_version(ctx),
+              help="Print mnistbench's version and exit.")
 def main(verbose: bool) -> None:
     """PyTorch vs JAX on an MNIST MLP, and what the data loader costs.
 

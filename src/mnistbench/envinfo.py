@@ -1,6 +1,8 @@
 """The environment numbers are recorded with: versions, CPU, threads, GPU, container image.
 
 Cheap to call: package versions come from installed metadata, not from importing frameworks.
+`collect()`'s keys are the machine part of metrics.json's `env`: a key added here needs its
+line in mnistbench.metrics.ENV_MACHINE (train refuses to write a key the contract lacks).
 """
 
 from __future__ import annotations

@@ -62,19 +62,23 @@ def configure_threads(threads: int | None) -> dict:
 
     The process is pinned to the first `threads` CPUs (torch/OpenMP, TensorFlow and XLA all
     size their pools from the affinity mask), and each framework's own knob is set too.
-    Returns what was applied, for the metrics' environment.
+    Where the OS has no affinity API (macOS), nothing is pinned: the frameworks' knobs alone
+    apply, and cpus_usable is None. Returns what was applied, for the metrics' environment.
     """
+    affinity = hasattr(os, "sched_getaffinity") and hasattr(os, "sched_setaffinity")
+    usable = sorted(os.sched_getaffinity(0)) if affinity else None
     if threads is None:
-        return {"threads": None, "cpus_usable": len(os.sched_getaffinity(0))}
-    cpus = sorted(os.sched_getaffinity(0))[:threads]
-    os.sched_setaffinity(0, cpus)
+        return {"threads": None, "cpus_usable": len(usable) if usable is not None else None}
+    if usable is not None:
+        usable = usable[:threads]
+        os.sched_setaffinity(0, usable)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
         os.environ[var] = str(threads)
     if threads == 1:  # XLA:CPU has no n-thread flag; one thread it can be told directly
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
                                    "intra_op_parallelism_threads=1").strip()
-    return {"threads": threads, "cpus_usable": len(cpus)}
+    return {"threads": threads, "cpus_usable": len(usable) if usable is not None else None}
 
 
 def torch(threads: int | None, device: str) -> tuple[ModuleType, str]:

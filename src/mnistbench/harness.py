@@ -52,8 +52,11 @@ class Epoch:
     def epoch_time_s(self) -> float:
         return self.train_time_s + self.eval_time_s
 
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "epoch_time_s": self.epoch_time_s}
+    def curves(self) -> dict[str, float]:
+        """This epoch's point on each per-epoch curve (mnistbench.metrics.CURVES' keys)."""
+        values = {**asdict(self), "epoch_time_s": self.epoch_time_s}
+        del values["epoch"]
+        return values
 
 
 def seed_everything(seed: int) -> None:
@@ -80,7 +83,8 @@ def run(trainer: Trainer, epochs: int, on_epoch: Callable[[Epoch], None] = lambd
 
 
 def summarize(history: list[Epoch], num_train: int, batch_size: int) -> dict[str, float | int]:
-    """The metrics keys of DESIGN.md. Steady = epochs 2..N (epoch 1 alone if N == 1)."""
+    """The harness's share of metrics.json (mnistbench.metrics.NUMBERS; train adds the rest).
+    Steady = epochs 2..N (epoch 1 alone if N == 1)."""
     steady = history[1:] or history
     epoch_times = [e.epoch_time_s for e in steady]
     train_median = statistics.median(e.train_time_s for e in steady)

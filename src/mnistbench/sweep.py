@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -23,10 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from mnistbench import backends, outputs
+from mnistbench import backends, metrics, outputs
 
-METRICS_FILE = re.compile(r"^metrics/(?P<backend>[^/]+)/metrics\.json$")
-KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")  # needed from each metrics.json
+# needed from each metrics.json: names of the metrics contract (mnistbench.metrics.NUMBERS)
+KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")
 
 
 class SweepError(RuntimeError):
@@ -72,18 +71,18 @@ def collect(entries: list[dict]) -> list[Point]:
     points, seen = [], set()
     for source, data in _records(entries):
         ran_with = _train_params(data)
-        for path, metrics in (data.get("metrics") or {}).items():
-            match = METRICS_FILE.match(path)
-            values = (metrics or {}).get("data") or {}
-            if match is None or not all(k in values for k in KEYS):
+        for path, shown in (data.get("metrics") or {}).items():
+            backend = metrics.backend_of(path)
+            values = (shown or {}).get("data") or {}
+            if backend is None or _problems(values):
                 continue  # another metrics file (roofline, summary), or missing here
             if any(values[k] != v for k, v in ran_with.items()):
                 continue  # a stage the experiment did not rerun: the baseline's stale result
-            key = (match["backend"], *(values[k] for k in KEYS))
+            key = (backend, *(values[k] for k in KEYS))
             if key in seen:
                 continue
             seen.add(key)
-            points.append(_point(match["backend"], values, source))
+            points.append(_point(backend, values, source))
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
 
 
@@ -93,7 +92,7 @@ def collect_roots(roots: list[str | Path]) -> list[Point]:
     results, or a malformed metrics.json, is an error naming it."""
     points = []
     for root in map(Path, roots):
-        found = sorted(root.glob("*/metrics.json"))
+        found = sorted(root.glob(f"*/{metrics.METRICS_FILE}"))
         if not found:
             raise SweepError(f"{root}: no <backend>/metrics.json here")
         for path in found:
@@ -101,12 +100,20 @@ def collect_roots(roots: list[str | Path]) -> list[Point]:
                 values = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as e:
                 raise SweepError(f"{path}: not readable JSON ({e})") from e
-            if not all(k in values for k in KEYS):
-                if path.parent.name == "roofline":
-                    continue  # the roofline stage's file: no backend result
-                raise SweepError(f"{path}: lacks {', '.join(k for k in KEYS if k not in values)}")
+            if path.parent.name == metrics.ROOFLINE_DIR:
+                continue  # the roofline stage's file: no backend result
+            if _problems(values):
+                raise SweepError(f"{path}: {'; '.join(_problems(values))}")
             points.append(_point(path.parent.name, values, str(root)))
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
+
+
+def _problems(values: dict[str, Any]) -> list[str]:
+    """What keeps one metrics.json's values from being a point: KEYS missing or invalid."""
+    missing = [k for k in KEYS if k not in values]
+    if missing:
+        return [f"lacks {', '.join(missing)}"]
+    return metrics.value_problems(values, {k: metrics.NUMBERS[k] for k in KEYS})
 
 
 def _point(backend: str, values: dict[str, Any], source: str) -> Point:

@@ -1,0 +1,52 @@
+"""Stage `compare`: this run's table beside the article's, ratios, where the time goes, plots.
+
+Reads metrics/<backend>/metrics.json and its per-epoch curves (plots/metrics/*.tsv) for every
+backend in params' `backends`, and optionally the roofline stage's metrics.json. One module
+per job, called in this order by `compare` below:
+
+    load      read and validate every input; a missing or malformed one raises CompareError
+              naming the file, and nothing is written
+    summary   the numbers (summary.json, for `dvc metrics diff`)
+    markdown  summary.md, the report
+    plots     epoch_time.png (steady s/epoch with its spread, the article's ranges marked)
+              and curves.png (per epoch)
+
+The four files are rendered in memory, then each is renamed into place from a temporary file.
+Cheap to import (no matplotlib until a PNG is drawn): the CLI imports CompareError at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mnistbench import metrics, outputs
+from mnistbench.compare.load import BackendRun, CompareError, load_roofline, load_runs
+from mnistbench.compare.markdown import render_markdown, where_time_goes
+from mnistbench.compare.plots import curves_png, epoch_time_png
+from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary
+from mnistbench.config import Config
+
+OUTPUTS = metrics.SUMMARY_FILES  # written to the metrics root, or --out
+
+__all__ = ["BASELINE", "OUTPUTS", "SPEEDUP_KEY", "BackendRun", "CompareError", "build_summary",
+           "compare", "curves_png", "epoch_time_png", "load_roofline", "load_runs",
+           "render_markdown", "where_time_goes"]
+
+
+def compare(cfg: Config, metrics_root: str | Path = "metrics", out_dir: str | Path | None = None,
+            roofline_path: str | Path | None = None) -> dict:
+    """Validate every input, render the four outputs in memory, then write them all.
+
+    Returns the summary (summary.json's content)."""
+    runs = load_runs(cfg, metrics_root)
+    roofline = load_roofline(roofline_path) if roofline_path is not None else None
+    summary = build_summary(runs, roofline)
+    files = {
+        "summary.json": (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode(),
+        "summary.md": render_markdown(summary).encode(),
+        "epoch_time.png": epoch_time_png(summary),
+        "curves.png": curves_png(runs),
+    }
+    outputs.write_files(Path(out_dir if out_dir is not None else metrics_root), files)
+    return summary

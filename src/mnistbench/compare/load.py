@@ -1,0 +1,85 @@
+"""compare, step 1: read and validate its inputs.
+
+Every backend's metrics.json and per-epoch curves (plots/metrics/*.tsv), and optionally the
+roofline stage's metrics.json, each checked against the metrics contract (mnistbench.metrics).
+A backend's params must be the current ones: results made with another limit_train, hidden,
+lr, seed, ... are not comparable. A missing or malformed file raises CompareError naming it;
+load_runs collects every problem before raising, so one run reports them all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistbench import metrics
+from mnistbench.config import Config
+
+
+class CompareError(metrics.MetricsError):
+    """Inputs missing or malformed; the message names each file and what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class BackendRun:
+    name: str
+    metrics: dict[str, Any]  # metrics.json, validated
+    curves: dict[str, list[float]]  # metrics.CURVES key -> value per epoch (epochs 1..N)
+
+
+def load_runs(cfg: Config, metrics_root: str | Path = "metrics") -> dict[str, BackendRun]:
+    """Every backend of cfg.backends, in params order; all problems reported at once."""
+    runs, problems = {}, []
+    for name in cfg.backends:
+        try:
+            runs[name] = load_run(cfg, metrics_root, name)
+        except metrics.MetricsError as e:
+            problems.append(str(e))
+    if problems:
+        raise CompareError("compare: nothing written; fix or regenerate (`dvc repro`, or "
+                           "`mnistbench train <backend>`):\n  " + "\n  ".join(problems))
+    return runs
+
+
+def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
+    path = metrics.metrics_path(metrics_root, name)
+    record = metrics.check(_read_json(path), path, backend=name)
+    _check_params(record["params"], metrics.params_of(cfg), path)
+    curves = {key: metrics.read_curve(metrics.curve_path(metrics_root, name, key), key,
+                                      record["epochs"])
+              for key in metrics.CURVES}
+    return BackendRun(name, record, curves)
+
+
+def load_roofline(path: str | Path) -> dict[str, float | int | None]:
+    """The roofline stage's metrics.json: the keys compare uses (metrics.ROOFLINE), checked."""
+    path = Path(path)
+    raw = _read_json(path)
+    values = {key: raw.get(key) for key in metrics.ROOFLINE}  # absent: None, named if required
+    problems = metrics.value_problems(values, metrics.ROOFLINE)
+    if problems:
+        raise CompareError(f"{path}: {'; '.join(problems)}")
+    return {key: value if key == "threads" else float(value) for key, value in values.items()}
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CompareError(f"{path}: missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CompareError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise CompareError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _check_params(made_with: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse results made with other params than the current ones, naming each key."""
+    differ = [f"{key} {made_with[key]!r} (current params: {current[key]!r})"
+              for key in metrics.PARAMS if made_with[key] != current[key]]
+    if differ:
+        raise CompareError(f"{path}: made with other params: {', '.join(differ)}; not "
+                           "comparable: retrain this backend with the current params")

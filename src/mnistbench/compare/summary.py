@@ -1,0 +1,120 @@
+"""compare, step 2: the summary (summary.json's numbers) from the validated runs.
+
+Per backend: steady and first epoch, train/eval split, speed-ups against the baseline and
+against the article's row, efficiency against the roofline when given; plus the article's
+rows and the environment, with every machine key that differs between backends.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mnistbench import metrics
+from mnistbench.compare.load import BackendRun
+
+BASELINE = "torch-dataloader"  # speed-ups are against this backend, as in the article's table
+SPEEDUP_KEY = f"speedup_vs_{BASELINE}"
+SETTINGS = ("epochs", "batch_size", "train_examples", "test_examples")
+
+
+@dataclass(frozen=True)
+class ArticleRow:
+    """One row of the article's table (Google Colab CPU, 10 epochs, batch 32, full MNIST)."""
+
+    implementation: str
+    loader: str
+    epoch_s: tuple[float, float]  # steady s/epoch, lowest and highest of epochs 2..10
+    first_epoch_s: float | None  # epoch 1 when the article gives it apart, else None
+
+    @property
+    def mid_s(self) -> float:
+        return sum(self.epoch_s) / 2
+
+
+ARTICLE_SETUP = "Google Colab CPU, 10 epochs, batch 32, full MNIST, val_acc 0.98 on every row"
+ARTICLE = {  # keyed by backend name; backends beyond the article have no row
+    "torch-dataloader": ArticleRow("PyTorch", "PyTorch DataLoader (torchvision MNIST + ToTensor)",
+                                   (14.3, 15.1), None),
+    "torch-tfds": ArticleRow("PyTorch", "TFDS (tf.data: shuffle, batch, map, prefetch)",
+                             (7.2, 10.9), 13.9),
+    "jax-tfds": ArticleRow("JAX: Flax linen + Optax, jitted step", "TFDS", (3.8, 6.4), 13.8),
+}
+
+
+def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None = None) -> dict:
+    """summary.json: per backend numbers, plus the article's rows and the environment."""
+    baseline = runs.get(BASELINE)
+    base_s = baseline.metrics["epoch_time_median_s"] if baseline else None
+    backends = {}
+    for name, run in runs.items():
+        m = run.metrics
+        median = m["epoch_time_median_s"]
+        train_s, eval_s = m["train_time_median_s"], m["eval_time_median_s"]
+        row = ARTICLE.get(name)
+        entry = {
+            "framework": m["env"]["framework"],
+            "loader": m["env"]["loader"],
+            "device": m["env"]["device"],
+            "epoch_time_median_s": median,  # steady: median of epochs 2..N
+            "epoch_time_min_s": m["epoch_time_min_s"],
+            "epoch_time_max_s": m["epoch_time_max_s"],
+            # (max - min) / median of the steady epochs: 0.1 = they spread over 10% of the median
+            "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"]) / median,
+            "first_epoch_s": m["first_epoch_s"],
+            "first_epoch_extra_s": m["first_epoch_s"] - median,  # compile, warm-up, caches
+            "train_time_median_s": train_s,
+            "eval_time_median_s": eval_s,
+            "train_share": train_s / (train_s + eval_s),
+            "eval_cost_ratio": _eval_cost_ratio(m),
+            "samples_per_s": m["samples_per_s"],
+            "val_acc": m["val_acc"],
+            SPEEDUP_KEY: base_s / median if base_s else None,
+            "speedup_vs_article": row.mid_s / median if row else None,  # > 1: faster than Colab
+            "article": _article_entry(row),
+        }
+        if roofline is not None:
+            entry["roofline_epoch_s"] = roofline["roofline_epoch_s"]
+            entry["efficiency"] = roofline["roofline_epoch_s"] / median  # 1 = at the matmul peak
+        backends[name] = entry
+    first = next(iter(runs.values())).metrics
+    summary = {
+        "baseline": BASELINE,
+        "settings": {k: first[k] for k in SETTINGS},
+        "backends": backends,
+        "env": {k: first["env"][k] for k in metrics.ENV_MACHINE},
+        "env_differs": _env_differences(runs),
+    }
+    if roofline is not None:
+        summary["roofline"] = roofline
+    return summary
+
+
+def _eval_cost_ratio(m: dict) -> float:
+    """Validation time per example over training time per example (steady medians)."""
+    eval_per_example = m["eval_time_median_s"] / m["test_examples"]
+    return eval_per_example / (m["train_time_median_s"] / m["train_examples"])
+
+
+def _article_entry(row: ArticleRow | None) -> dict | None:
+    if row is None:
+        return None
+    base = ARTICLE[BASELINE].mid_s
+    return {"epoch_s_min": row.epoch_s[0], "epoch_s_max": row.epoch_s[1],
+            "first_epoch_s": row.first_epoch_s, SPEEDUP_KEY: base / row.mid_s}
+
+
+def _env_differences(runs: dict[str, BackendRun]) -> dict[str, dict[str, Any]]:
+    """Machine keys (packages: each package) whose value differs between backends, e.g.
+    metrics recorded on different hosts or before and after an upgrade."""
+    envs = {name: run.metrics["env"] for name, run in runs.items()}
+    values = {key: {n: env[key] for n, env in envs.items()}
+              for key in metrics.ENV_MACHINE if key != "packages"}
+    packages = {n: env["packages"] for n, env in envs.items()}
+    for pkg in sorted({p for versions in packages.values() for p in versions}):
+        values[f"packages.{pkg}"] = {n: versions.get(pkg) for n, versions in packages.items()}
+    return {key: by_backend for key, by_backend in values.items()
+            if len({json.dumps(v, sort_keys=True) for v in by_backend.values()}) > 1}
+
+

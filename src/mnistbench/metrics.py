@@ -1,0 +1,341 @@
+"""The metrics contract: what `mnistbench train` writes and what compare and sweep read.
+
+One place for
+- the keys of metrics/<backend>/metrics.json, with their types and ranges: NUMBERS (the
+  results), ENV (where they were measured) and PARAMS (the parameters they were made with);
+- the per-epoch curves, CURVES: train writes each as plots/metrics/<key>.tsv, compare reads
+  every one of them;
+- the folder layout: metrics_path, curve_path, SUMMARY_FILES, ROOFLINE_DIR;
+- the roofline stage's keys that compare reads, ROOFLINE;
+- MNIST's split sizes, MNIST_TRAIN and MNIST_TEST.
+
+`validate(record)` lists every way a metrics.json breaks the contract: a missing or unknown
+key, a wrong type, NaN or infinity, a value out of range, numbers that contradict each other.
+train validates before writing (so it cannot write a key this module lacks), compare before
+reading (so it cannot read one). Cheap to import: no framework, no config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from mnistbench.config import Config
+
+MNIST_TRAIN, MNIST_TEST = 60000, 10000  # examples in MNIST's splits, before data.limit_*
+
+
+class MetricsError(ValueError):
+    """Metrics that break the contract; the message names the file or run, and the key."""
+
+
+# ---------------------------------------------------------------- kinds of value
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one value must be: `ok(value)` tells; `expected` says it in words for errors."""
+
+    meaning: str
+    expected: str
+    ok: Callable[[Any], bool]
+
+    def problem(self, key: str, value: Any) -> str | None:
+        return None if self.ok(value) else f"{key} must be {self.expected}, got {value!r}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def number(meaning: str, low: float = 0.0, high: float = math.inf, above: bool = False) -> Kind:
+    """A finite number >= low (> low with `above`) and <= high. NaN and infinity never pass."""
+    expected = f"a finite number {'>' if above else '>='} {low:g}"
+    expected += f" and <= {high:g}" if high < math.inf else ""
+    return Kind(meaning, expected, lambda v: _is_number(v) and math.isfinite(v)
+                and (v > low if above else v >= low) and v <= high)
+
+
+def integer(meaning: str, low: int = 1) -> Kind:
+    return Kind(meaning, f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
+
+
+def optional(kind: Kind) -> Kind:
+    return Kind(kind.meaning, f"null or {kind.expected}", lambda v: v is None or kind.ok(v))
+
+
+def text(meaning: str, choices: tuple[str, ...] | None = None) -> Kind:
+    if choices:
+        return Kind(meaning, f"one of {', '.join(choices)}", lambda v: v in choices)
+    return Kind(meaning, "a string", lambda v: isinstance(v, str))
+
+
+def texts(meaning: str) -> Kind:
+    return Kind(meaning, "a list of strings",
+                lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v))
+
+
+def text_map(meaning: str) -> Kind:
+    return Kind(meaning, "an object of strings", lambda v: isinstance(v, dict)
+                and all(isinstance(k, str) and isinstance(s, str) for k, s in v.items()))
+
+
+def integers(meaning: str) -> Kind:
+    return Kind(meaning, "a non-empty list of integers >= 1", lambda v: isinstance(v, list)
+                and len(v) > 0 and all(_is_int(i) and i >= 1 for i in v))
+
+
+# ---------------------------------------------------------------- metrics.json
+
+# The results, in the order train writes them. Seconds are wall clock with the device
+# synchronised; "steady" means epochs 2..N (epoch 1 alone when N is 1).
+NUMBERS: dict[str, Kind] = {
+    "val_acc": number("accuracy on the test split after the last epoch", high=1),
+    "val_loss": number("mean cross-entropy on the test split after the last epoch"),
+    "train_loss": number("mean cross-entropy over the last training pass"),
+    "epoch_time_median_s": number("steady epoch (train + validation pass), median, s",
+                                  above=True),
+    "epoch_time_min_s": number("fastest steady epoch, s"),
+    "epoch_time_max_s": number("slowest steady epoch, s"),
+    "first_epoch_s": number("epoch 1, with JIT compile and warm-up, s"),
+    "train_time_median_s": number("steady training pass, median, s", above=True),
+    "eval_time_median_s": number("steady validation pass, median, s"),
+    "samples_per_s": number("training examples per second of the steady training pass",
+                            above=True),
+    "epochs": integer("epochs run"),
+    "batch_size": integer("examples per batch, training and validation"),
+    "num_params": integer("trainable parameters"),
+    "train_examples": integer(f"training examples per epoch (at most {MNIST_TRAIN})"),
+    "test_examples": integer(f"validation examples per pass (at most {MNIST_TEST})"),
+}
+
+# The environment: first the machine (the same for every backend of one run; compare reports
+# any that differ), then the backend.
+ENV_MACHINE: dict[str, Kind] = {
+    "python": text("Python version"),
+    "implementation": text("Python implementation, e.g. cpython"),
+    "platform": text("operating system and kernel (platform.platform())"),
+    "packages": text_map("installed version of each package that matters"),
+    "cpu": text("CPU model"),
+    "cpu_count": optional(integer("CPUs of the machine (null when the OS cannot tell)")),
+    "cpus_usable": optional(integer("CPUs this process may run on (null when the OS cannot "
+                                    "tell)")),
+    "thread_env": text_map("thread-count environment variables that were set"),
+    "gpus": texts("each visible GPU as nvidia-smi names it; [] when none"),
+    "image": text("Docker image, or 'none (host)'"),
+    "image_version": text("the image's version ('' on the host)"),
+    "threads": optional(integer("train.threads as applied to every framework; null = their "
+                                "defaults")),
+}
+ENV_BACKEND: dict[str, Kind] = {
+    "backend": text("backend name, the folder's name"),
+    "framework": text("the table's implementation column"),
+    "loader": text("the table's data loader column"),
+    "device": text("where it computed", choices=("cpu", "cuda")),
+}
+ENV = {**ENV_MACHINE, **ENV_BACKEND}
+
+# The parameters a run was made with, named as in params.yaml: results made with different
+# values of any of them are not comparable (compare refuses them, naming the key).
+PARAMS: dict[str, Kind] = {
+    "data.limit_train": optional(integer(f"first N training images; null = all {MNIST_TRAIN}")),
+    "data.limit_test": optional(integer(f"first N test images; null = all {MNIST_TEST}")),
+    "model.hidden": integers("hidden layer widths"),
+    "train.epochs": integer("epochs asked for"),
+    "train.batch_size": integer("batch size asked for"),
+    "train.lr": number("Adam's learning rate", above=True),
+    "train.seed": integer("seed of every random generator", low=0),
+    "train.threads": optional(integer("intra-op threads; null = framework defaults")),
+    "train.device": text("device asked for", choices=("auto", "cpu", "cuda")),
+}
+
+KEYS = (*NUMBERS, "env", "params")  # every top-level key of metrics.json, in train's order
+SECTIONS = {"env": ENV, "params": PARAMS}
+
+# Per-epoch curves, one TSV each (columns step and <key>, one row per epoch 1..N), in the
+# order train writes them; harness.Epoch.curves() has exactly these keys.
+CURVES: dict[str, Kind] = {
+    "train_loss": number("mean cross-entropy of the epoch's training pass"),
+    "val_loss": number("mean cross-entropy of the epoch's validation pass"),
+    "val_acc": number("accuracy of the epoch's validation pass", high=1),
+    "epoch_time_s": number("the epoch: training + validation pass, s"),
+    "train_time_s": number("the training pass, s"),
+    "eval_time_s": number("the validation pass, s"),
+}
+LOSSES = ("train_loss", "val_loss")  # not finite: training diverged
+
+# The roofline stage's metrics.json: the keys compare reads (it writes more).
+ROOFLINE: dict[str, Kind] = {
+    "matmul_gflops": number("measured float32 matmul peak, GFLOP/s"),
+    "train_gflop_per_epoch": number("matmul GFLOP of one training pass"),
+    "eval_gflop_per_epoch": number("matmul GFLOP of one validation pass"),
+    "gflop_per_epoch": number("matmul GFLOP of one epoch"),
+    "roofline_epoch_s": number("the epoch at the matmul peak, s", above=True),
+    "threads": optional(integer("threads the peak was measured with")),
+}
+
+
+# ---------------------------------------------------------------- the folder layout
+
+METRICS_ROOT = "metrics"  # the pipeline's metrics root (every command takes another)
+METRICS_FILE = "metrics.json"
+CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
+ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's, not a backend
+SUMMARY_FILES = ("summary.json", "summary.md", "epoch_time.png", "curves.png")  # compare's
+
+
+def metrics_path(root: str | Path, name: str) -> Path:
+    return Path(root) / name / METRICS_FILE
+
+
+def curves_dir(root: str | Path, name: str) -> Path:
+    return Path(root, name, *CURVES_DIR)
+
+
+def curve_path(root: str | Path, name: str, key: str) -> Path:
+    return curves_dir(root, name) / f"{key}.tsv"
+
+
+def backend_of(path: str) -> str | None:
+    """The backend whose metrics.json `path` is, relative to the repository as DVC names it
+    (metrics/<backend>/metrics.json); None for any other file, the roofline's included."""
+    parts = PurePosixPath(path).parts
+    if len(parts) == 3 and parts[0] == METRICS_ROOT and parts[2] == METRICS_FILE:
+        return parts[1] if parts[1] != ROOFLINE_DIR else None
+    return None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def params_of(cfg: Config) -> dict[str, Any]:
+    """PARAMS' values in `cfg`, as metrics.json holds them (lists, not tuples)."""
+    values = {}
+    for key in PARAMS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        values[key] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+def validate(record: Any, backend: str | None = None) -> list[str]:
+    """Every way `record` (a parsed metrics.json) breaks the contract; [] when it keeps it.
+    With `backend`, env.backend must be that name."""
+    if not isinstance(record, dict):
+        return [f"must hold a JSON object, got {type(record).__name__}"]
+    problems = _keys(record, KEYS, "") + value_problems(record, NUMBERS)
+    for section, kinds in SECTIONS.items():
+        values = record.get(section)
+        if section not in record:
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{section} must be an object, got {values!r}")
+            continue
+        problems += _keys(values, kinds, f"{section}.")
+        problems += value_problems(values, kinds, f"{section}.")
+    if not problems:
+        problems = _consistency(record, backend)
+    return problems
+
+
+def check(record: Any, where: str | Path, backend: str | None = None) -> dict[str, Any]:
+    """`record` if it keeps the contract, else MetricsError naming `where` and every problem."""
+    problems = validate(record, backend)
+    if problems:
+        raise MetricsError(f"{where}: {'; '.join(problems)}")
+    return record
+
+
+def curve_problems(values: dict[str, float]) -> list[str]:
+    """What is wrong with one epoch's curve values (harness.Epoch.curves())."""
+    return _keys(values, CURVES, "") + value_problems(values, CURVES)
+
+
+def value_problems(values: dict[str, Any], kinds: dict[str, Kind], prefix: str = "") -> list[str]:
+    """Each value of `values` that `kinds` names, checked against its kind (absent: skipped)."""
+    return [p for key, kind in kinds.items() if key in values
+            for p in [kind.problem(f"{prefix}{key}", values[key])] if p]
+
+
+def _keys(values: dict, known, prefix: str) -> list[str]:
+    missing = [f"{prefix}{k}" for k in known if k not in values]
+    unknown = [f"{prefix}{k}" for k in values if k not in known]
+    return ([f"missing keys: {', '.join(missing)}"] if missing else []) + (
+        [f"unknown keys: {', '.join(unknown)} (not in the metrics contract, mnistbench.metrics)"]
+        if unknown else [])
+
+
+def _consistency(record: dict, backend: str | None) -> list[str]:
+    """Relations between valid values: each one a contradiction some writer could make."""
+    params, env = record["params"], record["env"]
+    problems = []
+    if backend is not None and env["backend"] != backend:
+        problems.append(f"env.backend is {env['backend']!r}, not {backend!r}")
+    low, median, high = (record[f"epoch_time_{k}_s"] for k in ("min", "median", "max"))
+    if not low <= median <= high:
+        problems.append("epoch_time_min_s <= epoch_time_median_s <= epoch_time_max_s "
+                        "does not hold")
+    for key in ("epochs", "batch_size"):
+        if record[key] != params[f"train.{key}"]:
+            problems.append(f"{key} is {record[key]} but params train.{key} is "
+                            f"{params[f'train.{key}']}")
+    for key, split, limit in (("train_examples", MNIST_TRAIN, "data.limit_train"),
+                              ("test_examples", MNIST_TEST, "data.limit_test")):
+        most = min(split, params[limit] or split)
+        if record[key] > most:
+            problems.append(f"{key} is {record[key]}, more than {most} ({limit} is "
+                            f"{params[limit]}, MNIST has {split})")
+    return problems
+
+
+# ---------------------------------------------------------------- curves on disk
+
+
+def append_curve(path: Path, key: str, step: int, value: float) -> None:
+    """One row of a curve TSV (DVCLive's plot layout: columns step and <key>), the header
+    first when the file is new. Written by hand: DVCLive itself needs a git repository with
+    commits and touches it, which breaks fresh `git init` trees and containers whose mounted
+    repository belongs to another user."""
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write(f"step\t{key}\n")
+        f.write(f"{step}\t{value!r}\n")
+
+
+def read_curve(path: Path, key: str, epochs: int) -> list[float]:
+    """A curve TSV's values for epochs 1..epochs, checked; MetricsError names the file."""
+    if not path.is_file():
+        raise MetricsError(f"{path}: missing")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetricsError(f"{path}: unreadable ({e})") from e
+    if not lines or lines[0].split("\t") != ["step", key]:
+        raise MetricsError(f"{path}: header must be 'step<TAB>{key}', "
+                           f"got {lines[0] if lines else ''!r}")
+    values = []
+    for number_, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        try:
+            step, value = int(cells[0]), float(cells[1])
+        except (ValueError, IndexError):
+            cells = []
+        if len(cells) != 2:
+            raise MetricsError(f"{path}: line {number_} is not '<step><TAB><number>': {line!r}")
+        if step != len(values) + 1:
+            raise MetricsError(f"{path}: line {number_}: step {step}, expected {len(values) + 1}")
+        problem = CURVES[key].problem(f"line {number_}: {key}", value)
+        if problem:
+            raise MetricsError(f"{path}: {problem}")
+        values.append(value)
+    if len(values) != epochs:
+        raise MetricsError(f"{path}: {len(values)} rows but metrics.json says {epochs} epochs")
+    return values
