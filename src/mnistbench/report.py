@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import outputs
-from mnistbench.compare import ARTICLE as ARTICLE_ROWS, BASELINE
+from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS, BASELINE
 
 ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
 ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98
