@@ -491,3 +491,34 @@ def test_valid_files_are_not_downloaded_again(server, tmp_path, raw_dir):
 def test_repository_mirror_copy_is_verified(raw_dir):
     """The conftest fixture downloads from data/mirror/: every file verified."""
     assert all(download.is_valid(raw_dir / f.name, f) for f in FILES)
+
+
+def test_two_downloads_at_once_the_second_is_refused(server, tmp_path, raw_dir):
+    """Two real `mnistbench download` on one raw_dir: the first runs to the end; the second,
+    started while the first waits for a slow mirror, fails at once naming the first (it used
+    to remove the first's temporary file, which then crashed in os.replace)."""
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte"))
+    server.slow_s = 3  # the first download waits this long for its answer
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  raw_dir: {raw}\n  mirrors: ['{server.url('slow')}']\n")
+    env = {k: v for k, v in os.environ.items() if k != download.ENV_MIRRORS}
+    first = subprocess.Popen([MNISTBENCH, "download", "--params", str(params)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not server.count("slow") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.count("slow"), "the first download never asked the mirror"
+        second = subprocess.run([MNISTBENCH, "download", "--params", str(params)], env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.strip() == (f"error: {raw} is being written by another command "
+                                     f"(pid {first.pid}, mnistbench download); wait until it "
+                                     "ends, or write elsewhere (--out, data.*_dir)")
+    assert first.returncode == 0, err
+    assert server.count() == {("slow", "train-labels-idx1-ubyte"): 1}
+    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+    assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)

@@ -50,7 +50,8 @@ class DataConfig:
         _require(os.path.normpath(self.raw_dir) != os.path.normpath(self.tfds_dir),
                  "data.tfds_dir", "must differ from data.raw_dir (build_tfds replaces it whole)")
         _require(len(self.mirrors) > 0, "data.mirrors", "must list at least one mirror")
-        _require(all(m.strip() for m in self.mirrors), "data.mirrors", "must not hold an empty entry")
+        _require(all(m.strip() for m in self.mirrors), "data.mirrors",
+                 "must not hold an empty entry")
         for key in ("limit_train", "limit_test"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"data.{key}", "must be null or > 0")
