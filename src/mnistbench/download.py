@@ -192,20 +192,25 @@ def _gunzip(chunks: Iterator[bytes], spec: MnistFile) -> Iterator[bytes]:
     a stream that expands further is refused there, before it can fill the disk."""
     inflater = zlib.decompressobj(wbits=31)  # 31 = gzip container
     produced = 0
+
+    def bounded(block: bytes) -> bytes:
+        nonlocal produced
+        produced += len(block)
+        if produced > spec.size:
+            raise _Permanent(f"{spec.name}.gz expands beyond the {spec.size} bytes of the MNIST "
+                             "file: not that file (stopped there)")
+        return block
+
     try:
         for chunk in chunks:
             pending = chunk
             while pending and not inflater.eof:
                 block = inflater.decompress(pending, INFLATE_MAX)
                 pending = inflater.unconsumed_tail
-                produced += len(block)
-                if produced > spec.size:
-                    raise _Permanent(f"{spec.name}.gz expands beyond the {spec.size} bytes of "
-                                     "the MNIST file: not that file (stopped there)")
-                yield block
+                yield bounded(block)
             if inflater.eof:
                 break  # one gzip member, as every mirror serves; anything after it is ignored
-        yield inflater.flush()
+        yield bounded(inflater.flush())
     except zlib.error as e:
         raise _Permanent(f"not a valid gzip stream ({e})") from e
     finally:
