@@ -146,3 +146,103 @@ def test_exponent_without_a_dot_is_a_float():
     """PyYAML reads `lr: 1e-3` as the string '1e-3'; it must still mean 0.001."""
     cfg = config.from_dict(yaml.safe_load("train: {lr: 1e-3}"))
     assert cfg.train.lr == 0.001
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "lr", float("inf")),
+    ("train", "lr", float("nan")),
+    ("train", "lr", "1e999"),  # YAML 1.1 reads it as a string; as a float it is inf
+    ("train", "lr", 10**400),  # an int beyond any float
+    ("data", "timeout_s", float("inf")),
+])
+def test_non_finite_numbers_are_named(section, key, value):
+    with pytest.raises(ConfigError, match=f"params: {section}[.]{key} must be a finite number"):
+        config.from_dict(_with(section, key, value))
+
+
+def test_lr_inf_in_a_file_is_refused(tmp_path):
+    """`lr: .inf` trained to NaN; it is now an error before any work."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: .inf\n")
+    with pytest.raises(ConfigError, match="train[.]lr must be a finite number, got inf"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_outside_numpys_range_is_named(seed):
+    with pytest.raises(ConfigError, match=f"train[.]seed must be between 0 and 4294967295.*{seed}"):
+        config.from_dict({"train": {"seed": seed}})
+
+
+def test_seed_at_the_ends_of_the_range_is_fine():
+    assert config.from_dict({"train": {"seed": 0}}).train.seed == 0
+    assert config.from_dict({"train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"raw_dir": ""}, "data.raw_dir"),
+    ({"tfds_dir": "."}, "data.tfds_dir"),
+    ({"tfds_dir": "./"}, "data.tfds_dir"),
+    ({"raw_dir": "data/x", "tfds_dir": "data/./x"}, "data.tfds_dir must differ"),
+    ({"mirrors": ["a/", " "]}, "data.mirrors must not hold an empty entry"),
+])
+def test_data_dirs_that_would_be_replaced_whole_are_refused(data, key):
+    with pytest.raises(ConfigError, match=key.replace(".", "[.]")):
+        config.from_dict({"data": data})
+
+
+def test_duplicate_key_is_refused_with_its_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; DVC refuses such a file."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 0.001\n  epochs: 2\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == (f"params: {path} is not valid YAML: duplicate key 'lr', first given "
+                            "on line 2 (line 4, column 3)")
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    """`<<: {...}` then the same key beside it is YAML's override, not a duplicate."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  <<: {epochs: 2, lr: 0.1}\n  lr: 0.2\n")
+    cfg = config.load(path)
+    assert (cfg.train.epochs, cfg.train.lr) == (2, 0.2)
+
+
+def test_empty_and_binary_files_are_refused(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty [(]expected the sections"):
+        config.load(empty)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    with pytest.raises(ConfigError, match="binary.yaml is not a text file [(]not UTF-8"):
+        config.load(binary)
+    control = tmp_path / "control.yaml"
+    control.write_bytes(b"train: {lr: 1}\x01\n")
+    with pytest.raises(ConfigError, match="control.yaml is not valid YAML: unacceptable"):
+        config.load(control)
+
+
+def test_yaml_errors_fit_on_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: [1\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(bad)
+    assert "\n" not in str(e.value) and "(line 2, column 1)" in str(e.value)
+
+
+def test_error_under_dvc_exp_run_says_how_to_restore_params(tmp_path, monkeypatch):
+    """`dvc exp run -S` writes its values into params.yaml and leaves them there when the
+    stage fails; DVC sets DVC_EXP_BASELINE_REV in such a stage."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  bach_size: 64\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert "git checkout" not in str(e.value)
+    monkeypatch.setenv(config.EXP_RUN_ENV, "0" * 40)
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert "train.bach_size" in str(e.value)
+    assert str(e.value).endswith(f"(`dvc exp run -S` left its values in {path}: "
+                                 f"`git checkout {path}` undoes them)")

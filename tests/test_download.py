@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     corrupt: bytes flipped; wrong: another file's gzip; truncated: Content-Length of the whole
     file, half of it sent, then the connection closed; flaky: truncated on the first request
     of each file, good afterwards; slow: waits server.slow_s before answering; stall: sends
-    half, sets server.half_sent, then waits (until the test ends) without closing.
+    half, sets server.half_sent, then waits (until the test ends) without closing; drip: the
+    headers, then one byte a second; bomb: gzip of zeros, without end, that a client would
+    decompress until its disk is full.
     """
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -76,6 +79,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "slow":
             srv.release.wait(srv.slow_s)
+        if mode in ("drip", "bomb"):
+            self._stream(mode, srv)
+            return
         if mode == "corrupt":
             body = _corrupt(GZ[name])
         elif mode == "wrong":
@@ -99,6 +105,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
+    def _stream(self, mode: str, srv) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/gzip")
+        if mode == "drip":
+            self.send_header("Content-Length", str(len(GZ["train-labels-idx1-ubyte"])))
+        self.end_headers()
+        body, gzip = iter(GZ["train-labels-idx1-ubyte"]), zlib.compressobj(9, wbits=31)
+        expanded = 0
+        while not srv.release.is_set() and expanded < (4 << 30):  # 4 GiB: a safety net
+            if mode == "drip":
+                data = bytes([next(body)])
+                srv.release.wait(1.0)
+            else:
+                data = gzip.compress(bytes(1 << 20)) + gzip.flush(zlib.Z_SYNC_FLUSH)
+                expanded += 1 << 20
+            try:
+                self.wfile.write(data)
+                self.wfile.flush()
+            except OSError:
+                return  # the client gave up: what it should do
+            with srv.lock:
+                srv.sent[mode] = srv.sent.get(mode, 0) + (1 << 20 if mode == "bomb" else 1)  # bytes
+
     def log_message(self, *args) -> None:
         pass
 
@@ -120,7 +149,7 @@ class _Server(http.server.ThreadingHTTPServer):
 @pytest.fixture
 def server():
     srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.lock, srv.requests = threading.Lock(), []
+    srv.lock, srv.requests, srv.sent = threading.Lock(), [], {}
     srv.release, srv.half_sent, srv.slow_s = threading.Event(), threading.Event(), 2.0
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -195,11 +224,11 @@ def test_falls_through_404_and_corrupt_to_the_good_mirror(server, tmp_path, capl
 def test_checksum_mismatch_moves_on(server, tmp_path, raw_dir, caplog):
     caplog.set_level(logging.INFO, logger="mnistbench.download")
     raw = tmp_path / "raw"
-    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte"))
+    _prefill(raw, raw_dir, *_all_but("t10k-images-idx3-ubyte"))  # "wrong" serves the labels
     served = download.download_all(_cfg(raw, server.url("wrong"), server.url("good")), environ={})
-    assert served["train-labels-idx1-ubyte"] == server.url("good")
-    assert "checksum mismatch for train-labels-idx1-ubyte.gz" in caplog.text
-    assert server.count("wrong") == {("wrong", "train-labels-idx1-ubyte"): 1}
+    assert served["t10k-images-idx3-ubyte"] == server.url("good")
+    assert "checksum mismatch for t10k-images-idx3-ubyte.gz" in caplog.text
+    assert server.count("wrong") == {("wrong", "t10k-images-idx3-ubyte"): 1}
 
 
 def test_truncated_response_is_retried_then_reported(server, tmp_path, raw_dir):
@@ -235,16 +264,54 @@ def test_server_errors_and_hangups_are_retried_then_skipped(server, tmp_path, ra
                               ("good", "train-labels-idx1-ubyte"): 1}
 
 
-def test_slow_mirror_times_out_and_the_next_one_serves(server, tmp_path, raw_dir, caplog):
+def test_silent_mirror_times_out_once_and_is_skipped_for_the_other_files(server, tmp_path,
+                                                                         raw_dir, caplog):
+    """A mirror that accepts connections and never answers costs `retries` timeouts for the
+    first file, and nothing for the others (it used to cost that much for each file)."""
     caplog.set_level(logging.INFO, logger="mnistbench.download")
     raw = tmp_path / "raw"
-    _prefill(raw, raw_dir, *_all_but("t10k-labels-idx1-ubyte"))
-    server.slow_s = 30  # answers only once the test is over; 1 s is the client's limit
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"))
+    server.slow_s = 60  # answers only once the test is over; 1 s is the client's limit
     cfg = _cfg(raw, server.url("slow"), server.url("good"), retries=2, timeout_s=1.0)
+    start = time.monotonic()
     served = download.download_all(cfg, environ={})
-    assert served["t10k-labels-idx1-ubyte"] == server.url("good")
-    assert server.count("slow") == {("slow", "t10k-labels-idx1-ubyte"): 2}
-    assert "timeout" in caplog.text
+    assert time.monotonic() - start < 6  # two 1 s attempts, not four
+    assert set(served.values()) == {"(already present)", server.url("good")}
+    assert server.count("slow") == {("slow", "train-labels-idx1-ubyte"): 2}
+    assert "not done within 1 s" in caplog.text
+
+
+def test_dripping_mirror_is_cut_at_the_deadline(server, tmp_path, raw_dir, caplog):
+    """Headers, then one byte a second: each read is quick, so only a deadline for the whole
+    request ends it (data.timeout_s), and the mirror is then skipped like a silent one."""
+    caplog.set_level(logging.INFO, logger="mnistbench.download")
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"))
+    cfg = _cfg(raw, server.url("drip"), server.url("good"), retries=2, timeout_s=2.0)
+    start = time.monotonic()
+    served = download.download_all(cfg, environ={})
+    assert time.monotonic() - start < 9  # two 2 s attempts, then the good mirror
+    assert served["train-labels-idx1-ubyte"] == served["t10k-labels-idx1-ubyte"] == server.url("good")
+    assert server.count("drip") == {("drip", "train-labels-idx1-ubyte"): 2}
+    assert 1 <= server.sent["drip"] <= 8  # bytes dripped: it was cut, not served
+    assert "not done within 2 s (data.timeout_s, for the whole request)" in caplog.text
+
+
+def test_gzip_bomb_stops_at_the_known_size(server, tmp_path, raw_dir, caplog):
+    """A mirror serving gzip that expands without end (1.5 GB seen in the wild) is cut at the
+    file's known size (47 MB for the training images), long before any time limit."""
+    caplog.set_level(logging.INFO, logger="mnistbench.download")
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-images-idx3-ubyte"))
+    cfg = _cfg(raw, server.url("bomb"), server.url("good"), retries=3, timeout_s=120)
+    start = time.monotonic()
+    served = download.download_all(cfg, environ={})
+    assert time.monotonic() - start < 60
+    assert served["train-images-idx3-ubyte"] == server.url("good")
+    assert "expands beyond the 47040016 bytes" in caplog.text
+    assert server.count("bomb") == {("bomb", "train-images-idx3-ubyte"): 1}  # no retry
+    assert server.sent["bomb"] < 100 << 20  # bytes expanded: 45 MiB read, some in buffers
+    assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
 
 
 @pytest.mark.parametrize("kind", ["refused", "dns"])
@@ -424,3 +491,34 @@ def test_valid_files_are_not_downloaded_again(server, tmp_path, raw_dir):
 def test_repository_mirror_copy_is_verified(raw_dir):
     """The conftest fixture downloads from data/mirror/: every file verified."""
     assert all(download.is_valid(raw_dir / f.name, f) for f in FILES)
+
+
+def test_two_downloads_at_once_the_second_is_refused(server, tmp_path, raw_dir):
+    """Two real `mnistbench download` on one raw_dir: the first runs to the end; the second,
+    started while the first waits for a slow mirror, fails at once naming the first (it used
+    to remove the first's temporary file, which then crashed in os.replace)."""
+    raw = tmp_path / "raw"
+    _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte"))
+    server.slow_s = 3  # the first download waits this long for its answer
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  raw_dir: {raw}\n  mirrors: ['{server.url('slow')}']\n")
+    env = {k: v for k, v in os.environ.items() if k != download.ENV_MIRRORS}
+    first = subprocess.Popen([MNISTBENCH, "download", "--params", str(params)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not server.count("slow") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.count("slow"), "the first download never asked the mirror"
+        second = subprocess.run([MNISTBENCH, "download", "--params", str(params)], env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.strip() == (f"error: {raw} is being written by another command "
+                                     f"(pid {first.pid}, mnistbench download); wait until it "
+                                     "ends, or write elsewhere (--out, data.*_dir)")
+    assert first.returncode == 0, err
+    assert server.count() == {("slow", "train-labels-idx1-ubyte"): 1}
+    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+    assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnistbench import config, tfds_build
 from mnistbench.download import FILES
 from mnistbench.tfds_build import MissingDataError
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 # Runs in a fresh process with no network: prints what it read as JSON.
@@ -139,19 +143,127 @@ def test_require_tfds_names_the_build_stage(tmp_path):
         tfds_build.require_tfds(tmp_path / "tfds")
 
 
-@pytest.mark.slow
-def test_failed_build_keeps_the_previous_dataset(tfds_dir, raw_dir, tmp_path):
-    previous = tmp_path / "data" / "tfds"
-    shutil.copytree(tfds_dir, previous)
-    before = _tree(previous)
-    bad_raw = tmp_path / "bad-raw"
-    bad_raw.mkdir()
-    for f in FILES:  # image files cut short: the builder fails while reading them
-        data = (raw_dir / f.name).read_bytes()
-        (bad_raw / f.name).write_bytes(data[: len(data) // 3] if "images" in f.name else data)
+def _fake_build(tfds_dir: Path) -> None:
+    """What a build leaves: the two data_dirs, each with a dataset_info.json."""
+    for data_dir in (tfds_dir, tfds_build.array_record_dir(tfds_dir)):
+        (data_dir / "mnist" / "3.0.1").mkdir(parents=True)
+        (data_dir / "mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
 
-    with pytest.raises(ValueError):  # TFDS cannot reshape the short image files
-        tfds_build.build(config.DataConfig(raw_dir=str(bad_raw), tfds_dir=str(previous)))
+
+def test_failed_build_keeps_the_previous_dataset(raw_dir, tmp_path, monkeypatch):
+    """TFDS fails halfway (here: the ArrayRecord pass, after the TFRecord one wrote files):
+    the previous build stays as it was, and no staging folder is left."""
+    previous = tmp_path / "data" / "tfds"
+    _fake_build(previous)
+    before = _tree(previous)
+
+    def prepare(raw, data_dir, file_format):
+        (data_dir / "mnist").mkdir(parents=True, exist_ok=True)
+        (data_dir / "mnist" / f"half-{file_format}").write_text("written before the failure")
+        if file_format == "array_record":
+            raise RuntimeError("TFDS failed")
+
+    monkeypatch.setattr(tfds_build, "_prepare", prepare)
+    monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
+    with pytest.raises(RuntimeError, match="TFDS failed"):
+        tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(previous)))
 
     assert _tree(previous) == before
     assert sorted(os.listdir(previous.parent)) == ["tfds"]  # no staging left behind
+
+
+@pytest.mark.parametrize("how, named", [("truncated", "bytes instead of 47040016"),
+                                        ("flipped", "is damaged (SHA-256 differs")])
+def test_build_from_damaged_raw_names_the_file(raw_dir, tmp_path, how, named):
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    images = raw / "train-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    if how == "flipped":
+        data[5000] ^= 0xFF
+    images.write_bytes(bytes(data[: len(data) // 2] if how == "truncated" else data))
+    with pytest.raises(MissingDataError) as e:
+        tfds_build.build(config.DataConfig(raw_dir=str(raw), tfds_dir=str(tmp_path / "tfds")))
+    assert str(images) in str(e.value) and named in str(e.value)
+    assert "mnistbench download" in str(e.value)
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_stale_staging_folders_are_removed_and_live_ones_kept(raw_dir, tmp_path, monkeypatch):
+    """A killed build leaves .tfds-build-<pid>-<hex>/ (23 MB each): the next build removes
+    those whose process is gone, and leaves a running build's alone."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".tfds-build-{dead.stdout.strip()}-0badc0de"
+    live = tmp_path / f".tfds-build-{os.getppid()}-600dc0de"  # pytest's parent: alive
+    for folder in (stale, live, tmp_path / f"{stale.name}-old"):
+        (folder / "mnist").mkdir(parents=True)
+    monkeypatch.setattr(tfds_build, "_prepare", lambda raw, data_dir, fmt: _fake_build(data_dir)
+                        if fmt == "tfrecord" else None)
+    monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
+
+    tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(tmp_path / "tfds")))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "tfds"])
+
+
+def test_tfds_dir_holding_other_files_is_not_replaced(raw_dir, tmp_path):
+    """build_tfds replaces data.tfds_dir whole: a folder it did not make is refused, untouched."""
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(config.ConfigError, match="holds notes, thesis.tex, which no TFDS build"):
+        tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(mine)))
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.slow
+def test_a_deleted_or_cut_shard_is_named_with_the_build_command(tfds_dir, tmp_path):
+    copy = tmp_path / "tfds"
+    shutil.copytree(tfds_dir, copy)
+    shard = copy / "mnist" / "3.0.1" / "mnist-train.tfrecord-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(MissingDataError, match="train shards hold .* bytes instead of"):
+        tfds_build.require_tfds(copy)
+    shard.unlink()
+    with pytest.raises(MissingDataError) as e:
+        tfds_build.require_tfds(copy)
+    assert f"{shard} missing" in str(e.value) and "mnistbench build-tfds" in str(e.value)
+    grain = tfds_build.array_record_dir(copy) / "mnist" / "3.0.1"
+    next(grain.glob("mnist-test.array_record-*")).unlink()
+    with pytest.raises(MissingDataError, match="mnist-test.array_record-00000-of-00001 missing"):
+        tfds_build.require_tfds(tfds_build.array_record_dir(copy))
+
+
+def _dvc_dir_md5(root: Path) -> str:
+    """DVC's hash of a folder output (as dvc.lock writes it): the MD5 of the sorted JSON list
+    of its files' MD5s and relative paths."""
+    entries = sorted(({"md5": hashlib.md5(p.read_bytes()).hexdigest(),
+                       "relpath": p.relative_to(root).as_posix()}
+                      for p in root.rglob("*") if p.is_file()), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.slow
+def test_build_is_byte_for_byte_reproducible(tfds_dir):
+    """protobuf writes tf.Example's feature map in an order that changes per process, so two
+    builds used to differ (and data/tfds's hash with them). Every record is now in canonical
+    (deterministic) form, and the build reproduces the hash committed in dvc.lock."""
+    from tensorflow.core.example import example_pb2
+
+    for path in sorted(tfds_dir.rglob("mnist-*.tfrecord-*")):
+        for record in _tfrecords(path):
+            canonical = example_pb2.Example.FromString(record).SerializeToString(deterministic=True)
+            assert record == canonical, path
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    (out,) = [o for o in lock["stages"]["build_tfds"]["outs"] if o["path"] == "data/tfds"]
+    assert f"{_dvc_dir_md5(tfds_dir)}.dir" == out["md5"]
+
+
+def _tfrecords(path: Path):
+    """The records of a TFRecord file: length (8 bytes LE), its CRC (4), data, data CRC (4)."""
+    with path.open("rb") as f:
+        while header := f.read(12):
+            (length,) = struct.unpack("<Q", header[:8])
+            yield f.read(length)
+            f.read(4)

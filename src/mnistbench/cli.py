@@ -11,11 +11,13 @@ import functools
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
 import mnistbench
 from mnistbench import config as config_mod
+from mnistbench import locks
 
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
 
@@ -35,7 +37,7 @@ def _known_errors(fn):
             return fn(*args, **kwargs)
         except (config_mod.ConfigError, DownloadError, MissingDataError, CompareError,
                 MissingFrameworkError, DeviceUnavailableError, UnknownBackendError,
-                MetricsError) as e:
+                MetricsError, locks.LockedError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
 
@@ -89,7 +91,9 @@ def download(params: str) -> None:
     from mnistbench import download as dl
 
     cfg = _load(params)
-    for name, mirror in dl.download_all(cfg.data).items():
+    with locks.exclusive(cfg.data.raw_dir, "download"):
+        served = dl.download_all(cfg.data)
+    for name, mirror in served.items():
         click.echo(f"{name}: {mirror}")
 
 
@@ -101,7 +105,8 @@ def build_tfds(params: str) -> None:
     from mnistbench import tfds_build
 
     cfg = _load(params)
-    click.echo(f"built: {tfds_build.build(cfg.data)}")
+    with locks.exclusive(cfg.data.tfds_dir, "build-tfds"):
+        click.echo(f"built: {tfds_build.build(cfg.data)}")
 
 
 @main.command()
@@ -117,10 +122,13 @@ def train(backend: str, params: str, out: str) -> None:
     synchronised; epoch 1 (compile, warm-up) is reported apart from the steady median.
     Known backends: see `mnistbench backends`.
     """
+    from mnistbench import backends as backends_mod
     from mnistbench import train as train_mod
 
     cfg = _load(params)
-    summary = train_mod.train(cfg, backend, out)
+    backends_mod.load(backend)  # a mistyped name fails before any lock file is made
+    with locks.exclusive(Path(out) / backend, f"train {backend}"):
+        summary = train_mod.train(cfg, backend, out)
     click.echo(f"{backend}: val_acc {summary['val_acc']:.4f}, steady epoch "
                f"{summary['epoch_time_median_s']:.2f} s, first epoch {summary['first_epoch_s']:.2f} s")
 
@@ -144,7 +152,8 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
     from mnistbench import compare as compare_mod
 
     cfg = _load(params)
-    summary = compare_mod.compare(cfg, metrics_root, out, roofline)
+    with locks.exclusive(Path(out or metrics_root) / "summary.json", "compare"):
+        summary = compare_mod.compare(cfg, metrics_root, out, roofline)
     for name, row in summary["backends"].items():
         speedup = row[compare_mod.SPEEDUP_KEY]
         ratio = f", {speedup:.2f}x {compare_mod.BASELINE}" if speedup is not None else ""
@@ -168,7 +177,8 @@ def roofline(params: str, out: str) -> None:
     from mnistbench import roofline as roofline_mod
 
     cfg = _load(params)
-    result = roofline_mod.run(cfg, out)
+    with locks.exclusive(Path(out) / "roofline", "roofline"):
+        result = roofline_mod.run(cfg, out)
     click.echo(f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
                f"{result['matmul_gflops']:.1f} GFLOP/s ({result['peak_source']} on "
                f"{result['device']}" + (f", {result['threads']} threads" if result["threads"] else "")

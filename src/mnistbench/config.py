@@ -7,6 +7,8 @@ An unknown key, a wrong type or an impossible value raises ConfigError naming th
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 import types
 import typing
@@ -23,6 +25,10 @@ DEFAULT_MIRRORS = (
 )
 
 
+SEED_MAX = 2**32 - 1  # NumPy's and tf.data's seeds are unsigned 32-bit
+EXP_RUN_ENV = "DVC_EXP_BASELINE_REV"  # set by DVC in the stages of `dvc exp run`
+
+
 class ConfigError(ValueError):
     """A params.yaml problem; the message names the offending key."""
 
@@ -34,11 +40,18 @@ class DataConfig:
     mirrors: tuple[str, ...] = DEFAULT_MIRRORS  # tried in order, after $MNIST_MIRRORS
     limit_train: int | None = None  # first N training examples; None = all 60000
     limit_test: int | None = None  # first N test examples; None = all 10000
-    timeout_s: float = 30.0  # per-request socket timeout for HTTP mirrors
+    timeout_s: float = 30.0  # seconds for one whole HTTP request (connect, headers, every byte)
     retries: int = 3  # attempts per mirror and file before moving to the next mirror
 
     def check(self) -> None:
+        for key in ("raw_dir", "tfds_dir"):  # "" or "." would make the stage replace the cwd
+            _require(os.path.normpath(getattr(self, key) or ".") != ".", f"data.{key}",
+                     "must name a folder other than the current one")
+        _require(os.path.normpath(self.raw_dir) != os.path.normpath(self.tfds_dir),
+                 "data.tfds_dir", "must differ from data.raw_dir (build_tfds replaces it whole)")
         _require(len(self.mirrors) > 0, "data.mirrors", "must list at least one mirror")
+        _require(all(m.strip() for m in self.mirrors), "data.mirrors",
+                 "must not hold an empty entry")
         for key in ("limit_train", "limit_test"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"data.{key}", "must be null or > 0")
@@ -68,6 +81,9 @@ class TrainConfig:
         _require(self.epochs >= 1, "train.epochs", "must be >= 1")
         _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(0 <= self.seed <= SEED_MAX, "train.seed",
+                 f"must be between 0 and {SEED_MAX} (2**32 - 1, the seeds NumPy accepts), "
+                 f"got {self.seed}")
         _require(self.threads is None or self.threads >= 1, "train.threads", "must be null or >= 1")
         _require(self.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
 
@@ -133,12 +149,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"params: {key} must be a list, got {value!r}")
         (inner, _) = typing.get_args(hint)
         return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str) and _YAML11_EXPONENT.match(value):
-        return float(value)  # YAML 1.1 (PyYAML) reads `1e-3`, without a dot, as a string
-    if hint in (int, float, str) and (type(value) is not hint):
+    if hint is float:
+        return _float(value, key)
+    if hint in (int, str) and (type(value) is not hint):
         raise ConfigError(f"params: {key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _float(value: Any, key: str) -> float:
+    """A finite float: ints are widened, `1e-3` read as a string by YAML 1.1 is parsed,
+    `.inf` and `.nan` are refused (they train to NaN or never time out)."""
+    if isinstance(value, str) and _YAML11_EXPONENT.match(value):
+        value = float(value)  # YAML 1.1 (PyYAML) reads `1e-3`, without a dot, as a string
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond float's range, e.g. 10**400
+            value = math.inf
+    if type(value) is not float:
+        raise ConfigError(f"params: {key} must be float, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"params: {key} must be a finite number, got {value!r}")
     return value
 
 
@@ -148,7 +179,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
                           f"got {raw!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(str, set(raw) - known))  # str: YAML keys may be numbers
     if unknown:
         names = ", ".join(f"{prefix}{k}" for k in unknown)
         raise ConfigError(f"params: unknown key {names} (known: {', '.join(sorted(known))})")
@@ -171,13 +202,59 @@ def from_dict(raw: dict) -> Config:
     return cfg
 
 
-def load(path: str | Path = "params.yaml") -> Config:
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error:
+    PyYAML keeps the last value silently, DVC refuses the file."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}, first given on line {first[key] + 1}",
+                    key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A params file parsed (safe YAML, duplicate keys refused). Raises ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params: {path} not found (run from the repository root)")
-    with path.open() as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"params: {path} is not valid YAML: {e}") from e
-    return from_dict(raw)
+    try:
+        with path.open(encoding="utf-8") as f:
+            raw = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"params: {path} is not a text file (not UTF-8: {e.reason})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params: {path} is not valid YAML: {_yaml_problem(e)}") from e
+    if raw is None:
+        raise ConfigError(f"params: {path} is empty (expected the sections data, model, train "
+                          "and backends, as in the repository's params.yaml)")
+    return raw
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own text spans several, with a caret)."""
+    mark = getattr(e, "problem_mark", None)
+    if isinstance(e, yaml.MarkedYAMLError) and mark is not None:
+        context = f"{e.context}, " if e.context else ""
+        return f"{context}{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(e).split())
+
+
+def load(path: str | Path = "params.yaml") -> Config:
+    try:
+        return from_dict(read_yaml(path))
+    except ConfigError as e:
+        if not os.environ.get(EXP_RUN_ENV):
+            raise
+        # DVC writes `dvc exp run -S` values into params.yaml before the stage runs and
+        # leaves them there when it fails: say how to get the committed file back.
+        raise ConfigError(f"{e} (`dvc exp run -S` left its values in {path}: "
+                          f"`git checkout {path}` undoes them)") from e

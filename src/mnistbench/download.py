@@ -3,8 +3,11 @@
 Mirrors are tried in order ($MNIST_MIRRORS first, then params' data.mirrors). Each file is
 streamed through gunzip into a temporary file beside its destination, verified by the SHA-256
 of its decompressed bytes, and only then renamed into place: nothing partial or unverified is
-ever visible under data/raw. An unreachable host fails fast (no retries); a flaky one is
-retried with exponential backoff; a wrong checksum or a 404 moves on to the next mirror.
+ever visible under data/raw. Every download is bounded: one HTTP request (connect, headers,
+body) gets data.timeout_s seconds in all, and no file is written past its known size (a
+"gzip bomb" stops there). A mirror that cannot be reached, or keeps timing out, is skipped for
+the remaining files; a flaky one is retried with exponential backoff; a wrong checksum or a
+404 moves on to the next mirror.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import http.client
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -32,7 +36,8 @@ log = logging.getLogger(__name__)
 
 ENV_MIRRORS = "MNIST_MIRRORS"  # extra mirrors, separated by whitespace or commas, tried first
 BACKOFF_S = 0.5  # first retry delay in seconds; doubles on each retry
-CHUNK = 1 << 16  # bytes read per network/file read
+CHUNK = 1 << 16  # bytes read per network/file read (at most)
+INFLATE_MAX = 1 << 20  # bytes decompressed per step: bounds memory whatever the ratio
 PARTIAL_PREFIX = ".partial-"  # temporary files in raw_dir; removed on failure and at start
 
 
@@ -67,8 +72,13 @@ class _Permanent(Exception):
     """A failure of this file on this mirror that retrying will not fix (404, bad checksum)."""
 
 
+class _Timeout(_Retryable):
+    """The whole request took longer than data.timeout_s; retried, then the mirror is dead."""
+
+
 class _Unreachable(Exception):
-    """The mirror's host cannot be reached at all (DNS, refused): skip it for every file."""
+    """The mirror cannot be reached at all (DNS, refused, no connection in time, or every
+    attempt timed out): skip it for every remaining file."""
 
 
 def mirrors_from(cfg: DataConfig, environ: dict[str, str] | None = None) -> list[str]:
@@ -87,7 +97,19 @@ def file_sha256(path: Path) -> str:
 
 
 def is_valid(path: Path, spec: MnistFile) -> bool:
-    return path.is_file() and path.stat().st_size == spec.size and file_sha256(path) == spec.sha256
+    return problem(path, spec) is None
+
+
+def problem(path: Path, spec: MnistFile) -> str | None:
+    """What is wrong with `path` as the MNIST file `spec` (missing, size, SHA-256), or None."""
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != spec.size:
+        return f"{size} bytes instead of {spec.size}"
+    if file_sha256(path) != spec.sha256:
+        return f"damaged (SHA-256 differs from MNIST's {spec.sha256[:12]}...)"
+    return None
 
 
 def download_all(cfg: DataConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -138,7 +160,9 @@ def _fetch_with_retries(spec: MnistFile, dest: Path, mirror: str, cfg: DataConfi
             return
         except _Retryable as e:
             if attempt == cfg.retries - 1:
-                raise _Retryable(f"{e} (after {cfg.retries} attempts)") from e
+                message = f"{e} (after {cfg.retries} attempts)"
+                # a mirror that never finishes in time would cost the same for every file
+                raise (_Unreachable if isinstance(e, _Timeout) else _Retryable)(message) from e
             delay = BACKOFF_S * 2**attempt
             log.warning("%s from %s: %s; retrying in %.1f s", spec.name, mirror, e, delay)
             time.sleep(delay)
@@ -150,7 +174,7 @@ def _fetch_verified(spec: MnistFile, dest: Path, mirror: str, timeout_s: float) 
     try:
         digest, size = hashlib.sha256(), 0
         with tmp.open("wb") as out:
-            for block in _gunzip(_open_source(mirror, spec.name + ".gz", timeout_s)):
+            for block in _gunzip(_open_source(mirror, spec.name + ".gz", timeout_s), spec):
                 digest.update(block)
                 size += len(block)
                 out.write(block)
@@ -163,14 +187,34 @@ def _fetch_verified(spec: MnistFile, dest: Path, mirror: str, timeout_s: float) 
         tmp.unlink(missing_ok=True)
 
 
-def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _gunzip(chunks: Iterator[bytes], spec: MnistFile) -> Iterator[bytes]:
+    """Decompressed blocks of at most INFLATE_MAX bytes, never more than spec.size in all:
+    a stream that expands further is refused there, before it can fill the disk."""
     inflater = zlib.decompressobj(wbits=31)  # 31 = gzip container
+    produced = 0
+
+    def bounded(block: bytes) -> bytes:
+        nonlocal produced
+        produced += len(block)
+        if produced > spec.size:
+            raise _Permanent(f"{spec.name}.gz expands beyond the {spec.size} bytes of the MNIST "
+                             "file: not that file (stopped there)")
+        return block
+
     try:
         for chunk in chunks:
-            yield inflater.decompress(chunk)
-        yield inflater.flush()
+            pending = chunk
+            while pending and not inflater.eof:
+                block = inflater.decompress(pending, INFLATE_MAX)
+                pending = inflater.unconsumed_tail
+                yield bounded(block)
+            if inflater.eof:
+                break  # one gzip member, as every mirror serves; anything after it is ignored
+        yield bounded(inflater.flush())
     except zlib.error as e:
         raise _Permanent(f"not a valid gzip stream ({e})") from e
+    finally:
+        getattr(chunks, "close", lambda: None)()  # ends the request (and its deadline) now
     if not inflater.eof:
         raise _Retryable("truncated gzip stream (ended before its end marker)")
 
@@ -197,44 +241,122 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 
 
 def _http_chunks(url: str, timeout_s: float) -> Iterator[bytes]:
-    try:
-        response = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 (http/https only)
-    except urllib.error.HTTPError as e:
-        err = _Retryable if e.code >= 500 or e.code == 429 else _Permanent
-        raise err(f"HTTP {e.code} {e.reason} for {url}") from e
-    except urllib.error.URLError as e:
-        raise _classify(e.reason, url) from e
-    except (TimeoutError, socket.timeout) as e:
-        raise _Retryable(f"timeout after {timeout_s:g} s connecting to {url}") from e
-    except (http.client.HTTPException, OSError) as e:  # e.g. closed without answering
-        raise _Retryable(f"no valid response from {url} ({type(e).__name__}: {e})") from e
-    with response:
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
-        received = 0
-        with _progress(expected, url.rsplit("/", 1)[-1]) as bar:
-            try:
-                for chunk in _read_chunks(response, bar):
+    with _Deadline(timeout_s) as deadline:
+        try:
+            response = deadline.opener().open(url, timeout=timeout_s)
+        except urllib.error.HTTPError as e:
+            err = _Retryable if e.code >= 500 or e.code == 429 else _Permanent
+            raise err(f"HTTP {e.code} {e.reason} for {url}") from e
+        except urllib.error.URLError as e:
+            raise _classify(e.reason, url, timeout_s, deadline.expired) from e
+        except (http.client.HTTPException, OSError) as e:  # timeout, closed without answering
+            raise deadline.failure(e, f"no valid response from {url}") from e
+        with response:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
+            received = 0
+            with _progress(expected, url.rsplit("/", 1)[-1]) as bar:
+                while True:
+                    try:
+                        chunk = response.read1(CHUNK)  # what has arrived: read() would wait for all
+                    except (http.client.HTTPException, OSError) as e:  # reset, timeout, ...
+                        raise deadline.failure(e, f"connection broke after {received} bytes "
+                                               f"of {url}") from e
+                    if deadline.expired:
+                        raise deadline.failure(None, f"{received} bytes of {url} received")
+                    if not chunk:
+                        break
                     received += len(chunk)
+                    bar.update(len(chunk))
                     yield chunk
-            except (TimeoutError, socket.timeout) as e:
-                raise _Retryable(f"timeout after {timeout_s:g} s reading {url}") from e
-            except (http.client.HTTPException, OSError) as e:  # reset, IncompleteRead, ...
-                raise _Retryable(f"connection broke after {received} bytes of {url} ({e})") from e
-        if expected is not None and received < expected:
-            raise _Retryable(f"truncated response: {received} of {expected} bytes from {url}")
+            if expected is not None and received < expected:
+                raise _Retryable(f"truncated response: {received} of {expected} bytes from {url}")
 
 
-def _classify(reason: object, url: str) -> Exception:
-    """Map a URLError's reason: no DNS or refused -> unreachable (fail fast), else retryable."""
+class _Deadline:
+    """One whole request, from connecting to its last byte, within `seconds`.
+
+    Socket timeouts bound each read, not the request: a server sending one byte a second
+    never trips them. At the deadline a timer shuts the request's sockets down, which ends a
+    blocked connect or read at once; the caller then sees `expired` and reports a timeout.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds, self.expired = seconds, False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def failure(self, error: BaseException | None, what: str) -> _Retryable:
+        """The exception to raise for `error` (None: no error but time is up)."""
+        if self.expired or isinstance(error, (TimeoutError, socket.timeout)):
+            return _Timeout(f"timeout: {what}, not done within {self.seconds:g} s "
+                            "(data.timeout_s, for the whole request)")
+        return _Retryable(f"{what} ({type(error).__name__}: {error})")
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener (redirects, proxies, HTTPS) whose connections report their socket."""
+        track = self._track
+
+        class HTTP(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                track(self.sock)
+
+        class HTTPS(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                track(self.sock)
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(HTTP, req)
+
+        class HTTPSHandler(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(HTTPS, req, context=self._context)
+
+        return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _classify(reason: object, url: str, timeout_s: float, expired: bool) -> Exception:
+    """Map a URLError's reason (raised while connecting or sending): no DNS, refused or no
+    connection in time -> unreachable (skip the mirror for every file), else retryable."""
     if isinstance(reason, socket.gaierror):
         return _Unreachable(f"cannot resolve host of {url}: {reason}")
     if isinstance(reason, ConnectionRefusedError):
         return _Unreachable(f"connection refused by {url}")
     if isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
         return _Unreachable(f"network unreachable for {url}: {reason}")
-    if isinstance(reason, (TimeoutError, socket.timeout)):
-        return _Retryable(f"timeout connecting to {url}")
+    if expired or isinstance(reason, (TimeoutError, socket.timeout)):
+        return _Unreachable(f"no connection to {url} within {timeout_s:g} s")
     return _Retryable(f"{reason} for {url}")
 
 

@@ -105,11 +105,13 @@ def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tupl
     eager training), JAX inside one compiled loop (as in jax-scan's epoch).
     """
     by_shape: dict[str, dict[str, float]] = {}
+    unavailable = []
     for name in frameworks_to_try:
         try:
             timer, device = {"torch": _torch_timer, "jax": _jax_timer}[name](threads, device)
         except frameworks.DeviceUnavailableError as e:  # e.g. torch sees the GPU, JAX does not
             log.warning("%s skipped: %s", name, e)
+            unavailable.append(str(e))
             continue
         by_shape[name] = {}  # the first framework resolves "auto"; the others follow it
         for m, k, n in matmul_shapes(hidden, batch_size, device):
@@ -117,6 +119,8 @@ def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tupl
             seconds = _best_time(timer(m, k, n, inner)) / inner
             by_shape[name][f"{m}x{k}x{n}"] = round(2 * m * k * n / seconds / 1e9, 2)
             log.info("%s %dx%dx%d: %.1f GFLOP/s", name, m, k, n, by_shape[name][f"{m}x{k}x{n}"])
+    if not by_shape:  # no framework could use the device: nothing was measured
+        raise frameworks.DeviceUnavailableError("; ".join(unavailable))
     peak_fw, peak_shape = max(((fw, s) for fw in by_shape for s in by_shape[fw]),
                               key=lambda fs: by_shape[fs[0]][fs[1]])
     return {"matmul_gflops": by_shape[peak_fw][peak_shape], "peak_source": f"{peak_fw} {peak_shape}",

@@ -68,6 +68,10 @@ def _records(entries: list[dict], experiment: bool = False) -> Iterator[tuple[st
 def collect(entries: list[dict]) -> list[Point]:
     """Every backend result of the experiments in `dvc exp show --json` output, without
     duplicates (an experiment may repeat another's unchanged metrics)."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        got = "a JSON object" if isinstance(entries, dict) else "something else"
+        raise SweepError(f"not `dvc exp show --json` output: expected a JSON list of objects "
+                         f"(one per commit), got {got}")
     points, seen = [], set()
     for source, data in _records(entries):
         ran_with = _train_params(data)

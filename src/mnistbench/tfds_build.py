@@ -5,44 +5,94 @@ keeps everything else (features, version, example generation) and points that on
 the verified local files. The TFRecord build in <tfds_dir> serves `tfds.load`; an ArrayRecord
 build of the same builder in <tfds_dir>/array_record serves `tfds.data_source` (random
 access, for grain).
+
+The build is byte-for-byte reproducible (data/tfds's hash in dvc.lock does not change when it is
+rebuilt, so the TFDS rows do not rerun for nothing): see `_deterministic_examples`. Readers
+check the build before using it (`require_tfds`), and the raw files' size and SHA-256
+(`require_raw`), so damaged data is an error naming the file and the command that remakes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Iterable, Iterator
 
-from mnistbench import frameworks
-from mnistbench.config import DataConfig
+from mnistbench import download, frameworks
+from mnistbench.config import ConfigError, DataConfig
 from mnistbench.download import FILES
 
 log = logging.getLogger(__name__)
 
 NAME, VERSION = "mnist", "3.0.1"
+STAGING_PREFIX = ".tfds-build-"  # <parent>/.tfds-build-<pid>-<hex>: a build in progress
+OURS = {NAME, "array_record", "downloads"}  # what a build of ours holds at its top level
+TFRECORD_FRAMING = 16  # bytes per record around its data: length (8), two CRCs (4 + 4)
+FIX_RAW = "run `mnistbench download` or `dvc repro download`, which fetches it again"
+FIX_TFDS = "rebuild it: `mnistbench build-tfds` or `dvc repro build_tfds`"
 
 
 class MissingDataError(FileNotFoundError):
-    """Input data of a stage is absent; the message names the stage that makes it."""
+    """Input data of a stage is absent or damaged; the message names the command that makes it."""
 
 
-def require_raw(raw_dir: str | Path) -> Path:
+def require_raw(raw_dir: str | Path, names: Iterable[str] | None = None) -> Path:
+    """raw_dir, once the files `names` (default: all four) have their known size and SHA-256
+    (about 0.1 s for the 47 MB of training images; a flipped byte trains on garbage)."""
     raw = Path(raw_dir)
-    missing = [f.name for f in FILES if not (raw / f.name).is_file()]
+    specs = [f for f in FILES if names is None or f.name in set(names)]
+    missing = [f.name for f in specs if not (raw / f.name).is_file()]
     if missing:
         raise MissingDataError(f"{raw} lacks {', '.join(missing)}: run the download stage first "
                                "(`dvc repro download` or `mnistbench download`)")
+    for spec in specs:
+        problem = download.problem(raw / spec.name, spec)
+        if problem is not None:
+            raise MissingDataError(f"{raw / spec.name} is {problem}: {FIX_RAW}")
     return raw
 
 
 def require_tfds(tfds_dir: str | Path) -> Path:
+    """tfds_dir, once its dataset_info.json and every shard it lists are there (whole, for
+    TFRecord shards, whose size follows from the info)."""
     version_dir = Path(tfds_dir) / NAME / VERSION
-    if not (version_dir / "dataset_info.json").is_file():
+    info_path = version_dir / "dataset_info.json"
+    if not info_path.is_file():
         raise MissingDataError(f"no TFDS {NAME} {VERSION} under {tfds_dir}: run the build_tfds "
                                "stage first (`dvc repro build_tfds` or `mnistbench build-tfds`)")
+    try:
+        info = json.loads(info_path.read_text())
+        problems = list(_shard_problems(version_dir, info))
+    except (ValueError, KeyError, TypeError) as e:  # unreadable JSON or not TFDS's layout
+        problems = [f"{info_path} is not a TFDS dataset_info.json ({type(e).__name__}: {e})"]
+    if problems:
+        raise MissingDataError(f"TFDS build under {tfds_dir} is damaged: {'; '.join(problems)}; "
+                               f"{FIX_TFDS}")
     return Path(tfds_dir)
+
+
+def _shard_problems(version_dir: Path, info: dict) -> Iterator[str]:
+    """Shards of each split that are missing, or of the wrong size (TFRecord only: ArrayRecord
+    files hold an index and compression, so their size is not known in advance)."""
+    file_format = info.get("fileFormat", "tfrecord")
+    for split in info["splits"]:
+        lengths = [int(n) for n in split["shardLengths"]]
+        paths = [version_dir / split["filepathTemplate"].format(
+            DATASET=NAME, SPLIT=split["name"], FILEFORMAT=file_format,
+            SHARD_X_OF_Y=f"{i:05d}-of-{len(lengths):05d}") for i in range(len(lengths))]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            yield f"{', '.join(map(str, missing))} missing"
+        elif file_format == "tfrecord":
+            size = sum(p.stat().st_size for p in paths)
+            expected = int(split["numBytes"]) + TFRECORD_FRAMING * sum(lengths)
+            if size != expected:
+                yield f"{split['name']} shards hold {size} bytes instead of {expected}"
 
 
 def _local_builder_class(raw: Path):
@@ -77,21 +127,83 @@ def build(cfg: DataConfig) -> Path:
     """Build into a temporary data_dir, then swap it into cfg.tfds_dir (all or nothing)."""
     raw = require_raw(cfg.raw_dir)
     out = Path(cfg.tfds_dir)
+    _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(out.parent)
     # mkdir, not mkdtemp: mkdtemp's private 0700 would become data/tfds's mode on rename
-    staging = out.parent / f".tfds-build-{os.getpid()}-{secrets.token_hex(4)}"
+    staging = out.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
+    old = staging.with_name(staging.name + "-old")  # the previous build, until the swap is done
     try:
-        _prepare(raw, staging, "tfrecord")
-        _prepare(raw, array_record_dir(staging), "array_record")
+        with _deterministic_examples():
+            _prepare(raw, staging, "tfrecord")
+            _prepare(raw, array_record_dir(staging), "array_record")
         shutil.rmtree(staging / "downloads", ignore_errors=True)  # empty: nothing downloaded
         if out.exists():
-            shutil.rmtree(out)
+            out.rename(old)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     log.info("TFDS %s %s ready under %s", NAME, VERSION, out)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """The build replaces tfds_dir whole: refuse if it holds anything but an earlier build."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        foreign = [out.name]
+    else:
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OURS)
+    if foreign:
+        raise ConfigError(f"params: data.tfds_dir {out} holds {', '.join(foreign[:5])}, which no "
+                          "TFDS build made; build_tfds replaces that folder whole, so it stops "
+                          "here (move those files, or point data.tfds_dir elsewhere)")
+
+
+def _remove_stale_builds(parent: Path) -> None:
+    """Staging folders of builds that were killed (SIGKILL skips every cleanup): those whose
+    process is gone. A running build's folder, here or for another tfds_dir, is left alone."""
+    for folder in parent.glob(STAGING_PREFIX + "*"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a build that was killed", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to another user
+    return True
+
+
+@contextlib.contextmanager
+def _deterministic_examples() -> Iterator[None]:
+    """TFDS serializes each tf.Example with protobuf's default, and protobuf (upb) writes a
+    map's entries (the features `image` and `label`) in an order that changes from process to
+    process: two builds of the same files then differ byte-wise, and so does data/tfds's hash.
+    For the build, examples are serialized with deterministic=True (map keys sorted): readers
+    parse either order; the bytes no longer depend on the process."""
+    frameworks.tensorflow_datasets()  # imports in the order that works (frameworks.py)
+    from tensorflow_datasets.core import example_serializer
+
+    cls = example_serializer.ExampleSerializer
+    original = cls.serialize_example
+
+    def serialize_example(self, example):
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+    cls.serialize_example = serialize_example
+    try:
+        yield
+    finally:
+        cls.serialize_example = original
 
 
 def _prepare(raw: Path, data_dir: Path, file_format: str) -> None:

@@ -32,7 +32,7 @@ def parse_override(item: str) -> tuple[str, str, object]:
 
 def read(path: str | Path) -> dict:
     """params.yaml as parsed YAML (call config.load(path) first for its clear errors)."""
-    return yaml.safe_load(Path(path).read_text()) or {}
+    return config.read_yaml(path)
 
 
 def derive(raw: dict, overrides: list[str], backends: list[str] | None = None) -> dict:
@@ -63,5 +63,8 @@ def write(path: str | Path, raw: dict) -> config.Config:
     """Validate `raw`, then write it to `path` whole (outputs.write_files: staged, renamed)."""
     cfg = config.from_dict(raw)
     path = Path(path)
+    if path.is_dir():
+        raise config.ConfigError(f"{path} is a folder: give the file to write, e.g. "
+                                 f"{path / 'params.yaml'}")
     outputs.write_files(path.parent, {path.name: yaml.safe_dump(raw, sort_keys=False).encode()})
     return cfg

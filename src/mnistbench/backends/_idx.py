@@ -2,8 +2,9 @@
 
 IDX layout (big-endian): images have a 16-byte header (magic 2051, count, rows, cols) and then
 count*rows*cols uint8 pixels; labels an 8-byte header (magic 2049, count) and count uint8
-labels. The files were verified by SHA-256 when downloaded; the headers are checked here so a
-wrong file fails loudly instead of training on garbage.
+labels. Each split's two files are checked against MNIST's size and SHA-256 before they are
+read (tfds_build.require_raw), and the headers here, so that a damaged or wrong file is an
+error naming it and the command that fetches it again, never training on garbage.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def read_labels(path: Path, limit: int | None = None) -> np.ndarray:
 
 def load_split(raw_dir: str | Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (N, 784) scaled to [0, 1] as the article's /255, labels int32 (N,))."""
-    raw = tfds_build.require_raw(raw_dir)
     prefix = _SPLITS[split]
-    images = read_images(raw / f"{prefix}-images-idx3-ubyte", limit)
-    labels = read_labels(raw / f"{prefix}-labels-idx1-ubyte", limit)
+    images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    raw = tfds_build.require_raw(raw_dir, [images_name, labels_name])  # size and SHA-256
+    images = read_images(raw / images_name, limit)
+    labels = read_labels(raw / labels_name, limit)
     if len(images) != len(labels):
         raise ValueError(f"{raw}: {split} has {len(images)} images but {len(labels)} labels")
     return images.astype(np.float32) / 255.0, labels
@@ -51,5 +53,5 @@ def load_split(raw_dir: str | Path, split: str, limit: int | None = None) -> tup
 
 def _check(path: Path, magic: int, expected: int) -> None:
     if magic != expected:
-        raise ValueError(f"{path}: IDX magic number {magic}, expected {expected} (not an MNIST "
-                         "file of this kind; rerun the download stage)")
+        raise tfds_build.MissingDataError(f"{path}: IDX magic number {magic}, expected {expected} "
+                                          f"(not an MNIST file of this kind): {tfds_build.FIX_RAW}")
