@@ -15,9 +15,10 @@ no Python, autograd or dispatch per step. Why the epoch and not one graph per st
 docs/bounds.md.
 
 On a CPU there are no CUDA graphs, and nothing else PyTorch offers ran faster than the eager
-step on the CPU host (torch.compile of the step with its Adam, of the forward and loss,
-max-autotune, C++ wrapper, compiled autograd; foreach Adam: results/cpu-torch-graph/), so the
-same steps run eagerly: torch-tensor's epoch.
+step on the CPU host (torch.compile of the whole step with its Adam, with max-autotune, the C++
+wrapper or compiled autograd; of the model alone; of Adam's step alone; foreach Adam:
+results/cpu-torch-graph/ and docs/bounds.md), so the same steps run eagerly: torch-tensor's
+epoch.
 """
 
 from __future__ import annotations
