@@ -13,13 +13,13 @@
 # machine's fingerprint), summary.{json,md}, the plots, env.txt (nvidia-smi) and run.log: the
 # layout of a reference machine's folder, so `mnistbench report` shows it as a column.
 # PYTHON (default python3) is the interpreter that has them.
-# BACKENDS (default: torch-dataloader torch-tensor jax-scan) picks the rows; the TFDS rows
+# BACKENDS (default: torch-dataloader torch-tensor jax-scan torch-graph) picks the rows; the TFDS rows
 # need TensorFlow, and jax-grain needs TFDS's ArrayRecord build, so they are left to the
 # CPU pipeline.
 set -euo pipefail
 out=${1:?usage: results/run-cuda.sh OUT_DIR [section.key=value ...]}
 shift
-backends=${BACKENDS:-torch-dataloader torch-tensor jax-scan}
+backends=${BACKENDS:-torch-dataloader torch-tensor jax-scan torch-graph}
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 if ! "$py" -c "import mnistbench" 2>/dev/null; then  # not installed: run from the checkout

@@ -74,3 +74,116 @@ def test_cli_writes_the_file_compare_reads(tmp_path):
     read = compare.load_roofline(path)  # the agreement with compare: it accepts this file
     assert read["roofline_epoch_s"] == pytest.approx(39.51616 / written["matmul_gflops"])
     assert not list((tmp_path / "roofline").glob(".*partial"))
+    assert set(written["kernel_bound_epoch_s"]) == {"torch", "jax"}
+    for fw, bound in written["kernel_bound_epoch_s"].items():
+        parts = written["kernel_bound"][fw]
+        assert parts["steps"] == 1875 and len(parts["products_s"]) == 8
+        assert bound == pytest.approx(1875 * (sum(parts["products_s"].values())
+                                              + parts["optimizer_s"])
+                                      + sum(parts["eval_products_s"].values()))
+        assert bound > 0
+
+
+# ------------------------------------------------------------------ the kernel bound
+
+def test_step_products_are_the_products_model_flops_counts():
+    """784 -> 4 -> 10 at batch 8: forward both layers, then backward from the last layer;
+    the first layer has no input gradient. Their FLOPs are model_flops' per-step count."""
+    products = roofline.step_products((4,), batch_size=8)
+    assert [p.name for p in products] == [
+        "forward 1 8x784x4", "forward 2 8x4x10",
+        "weight grad 2 4x8x10", "input grad 2 8x10x4", "weight grad 1 784x8x4"]
+    flops = roofline.model_flops((128, 256), batch_size=32, num_train=60000, num_test=10000)
+    assert sum(p.flops for p in roofline.step_products((128, 256), 32)) == flops.per_train_step
+    evals = roofline.eval_products((128, 256), num_test=10000)
+    assert [p.name for p in evals] == ["eval forward 1 10000x784x128",
+                                       "eval forward 2 10000x128x256",
+                                       "eval forward 3 10000x256x10"]
+    assert sum(p.flops for p in evals) == flops.eval
+
+
+def _parts(step_products_s: list[float], optimizer_s: float, eval_s: list[float]) -> dict:
+    return {"products_s": {f"p{i}": t for i, t in enumerate(step_products_s)},
+            "optimizer_s": optimizer_s,
+            "eval_products_s": {f"e{i}": t for i, t in enumerate(eval_s)}}
+
+
+def test_kernel_bound_is_the_parts_summed_over_an_epoch():
+    """1000 examples at batch 64: torch trains 16 steps (the last one smaller, charged as a
+    full one), jax-scan 15 (the remainder dropped)."""
+    parts = {"torch": _parts([1e-5, 2e-5], 3e-5, [1e-3, 2e-3]), "jax": _parts([4e-5], 1e-5, [5e-4])}
+    result = roofline.kernel_bound(parts, num_train=1000, batch_size=64)
+    assert result["kernel_bound_epoch_s"] == {"torch": pytest.approx(16 * 6e-5 + 3e-3),
+                                              "jax": pytest.approx(15 * 5e-5 + 5e-4)}
+    torch_parts = result["kernel_bound"]["torch"]
+    assert torch_parts["steps"] == 16 and torch_parts["step_s"] == pytest.approx(6e-5)
+    assert torch_parts["eval_s"] == pytest.approx(3e-3)
+    assert torch_parts["products_s"] == parts["torch"]["products_s"]  # the parts are kept
+    assert result["kernel_bound"]["jax"]["steps"] == 15
+
+
+def test_kernel_efficiency_uses_the_backends_framework():
+    metrics = {"kernel_bound_epoch_s": {"torch": 0.5, "jax": 0.4}}
+    assert roofline.kernel_efficiency(metrics, "torch-graph", 2.0) == pytest.approx(0.25)
+    assert roofline.kernel_efficiency(metrics, "torch-dataloader", 5.0) == pytest.approx(0.1)
+    assert roofline.kernel_efficiency(metrics, "jax-scan", 0.5) == pytest.approx(0.8)
+    assert roofline.kernel_efficiency({"kernel_bound_epoch_s": {"torch": 0.5}}, "jax-scan", 1) is None
+    assert roofline.kernel_efficiency({}, "torch-tensor", 1.0) is None  # a file from before
+
+
+def test_roofline_file_has_the_kernel_bound_only_when_measured():
+    cfg = config.from_dict({"data": {"limit_train": 1000, "limit_test": 200}})
+    measured = {"matmul_gflops": 50.0, "peak_source": "torch 8x8x8",
+                "by_shape": {"torch": {"8x8x8": 50.0}}, "device": "cpu"}
+    assert "kernel_bound_epoch_s" not in roofline.roofline(cfg, measured, threads_used=2)
+    parts = {"torch": _parts([1e-5], 1e-5, [1e-4])}
+    result = roofline.roofline(cfg, measured, 2, kernel_parts=parts)
+    assert result["kernel_bound_epoch_s"] == {"torch": pytest.approx(32 * 2e-5 + 1e-4)}
+    assert result["roofline_epoch_s"] == pytest.approx(result["gflop_per_epoch"] / 50.0)
+
+
+def test_kernel_parts_are_timed_for_each_product_and_adam(monkeypatch):
+    """Real timers, tiny model and repeats: the bookkeeping, not the speed."""
+    monkeypatch.setattr(roofline, "MIN_TIME_S", 0.005)
+    monkeypatch.setattr(roofline, "MAX_INNER", 4)
+    monkeypatch.setattr(roofline, "ADAM_CALLS", 2)
+    cfg = config.from_dict({"model": {"hidden": [4]}, "train": {"batch_size": 8}})
+    parts = roofline.measure_kernel_parts(cfg, "cpu", num_test=50)
+    assert set(parts) == {"torch", "jax"}
+    names = [p.name for p in roofline.step_products((4,), 8)]
+    for per_fw in parts.values():
+        assert list(per_fw["products_s"]) == names
+        assert list(per_fw["eval_products_s"]) == ["eval forward 1 50x784x4", "eval forward 2 50x4x10"]
+        times = [*per_fw["products_s"].values(), per_fw["optimizer_s"],
+                 *per_fw["eval_products_s"].values()]
+        assert all(0 < t < 1 for t in times)
+
+
+def test_torch_adam_kernels_do_what_the_rows_adam_step_does():
+    """The kernel bound times fused Adam's kernels without Optimizer.step's Python: the same
+    update, to the bit, as the rows' optimizer (backends/_torch_common.adam)."""
+    import torch
+
+    from mnistbench import models
+    from mnistbench.backends import _torch_common
+
+    def model_with_grads():
+        torch.manual_seed(0)
+        model = models.torch_mlp((8,))
+        for i, p in enumerate(model.parameters()):
+            p.grad = torch.full_like(p, 0.01 * (i + 1))
+        return model
+
+    stepped, direct = model_with_grads(), model_with_grads()
+    opt_a = _torch_common.adam(torch, stepped.parameters(), lr=1e-3)
+    opt_b = _torch_common.adam(torch, direct.parameters(), lr=1e-3)
+    for _ in range(3):
+        opt_a.step()
+    opt_b.step()
+    update = roofline.fused_adam_kernels(torch, opt_b)
+    update()
+    update()
+    for a, b in zip(stepped.parameters(), direct.parameters()):
+        assert torch.equal(a, b)
+        assert torch.equal(opt_a.state[a]["exp_avg_sq"], opt_b.state[b]["exp_avg_sq"])
+        assert opt_a.state[a]["step"].item() == opt_b.state[b]["step"].item() == 3
