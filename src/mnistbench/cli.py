@@ -18,26 +18,19 @@ import click
 import mnistbench
 from mnistbench import config as config_mod
 from mnistbench import locks
+from mnistbench.errors import UserError
 
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
 
 
 def _known_errors(fn):
-    """Turn the project's expected errors into a clean message and exit code 1."""
-    from mnistbench.backends import UnknownBackendError
-    from mnistbench.compare import CompareError
-    from mnistbench.download import DownloadError
-    from mnistbench.frameworks import DeviceUnavailableError, MissingFrameworkError
-    from mnistbench.metrics import MetricsError
-    from mnistbench.tfds_build import MissingDataError
+    """Turn the project's expected errors (errors.UserError) into one line and exit code 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (config_mod.ConfigError, DownloadError, MissingDataError, CompareError,
-                MissingFrameworkError, DeviceUnavailableError, UnknownBackendError,
-                MetricsError, locks.LockedError) as e:
+        except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
 
@@ -188,6 +181,7 @@ def roofline(params: str, out: str) -> None:
 @main.command("machine")
 @click.option("--out", default="metrics/machine.json", show_default=True,
               help="Where the fingerprint goes (JSON).")
+@_known_errors
 def machine(out: str) -> None:
     """Write this machine's fingerprint: what decides the timings (CPU and its flags, usable
     CPUs, memory, GPUs and driver, container image, Python and framework versions, thread
@@ -208,17 +202,14 @@ def machine(out: str) -> None:
 @click.option("--no-local", is_flag=True, help="Only the article and the reference machines.")
 @click.option("--out", default=None, help="Where machines.md and machines.png go "
               "[default: the metrics folder].")
+@_known_errors
 def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) -> None:
     """Every machine side by side: steady s/epoch, speed-up over torch-dataloader and val_acc
     per backend, one column per machine (the article, each reference, this machine)."""
     from mnistbench import report as report_mod
 
-    try:
-        cols = report_mod.write(results_dir, None if no_local else metrics_dir,
-                                out if out is not None else metrics_dir)
-    except report_mod.ReportError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    cols = report_mod.write(results_dir, None if no_local else metrics_dir,
+                            out if out is not None else metrics_dir)
     click.echo(f"wrote {', '.join(report_mod.OUTPUTS)} to {out or metrics_dir}/: "
                f"{', '.join(c.name for c in cols)}")
 
@@ -230,17 +221,14 @@ def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) 
               help="Where reference machines live.")
 @click.option("--name", default=None, help="The folder's name [default: the machine's name "
               "from its fingerprint, e.g. amd-epyc-2cpu].")
+@_known_errors
 def keep(metrics_dir: str, results_dir: str, name: str | None) -> None:
     """Keep this machine's run as a reference: copy metrics/ (and the params.yaml and dvc.lock
     it ran with) into results/<name>/, where no later run writes. Commit that folder to add
     a column to every report; it never overwrites an existing one."""
     from mnistbench import report as report_mod
 
-    try:
-        dest = report_mod.keep(metrics_dir, results_dir, name)
-    except report_mod.ReportError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    dest = report_mod.keep(metrics_dir, results_dir, name)
     click.echo(f"kept {metrics_dir}/ as {dest}/; `mnistbench report --no-local --out "
                f"{results_dir}` redraws the references' report")
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from mnistbench.errors import UserError
+
 DEFAULT_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -29,7 +31,7 @@ SEED_MAX = 2**32 - 1  # NumPy's and tf.data's seeds are unsigned 32-bit
 EXP_RUN_ENV = "DVC_EXP_BASELINE_REV"  # set by DVC in the stages of `dvc exp run`
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params.yaml problem; the message names the offending key."""
 
 

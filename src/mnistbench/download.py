@@ -30,6 +30,7 @@ from typing import BinaryIO, Iterator
 
 from tqdm import tqdm
 
+from mnistbench.errors import UserError
 from mnistbench.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ FILES = (
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """Every mirror failed for some file; the message lists each mirror and why."""
 
 

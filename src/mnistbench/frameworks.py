@@ -11,6 +11,8 @@ import importlib.util
 import os
 from types import ModuleType
 
+from mnistbench.errors import UserError
+
 # pip distribution that provides each importable module, for "missing package" messages.
 _PACKAGE_OF = {
     "torch": "torch", "torchvision": "torchvision", "tensorflow": "tensorflow-cpu",
@@ -19,7 +21,7 @@ _PACKAGE_OF = {
 }
 
 
-class MissingFrameworkError(ImportError):
+class MissingFrameworkError(UserError, ImportError):
     """A backend's framework is not installed; the message names the pip package."""
 
 
@@ -53,7 +55,7 @@ def tensorflow_datasets() -> ModuleType:
     return require("tensorflow_datasets")
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(UserError, RuntimeError):
     """train.device asks for a GPU the framework cannot see; never a silent CPU fallback."""
 
 

@@ -20,8 +20,10 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from mnistbench.errors import UserError
 
-class LockedError(RuntimeError):
+
+class LockedError(UserError, RuntimeError):
     """Another process is writing the same output; the message names it and its holder."""
 
 

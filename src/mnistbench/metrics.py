@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable
 
+from mnistbench.errors import UserError
+
 if TYPE_CHECKING:
     from mnistbench.config import Config
 
 MNIST_TRAIN, MNIST_TEST = 60000, 10000  # examples in MNIST's splits, before data.limit_*
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError, ValueError):
     """Metrics that break the contract; the message names the file or run, and the key."""
 
 

@@ -19,6 +19,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnistbench.errors import UserError
 from mnistbench import outputs
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS, BASELINE
 
@@ -30,7 +31,7 @@ OUTPUTS = ("machines.md", "machines.png")
 DASH = "—"
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A machine's files are missing or malformed; the message names the file."""
 
 

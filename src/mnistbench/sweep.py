@@ -22,13 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from mnistbench.errors import UserError
 from mnistbench import backends, metrics, outputs
 
 # needed from each metrics.json: names of the metrics contract (mnistbench.metrics.NUMBERS)
 KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError, RuntimeError):
     """No results to plot, or `dvc exp show` failed; the message says what to run."""
 
 

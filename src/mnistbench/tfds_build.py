@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from mnistbench.errors import UserError
 from mnistbench import download, frameworks
 from mnistbench.config import ConfigError, DataConfig
 from mnistbench.download import FILES
@@ -37,7 +38,7 @@ FIX_RAW = "run `mnistbench download` or `dvc repro download`, which fetches it a
 FIX_TFDS = "rebuild it: `mnistbench build-tfds` or `dvc repro build_tfds`"
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(UserError, FileNotFoundError):
     """Input data of a stage is absent or damaged; the message names the command that makes it."""
 
 

@@ -19,8 +19,10 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+from mnistbench.errors import UserError
 
-class UnknownBackendError(LookupError):
+
+class UnknownBackendError(UserError, LookupError):
     """The name matches no module in this package; the message lists the known ones."""
 
 
