@@ -35,3 +35,18 @@ def tfds_dir(raw_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tfds") / "tfds"
     tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(out)))
     return out
+
+
+# Tests marked docker build and run the images (minutes, GBs of disk, a Docker daemon): `make
+# test-all` runs them (MNISTBENCH_DOCKER_TESTS=1); elsewhere they are skipped, and pytest's
+# summary names the command, rather than deselected without a word.
+DOCKER_TESTS_VAR = "MNISTBENCH_DOCKER_TESTS"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(DOCKER_TESTS_VAR) == "1":
+        return
+    skip = pytest.mark.skip(reason="builds and runs the Docker images: `make test-all` runs it")
+    for item in items:
+        if "docker" in item.keywords:
+            item.add_marker(skip)
