@@ -37,19 +37,21 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Tests marked docker are skipped here, each with the reason naming `make test-all`.
+# Tests marked docker or long (tests/conftest.py) are skipped here, each with the reason naming
+# `make test-all`.
 test: lint
 	$(BIN)/python -m pytest
 
-# The same, with the docker tests run (tests/conftest.py reads MNISTBENCH_DOCKER_TESTS). They use
-# the Docker daemon that is running, or skip saying there is none; only .ci/run lets docker/ci.py
-# install and start one (MNISTBENCH_CI_INSTALL_DOCKER=1, on CI's disposable machines).
+# The same, with the docker and long tests run (tests/conftest.py reads MNISTBENCH_TEST_ALL).
+# The docker ones use the Docker daemon that is running, or skip saying there is none; only
+# .ci/run lets docker/ci.py install and start one (MNISTBENCH_CI_INSTALL_DOCKER=1, on CI's
+# disposable machines).
 test-all: lint
-	MNISTBENCH_DOCKER_TESTS=1 $(BIN)/python -m pytest
+	MNISTBENCH_TEST_ALL=1 $(BIN)/python -m pytest
 
 # Only the Docker tests (the same daemon rules as test-all).
 docker-test: install
-	MNISTBENCH_DOCKER_TESTS=1 $(BIN)/python -m pytest -m docker tests/test_docker.py
+	MNISTBENCH_TEST_ALL=1 $(BIN)/python -m pytest -m docker tests/test_docker.py
 
 # Docker images (README, "Docker"); the version goes into every metrics.json's env.
 IMAGE_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)

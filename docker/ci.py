@@ -61,11 +61,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP_EXIT = 77  # as automake's test drivers read it: skipped, not passed
 IMAGES = ("cpu", "cuda")
 GB = 1e9  # bytes; df and Docker report decimal GB
-# Free space one image's build needs where Docker keeps images (DockerRootDir), in GB: the pip
-# layer is written once in the build container, then again as an image layer when committed,
-# and the image is ~9 GB (both images hold PyPI's CUDA torch here). Measured: see docs/docker.md.
-BUILD_NEEDS_GB = {"cpu": 20.0, "cuda": 22.0}
-WHEELHOUSE_NEEDS_GB = 6.0  # the pinned requirements' wheels, CUDA image's included (~5 GB)
+# Free disk the builds need, GB, measured on a 2-core Debian host (docs/docker.md): each image
+# is ~9 GB (both hold PyPI's CUDA torch here: 8.8 GB cpu, 9.6 GB cuda), and while one builds, its
+# pip step's container holds another copy of that layer until it is committed (peak ~17 GB
+# for one image, ~33 GB for both with the wheelhouse and the stand-in).
+IMAGE_GB = {"cpu": 9.5, "cuda": 10.5}
+BUILD_TRANSIENT_GB = 10.0  # one pip layer in its build container, before the commit
+WHEELHOUSE_GB = 5.0  # the pinned wheels, the CUDA image's included (3.7 GB measured)
 OWNER_ID = (4242, 4343)  # as root: the clone's owner in the runs, a host user who is not root
 OTHER_UID = 5555  # a --user that owns nothing in the clone
 SUBSET = ("data.limit_train=2000", "data.limit_test=500", "train.epochs=1")
@@ -97,6 +99,7 @@ class Settings:
     host_from: str = "auto"
     debian_mirror: str = "http://deb.debian.org/debian"
     python: str = sys.executable
+    apt_updated: bool = False
     times: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -226,9 +229,11 @@ def step_daemon(s: Settings, stack: contextlib.ExitStack) -> None:
 def apt_install(s: Settings, packages: list[str]) -> None:
     log(f"apt-get install {' '.join(packages)} (MNISTBENCH_CI_INSTALL_DOCKER=1)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    sh(["apt-get", "update", "-qq"], s.logs / "apt-update.log", 600, "apt-get update", env=env)
+    if not s.apt_updated:
+        sh(["apt-get", "update", "-qq"], s.logs / "apt-update.log", 600, "apt-get update", env=env)
+        s.apt_updated = True
     cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
-    sh(cmd, s.logs / "apt-install.log", 900, "apt-get install", env=env)
+    sh(cmd, s.logs / f"apt-install-{packages[0]}.log", 900, "apt-get install", env=env)
 
 
 def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
@@ -422,8 +427,8 @@ def _existing(path: Path) -> Path:
 
 def step_disk(s: Settings) -> None:
     docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
-    needs = {docker_root: sum(BUILD_NEEDS_GB[image] for image in s.images)}
-    needs[s.cache] = needs.get(s.cache, 0.0) + WHEELHOUSE_NEEDS_GB
+    needs = {docker_root: sum(IMAGE_GB[image] for image in s.images) + BUILD_TRANSIENT_GB}
+    needs[s.cache] = needs.get(s.cache, 0.0) + WHEELHOUSE_GB
     short = disk_shortfall(
         needs,
         free=lambda p: shutil.disk_usage(_existing(p)).free,

@@ -164,7 +164,7 @@ def test_disk_shortfall_per_filesystem():
 def test_disk_step_error_names_space_and_remedy(tmp_path, monkeypatch):
     settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
     monkeypatch.setattr(ci, "sh", lambda *a, **k: f"{tmp_path}\n")  # docker info's DockerRootDir
-    monkeypatch.setattr(ci, "BUILD_NEEDS_GB", {"cpu": 1e9, "cuda": 1e9})  # more than any disk
+    monkeypatch.setattr(ci, "BUILD_TRANSIENT_GB", 1e9)  # more than any disk
     with pytest.raises(ci.StepError) as e:
         ci.step_disk(settings)
     assert "GB needed" in str(e.value) and "GB free" in str(e.value)
@@ -314,13 +314,22 @@ def test_make_test_changes_nothing_outside_the_clone():
     recipe = _make_n("test")
     assert "pytest" in recipe and "ruff check" in recipe and "ruff format --check" in recipe
     assert "apt-get" not in recipe and "MNISTBENCH_CI_INSTALL_DOCKER" not in recipe
-    assert "MNISTBENCH_DOCKER_TESTS" not in recipe
+    assert "MNISTBENCH_TEST_ALL" not in recipe
     assert "pip install -r requirements-dev.txt" in recipe  # into .venv, by its own python
 
 
 def test_make_test_all_runs_the_docker_tests_and_ci_opts_in():
     recipe = _make_n("test-all")
-    assert "MNISTBENCH_DOCKER_TESTS=1" in recipe and "MNISTBENCH_CI_INSTALL_DOCKER" not in recipe
+    assert "MNISTBENCH_TEST_ALL=1" in recipe and "MNISTBENCH_CI_INSTALL_DOCKER" not in recipe
     ci_run = (ROOT / ".ci" / "run").read_text()
     assert "export MNISTBENCH_CI_INSTALL_DOCKER=1" in ci_run
     assert ci_run.rstrip().endswith("make test-all")
+
+
+def test_every_long_test_listed_exists():
+    """conftest.LONG names tests by id: a renamed one would silently join `make test`."""
+    import conftest
+
+    for nodeid in conftest.LONG:
+        path, name = nodeid.split("::")
+        assert f"def {name}(" in (ROOT / path).read_text(), f"{nodeid} is not a test"
