@@ -3,7 +3,7 @@
 #   make test       contributors' check: lint, then every test that needs no Docker (minutes);
 #                   writes only inside the clone (.venv/, caches) and installs nothing on the system
 #   make test-all   CI's suite (.ci/run): `make test` plus the Docker images built and run
-#                   (docker/ci.py; a running Docker daemon, ~45 GB free disk, ~15 minutes)
+#                   (docker/ci.py, docs/docker.md: a Docker daemon, ~35 GB free disk, ~30 min)
 # Each creates .venv if missing and installs the pinned requirements into it first.
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,6 +36,11 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# What the tests' tools keep between runs stays in the clone (under .venv/, which git ignores):
+# matplotlib's font cache (else ~/.cache/matplotlib) and DVC's site cache (else /var/tmp/dvc).
+test test-all docker-test: export MPLCONFIGDIR ?= $(abspath $(VENV))/var/matplotlib
+test test-all docker-test: export DVC_SITE_CACHE_DIR ?= $(abspath $(VENV))/var/dvc
 
 # Tests marked docker or long (tests/conftest.py) are skipped here, each with the reason naming
 # `make test-all`.

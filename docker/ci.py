@@ -214,16 +214,8 @@ def step_daemon(s: Settings, stack: contextlib.ExitStack) -> None:
         if not (shutil.which("dockerd") and shutil.which("docker")):
             apt_install(s, ["docker.io"])
         start_dockerd(s, stack)
-    log(
-        sh(
-            [
-                "docker",
-                "version",
-                "--format",
-                "docker client {{.Client.Version}}, daemon {{.Server.Version}}",
-            ]
-        ).strip()
-    )
+    versions = "docker client {{.Client.Version}}, daemon {{.Server.Version}}"
+    log(sh(["docker", "version", "--format", versions]).strip())  # they may differ: both logged
 
 
 def apt_install(s: Settings, packages: list[str]) -> None:
@@ -323,16 +315,8 @@ def step_base_image(s: Settings) -> None:
     debootstrap (registries unreachable, as on CI's machines)."""
     base = base_image(s.root)
     if answers(["docker", "image", "inspect", base]):
-        label = sh(
-            [
-                "docker",
-                "image",
-                "inspect",
-                "-f",
-                '{{index .Config.Labels "org.mnistbench.standin"}}',
-                base,
-            ]
-        ).strip()
+        standin = '{{index .Config.Labels "org.mnistbench.standin"}}'  # build_standin's label
+        label = sh(["docker", "image", "inspect", "-f", standin, base]).strip()
         log(f"base image {base} present ({'a ' + label + ' stand-in' if label else 'as pulled'})")
         return
     log(f"docker pull {base}")
@@ -426,6 +410,8 @@ def _existing(path: Path) -> Path:
 
 
 def step_disk(s: Settings) -> None:
+    """Room for the images to build where Docker keeps them, and for the wheelhouse, or stop
+    before building, naming the space needed and free."""
     docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
     needs = {docker_root: sum(IMAGE_GB[image] for image in s.images) + BUILD_TRANSIENT_GB}
     needs[s.cache] = needs.get(s.cache, 0.0) + WHEELHOUSE_GB
