@@ -1,5 +1,10 @@
-# Two entry points (README): `make repro` runs the pipeline, `make test` runs the tests.
-# Both create .venv if missing and install the pinned requirements first.
+# Entry points (README):
+#   make repro      the pipeline (`dvc repro`)
+#   make test       contributors' check: lint, then every test that needs no Docker (minutes);
+#                   writes only inside the clone (.venv/, caches) and installs nothing on the system
+#   make test-all   CI's suite (.ci/run): `make test` plus the Docker images built and run
+#                   (docker/ci.py, docs/docker.md: a Docker daemon, ~35 GB free disk, ~30 min)
+# Each creates .venv if missing and installs the pinned requirements into it first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -7,12 +12,14 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install repro test lint clean docker-cpu docker-cuda docker-test
+.PHONY: install repro test test-all lint format clean docker-cpu docker-cuda docker-test
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# The host gets the runtime requirements and the test and lint tools (requirements-dev.txt);
+# the images get the runtime ones only.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=24"
-	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -r requirements-dev.txt -c constraints.txt
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
@@ -21,8 +28,38 @@ install: $(STAMP)
 repro: install
 	dvc repro
 
-test: install
+# ruff's settings: pyproject.toml. `make format` rewrites what `make lint` would reject.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Formatting first: it splits what check cannot fix by itself (`a; b`); check --fix may then
+# reorder imports, which the second format pass settles. What is left is printed, and fails.
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# What the tests' tools keep between runs stays in the clone (under .venv/, which git ignores):
+# matplotlib's font cache (else ~/.cache/matplotlib) and DVC's site cache (else /var/tmp/dvc).
+test test-all docker-test: export MPLCONFIGDIR ?= $(abspath $(VENV))/var/matplotlib
+test test-all docker-test: export DVC_SITE_CACHE_DIR ?= $(abspath $(VENV))/var/dvc
+
+# Tests marked docker or long (tests/conftest.py) are skipped here, each with the reason naming
+# `make test-all`.
+test: lint
 	$(BIN)/python -m pytest
+
+# The same, with the docker and long tests run (tests/conftest.py reads MNISTBENCH_TEST_ALL).
+# The docker ones use the Docker daemon that is running, or skip saying there is none; only
+# .ci/run lets docker/ci.py install and start one (MNISTBENCH_CI_INSTALL_DOCKER=1, on CI's
+# disposable machines).
+test-all: lint
+	MNISTBENCH_TEST_ALL=1 $(BIN)/python -m pytest
+
+# Only the Docker tests (the same daemon rules as test-all).
+docker-test: install
+	MNISTBENCH_TEST_ALL=1 $(BIN)/python -m pytest -m docker tests/test_docker.py
 
 # Docker images (README, "Docker"); the version goes into every metrics.json's env.
 IMAGE_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
@@ -30,9 +67,5 @@ docker-cpu docker-cuda: docker-%:
 	docker build -f docker/Dockerfile.$* -t mnistbench:$* \
 		--build-arg MNISTBENCH_IMAGE_VERSION=$(IMAGE_VERSION) .
 
-# What `make test` runs through tests/test_docker.py (as root: installs Docker, builds, runs).
-docker-test: install
-	$(BIN)/python -m pytest -m docker tests/test_docker.py
-
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache
