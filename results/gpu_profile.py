@@ -50,11 +50,17 @@ TOP = 12  # kernels listed per part
 
 # ------------------------------------------------------------------ pure helpers (tested)
 
+
 def kernel_table(events: list[dict], steps: int) -> dict[str, Any]:
     """Kernels per step and their time, from device events ({"name", "ts", "dur"} in µs)."""
     if not events:
-        return {"kernels": 0, "kernels_per_step": 0.0, "kernel_us_per_step": 0.0,
-                "gpu_span_us_per_step": 0.0, "top": []}
+        return {
+            "kernels": 0,
+            "kernels_per_step": 0.0,
+            "kernel_us_per_step": 0.0,
+            "gpu_span_us_per_step": 0.0,
+            "top": [],
+        }
     by_name: dict[str, list[float]] = collections.defaultdict(list)
     for e in events:
         by_name[e["name"]].append(float(e["dur"]))
@@ -67,15 +73,25 @@ def kernel_table(events: list[dict], steps: int) -> dict[str, Any]:
         "kernels_per_step": len(events) / steps,
         "kernel_us_per_step": total / steps,  # sum of kernel durations: the GPU's busy time
         "gpu_span_us_per_step": (end - start) / steps,  # first start to last end: busy + gaps
-        "top": [{"name": _short(n), "per_step": len(d) / steps, "us_per_step": sum(d) / steps,
-                 "mean_us": sum(d) / len(d)} for n, d in top],
+        "top": [
+            {
+                "name": _short(n),
+                "per_step": len(d) / steps,
+                "us_per_step": sum(d) / steps,
+                "mean_us": sum(d) / len(d),
+            }
+            for n, d in top
+        ],
     }
 
 
 def torch_trace_kernels(trace: dict) -> list[dict]:
     """Device events of a torch.profiler Chrome trace."""
-    return [e for e in trace.get("traceEvents", [])
-            if e.get("ph") == "X" and e.get("cat") in KERNEL_CATEGORIES]
+    return [
+        e
+        for e in trace.get("traceEvents", [])
+        if e.get("ph") == "X" and e.get("cat") in KERNEL_CATEGORIES
+    ]
 
 
 def jax_trace_kernels(trace: Any) -> list[dict]:
@@ -83,16 +99,36 @@ def jax_trace_kernels(trace: Any) -> list[dict]:
     stream threads ("Stream #1(...)"). The derived threads ("XLA Ops", "XLA Modules", "Steps")
     repeat the same time per op and are left out."""
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
-                and "GPU" in str(e.get("args", {}).get("name", ""))}
-    streams = {(e["pid"], e.get("tid")) for e in events
-               if e.get("ph") == "M" and e.get("name") == "thread_name" and e["pid"] in gpu_pids
-               and str(e.get("args", {}).get("name", "")).startswith("Stream")}
+    gpu_pids = {
+        e["pid"]
+        for e in events
+        if e.get("ph") == "M"
+        and e.get("name") == "process_name"
+        and "GPU" in str(e.get("args", {}).get("name", ""))
+    }
+    streams = {
+        (e["pid"], e.get("tid"))
+        for e in events
+        if e.get("ph") == "M"
+        and e.get("name") == "thread_name"
+        and e["pid"] in gpu_pids
+        and str(e.get("args", {}).get("name", "")).startswith("Stream")
+    }
     return [e for e in events if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in streams]
 
 
-_FREE = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "after-all",
-         "partition-id", "replica-id", "opt-barrier", "add-dependency"}  # launch no kernel
+_FREE = {
+    "parameter",
+    "get-tuple-element",
+    "tuple",
+    "bitcast",
+    "constant",
+    "after-all",
+    "partition-id",
+    "replica-id",
+    "opt-barrier",
+    "add-dependency",
+}  # launch no kernel
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(")
 
 
@@ -102,11 +138,15 @@ def while_body_ops(hlo_text: str) -> dict[str, int]:
     bodies = re.findall(r"\bwhile\(.*?\bbody=%?([\w.\-]+)", hlo_text)
     counts: dict[str, dict[str, int]] = {}
     for body in set(bodies):
-        block = re.search(r"^(?:%)?" + re.escape(body) + r"\b[^\n]*\{\n(.*?)^\}", hlo_text,
-                          re.M | re.S)
+        block = re.search(
+            r"^(?:%)?" + re.escape(body) + r"\b[^\n]*\{\n(.*?)^\}", hlo_text, re.M | re.S
+        )
         if block:
-            ops = [m.group(1) for line in block.group(1).splitlines()
-                   if (m := _INSTRUCTION.match(line))]
+            ops = [
+                m.group(1)
+                for line in block.group(1).splitlines()
+                if (m := _INSTRUCTION.match(line))
+            ]
             counts[body] = dict(collections.Counter(o for o in ops if o not in _FREE))
     return max(counts.values(), key=lambda c: sum(c.values()), default={})
 
@@ -117,16 +157,20 @@ def _short(name: str, width: int = 110) -> str:
 
 # ------------------------------------------------------------------ the parts (one process each)
 
+
 def _config(args: argparse.Namespace) -> Any:
     import yaml
 
     from mnistbench import config
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return config.from_dict({
-        "data": {"raw_dir": args.raw_dir, "limit_train": args.limit_train, "limit_test": None},
-        "model": params["model"],
-        "train": {**params["train"], "device": args.device}})
+    return config.from_dict(
+        {
+            "data": {"raw_dir": args.raw_dir, "limit_train": args.limit_train, "limit_test": None},
+            "model": params["model"],
+            "train": {**params["train"], "device": args.device},
+        }
+    )
 
 
 def _time_epochs(trainer: Any, epochs: int) -> dict[str, Any]:
@@ -141,14 +185,20 @@ def _time_epochs(trainer: Any, epochs: int) -> dict[str, Any]:
         issue.append(t1 - t0)
         total.append(time.perf_counter() - t0)
     steady = total[1:] or total
-    return {"epoch_s": total, "issue_s": issue, "steady_epoch_s": sorted(steady)[len(steady) // 2],
-            "train_loss": float(loss)}
+    return {
+        "epoch_s": total,
+        "issue_s": issue,
+        "steady_epoch_s": sorted(steady)[len(steady) // 2],
+        "train_loss": float(loss),
+    }
 
 
 def _torch_profile(torch: Any, run, out: Path, name: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+    )
     with profile(activities=activities) as prof:
         run()
     tmp = out / f"{name}.trace.json"
@@ -174,9 +224,13 @@ def part_torch_graph(args, out: Path) -> dict:
         trainer.sync()
 
     trace = _torch_profile(trainer.torch, one_epoch, out, "torch-graph")
-    return {**result, "steps": steps, "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
-            "graph": "one CUDA graph per epoch" if trainer.device == "cuda" else "eager (CPU)",
-            **kernel_table(torch_trace_kernels(trace), steps)}
+    return {
+        **result,
+        "steps": steps,
+        "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
+        "graph": "one CUDA graph per epoch" if trainer.device == "cuda" else "eager (CPU)",
+        **kernel_table(torch_trace_kernels(trace), steps),
+    }
 
 
 def part_torch_step(args, out: Path) -> dict:
@@ -205,13 +259,17 @@ def part_torch_step(args, out: Path) -> dict:
             perm = torch.randperm(t.num_train, generator=t.shuffle, device=t.device)
             t.total.zero_()
             for start in range(0, full * bs, bs):
-                idx.copy_(perm[start:start + bs])
+                idx.copy_(perm[start : start + bs])
                 graph.replay()
             return t.total / full
 
     result = _time_epochs(PerStep(), args.epochs)
-    return {**result, "steps": full, "us_per_step": 1e6 * result["steady_epoch_s"] / full,
-            "graph": "one CUDA graph per step"}
+    return {
+        **result,
+        "steps": full,
+        "us_per_step": 1e6 * result["steady_epoch_s"] / full,
+        "graph": "one CUDA graph per step",
+    }
 
 
 def part_torch_tensor(args, out: Path) -> dict:
@@ -233,11 +291,21 @@ def part_torch_tensor(args, out: Path) -> dict:
         trainer.sync()
 
     trace = _torch_profile(torch, some_steps, out, "torch-tensor")
-    host_ops = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X"
-                and e.get("cat") == "cpu_op" and str(e.get("name", "")).startswith("aten::")]
-    return {**result, "steps": steps, "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
-            "profiled_steps": len(batches), "aten_ops_per_step": len(host_ops) / len(batches),
-            **kernel_table(torch_trace_kernels(trace), len(batches))}
+    host_ops = [
+        e
+        for e in trace.get("traceEvents", [])
+        if e.get("ph") == "X"
+        and e.get("cat") == "cpu_op"
+        and str(e.get("name", "")).startswith("aten::")
+    ]
+    return {
+        **result,
+        "steps": steps,
+        "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
+        "profiled_steps": len(batches),
+        "aten_ops_per_step": len(host_ops) / len(batches),
+        **kernel_table(torch_trace_kernels(trace), len(batches)),
+    }
 
 
 def _jax_scan(args) -> tuple[Any, Any]:
@@ -260,8 +328,12 @@ def part_jax_scan(args, out: Path) -> dict:
     (perfetto,) = log_dir.glob("plugins/profile/*/perfetto_trace.json.gz")
     shutil.copy(perfetto, out / "jax-scan.trace.json.gz")
     trace = json.loads(gzip.open(perfetto).read())
-    return {**result, "steps": steps, "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
-            **kernel_table(jax_trace_kernels(trace), steps)}
+    return {
+        **result,
+        "steps": steps,
+        "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
+        **kernel_table(jax_trace_kernels(trace), steps),
+    }
 
 
 def part_jax_kineto(args, out: Path) -> dict:
@@ -275,14 +347,20 @@ def part_jax_kineto(args, out: Path) -> dict:
         trainer.sync()
 
     trace = _torch_profile(torch, one_epoch, out, "jax-kineto")
-    return {**result, "steps": steps, "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
-            **kernel_table(torch_trace_kernels(trace), steps)}
+    return {
+        **result,
+        "steps": steps,
+        "us_per_step": 1e6 * result["steady_epoch_s"] / steps,
+        **kernel_table(torch_trace_kernels(trace), steps),
+    }
 
 
 def part_jax_hlo(args, out: Path) -> dict:
     dump = out / "hlo"
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
-                               " --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_epoch.*")
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
+        " --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_epoch.*"
+    )
     from mnistbench import backends
 
     args.epochs = 1  # the compile is what is wanted here
@@ -292,38 +370,62 @@ def part_jax_hlo(args, out: Path) -> dict:
         extra.unlink() if extra.is_file() else shutil.rmtree(extra)
     ops = while_body_ops(final[-1].read_text()) if final else {}
     unroll = backends.load("jax-scan").UNROLL
-    return {"hlo": [p.name for p in final], "scan_unroll": unroll, "loop_body_ops": ops,
-            "loop_body_ops_per_step": sum(ops.values()) / unroll,
-            "train_loss": result["train_loss"]}
+    return {
+        "hlo": [p.name for p in final],
+        "scan_unroll": unroll,
+        "loop_body_ops": ops,
+        "loop_body_ops_per_step": sum(ops.values()) / unroll,
+        "train_loss": result["train_loss"],
+    }
 
 
 # ------------------------------------------------------------------ driver
 
+
 def _report(results: dict[str, dict]) -> str:
-    lines = ["# Where a training step goes", "",
-             "| part | how | steady epoch s | µs a step | issue s | kernels a step | "
-             "kernel µs a step | GPU span µs a step |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Where a training step goes",
+        "",
+        "| part | how | steady epoch s | µs a step | issue s | kernels a step | "
+        "kernel µs a step | GPU span µs a step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for part, r in results.items():
         if "error" in r or "skipped" in r:
-            lines.append(f"| {part} | {r.get('skipped') or 'failed: ' + r['error'][-200:]} "
-                         "| | | | | | |")
+            lines.append(
+                f"| {part} | {r.get('skipped') or 'failed: ' + r['error'][-200:]} | | | | | | |"
+            )
             continue
         if "steady_epoch_s" not in r:
             continue
         issue = sorted(r["issue_s"][1:] or r["issue_s"])[len(r["issue_s"][1:] or r["issue_s"]) // 2]
-        lines.append(f"| {part} | {r.get('graph', '')} | {r['steady_epoch_s']:.4f} | "
-                     f"{r['us_per_step']:.1f} | {issue:.4f} | {r.get('kernels_per_step', 0):.1f} | "
-                     f"{r.get('kernel_us_per_step', 0):.1f} | {r.get('gpu_span_us_per_step', 0):.1f} |")
+        lines.append(
+            f"| {part} | {r.get('graph', '')} | {r['steady_epoch_s']:.4f} | "
+            f"{r['us_per_step']:.1f} | {issue:.4f} | {r.get('kernels_per_step', 0):.1f} | "
+            f"{r.get('kernel_us_per_step', 0):.1f} | {r.get('gpu_span_us_per_step', 0):.1f} |"
+        )
     for part, r in results.items():
         if r.get("top"):
-            lines += ["", f"## {part}: top kernels", "", "| kernel | per step | µs a step | mean µs |",
-                      "|---|---|---|---|"]
-            lines += [f"| `{k['name']}` | {k['per_step']:.2f} | {k['us_per_step']:.2f} | "
-                      f"{k['mean_us']:.2f} |" for k in r["top"]]
+            lines += [
+                "",
+                f"## {part}: top kernels",
+                "",
+                "| kernel | per step | µs a step | mean µs |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| `{k['name']}` | {k['per_step']:.2f} | {k['us_per_step']:.2f} | "
+                f"{k['mean_us']:.2f} |"
+                for k in r["top"]
+            ]
         if r.get("loop_body_ops"):
-            lines += ["", f"## {part}: work-launching HLO instructions in the scan's loop body "
-                      f"(unroll {r['scan_unroll']}: {r['loop_body_ops_per_step']:.1f} a step)", "",
-                      ", ".join(f"{k} {v}" for k, v in sorted(r["loop_body_ops"].items()))]
+            lines += [
+                "",
+                f"## {part}: work-launching HLO instructions in the scan's loop body "
+                f"(unroll {r['scan_unroll']}: {r['loop_body_ops_per_step']:.1f} a step)",
+                "",
+                ", ".join(f"{k} {v}" for k, v in sorted(r["loop_body_ops"].items())),
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -346,17 +448,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {}
     for part in args.parts.split(","):
-        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--part", part]
+        cmd = [
+            sys.executable,
+            __file__,
+            *(argv if argv is not None else sys.argv[1:]),
+            "--part",
+            part,
+        ]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         (out / f"{part}.log").write_text(done.stdout + done.stderr)
         if done.returncode == 0:
             results[part] = json.loads((out / f"{part}.json").read_text())
         else:
-            results[part] = {"error": (done.stderr or done.stdout).strip().splitlines()[-1:][0]
-                             if (done.stderr or done.stdout).strip() else f"exit {done.returncode}"}
-        print(f"{part}: {time.perf_counter() - t0:.0f} s, "
-              + ("ok" if done.returncode == 0 else results[part]["error"]), flush=True)
+            results[part] = {
+                "error": (done.stderr or done.stdout).strip().splitlines()[-1:][0]
+                if (done.stderr or done.stdout).strip()
+                else f"exit {done.returncode}"
+            }
+        print(
+            f"{part}: {time.perf_counter() - t0:.0f} s, "
+            + ("ok" if done.returncode == 0 else results[part]["error"]),
+            flush=True,
+        )
     (out / "profile.md").write_text(_report(results))
     print((out / "profile.md").read_text())
     return 0

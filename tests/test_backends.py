@@ -20,12 +20,18 @@ ALL = backends.names()
 def small_config(raw_dir: Path, tfds_dir: Path, **train) -> config.Config:
     """4,000 train / 500 test images, one epoch, every backend wired to its input."""
     inputs = {"raw": str(raw_dir), "tfds": str(tfds_dir)}
-    return config.from_dict({
-        "data": {"raw_dir": str(raw_dir), "tfds_dir": str(tfds_dir),
-                 "limit_train": 4000, "limit_test": 500},
-        "train": {"epochs": 1, "device": "cpu", **train},
-        "backends": {name: inputs[backends.load(name).DATA] for name in ALL},
-    })
+    return config.from_dict(
+        {
+            "data": {
+                "raw_dir": str(raw_dir),
+                "tfds_dir": str(tfds_dir),
+                "limit_train": 4000,
+                "limit_test": 500,
+            },
+            "train": {"epochs": 1, "device": "cpu", **train},
+            "backends": {name: inputs[backends.load(name).DATA] for name in ALL},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +81,12 @@ def test_unknown_backend_lists_the_known_ones(cfg, tmp_path):
 @pytest.mark.parametrize("name", ALL)
 def test_missing_data_names_the_stage_to_run(name, tmp_path):
     inputs = {"raw": str(tmp_path / "raw"), "tfds": str(tmp_path / "tfds")}
-    cfg = config.from_dict({
-        "data": {"raw_dir": inputs["raw"], "tfds_dir": inputs["tfds"]},
-        "backends": {name: inputs[backends.load(name).DATA]}})
+    cfg = config.from_dict(
+        {
+            "data": {"raw_dir": inputs["raw"], "tfds_dir": inputs["tfds"]},
+            "backends": {name: inputs[backends.load(name).DATA]},
+        }
+    )
     with pytest.raises(FileNotFoundError, match=r"download|build_tfds"):
         backends.load(name).build(cfg, "cpu")
 
@@ -89,16 +98,22 @@ def test_missing_framework_names_the_package(monkeypatch):
 
 
 def test_listing_and_loading_backends_imports_no_framework():
-    code = ("import sys; from mnistbench import backends, cli\n"
-            "[backends.load(n) for n in backends.names()]\n"
-            "heavy = {'torch', 'jax', 'tensorflow', 'flax', 'grain'} & set(sys.modules)\n"
-            "assert not heavy, heavy")
+    code = (
+        "import sys; from mnistbench import backends, cli\n"
+        "[backends.load(n) for n in backends.names()]\n"
+        "heavy = {'torch', 'jax', 'tensorflow', 'flax', 'grain'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_params_must_name_the_data_a_backend_reads(cfg, tmp_path):
-    wrong = config.from_dict({"data": {"raw_dir": cfg.data.raw_dir, "tfds_dir": cfg.data.tfds_dir},
-                              "backends": {"jax-tfds": cfg.data.raw_dir}})
+    wrong = config.from_dict(
+        {
+            "data": {"raw_dir": cfg.data.raw_dir, "tfds_dir": cfg.data.tfds_dir},
+            "backends": {"jax-tfds": cfg.data.raw_dir},
+        }
+    )
     with pytest.raises(config.ConfigError, match="backends.jax-tfds"):
         train.train(wrong, "jax-tfds", out_root=tmp_path)
 
@@ -113,14 +128,35 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback():
 def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path):
     """The command a DVC stage runs, in its own process: train.threads pins every framework."""
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({  # JSON is YAML
-        "data": {"raw_dir": str(raw_dir), "tfds_dir": str(tfds_dir),
-                 "limit_train": 500, "limit_test": 100},
-        "train": {"epochs": 1, "threads": 1},
-        "backends": {"torch-dataloader": str(raw_dir)}}))
+    params.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "data": {
+                    "raw_dir": str(raw_dir),
+                    "tfds_dir": str(tfds_dir),
+                    "limit_train": 500,
+                    "limit_test": 100,
+                },
+                "train": {"epochs": 1, "threads": 1},
+                "backends": {"torch-dataloader": str(raw_dir)},
+            }
+        )
+    )
     out = tmp_path / "metrics"
-    subprocess.run([sys.executable, "-m", "mnistbench.cli", "train", "torch-dataloader",
-                    "--params", str(params), "--out", str(out)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistbench.cli",
+            "train",
+            "torch-dataloader",
+            "--params",
+            str(params),
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
     env = json.loads((out / "torch-dataloader" / "metrics.json").read_text())["env"]
     assert env["threads"] == 1 and env["cpus_usable"] == 1
     assert env["thread_env"]["OMP_NUM_THREADS"] == "1"

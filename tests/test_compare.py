@@ -34,22 +34,43 @@ TIMES = {
 
 def make_cfg(names=tuple(TIMES), epochs: int = 3, batch_size: int = 32) -> config.Config:
     """A Config without check(): "my-fast" is no backend module, compare needs none."""
-    return config.Config(train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
-                         backends={n: "data/tfds" for n in names})
+    return config.Config(
+        train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
+        backends={n: "data/tfds" for n in names},
+    )
 
 
-ENV = {"python": "3.11.7", "implementation": "cpython", "platform": "Linux-test",
-       "packages": {"torch": "2.14.1"}, "cpu": "Test CPU", "cpu_count": 2, "cpus_usable": 2,
-       "thread_env": {}, "gpus": [], "image": "none (host)", "image_version": "", "threads": None}
+ENV = {
+    "python": "3.11.7",
+    "implementation": "cpython",
+    "platform": "Linux-test",
+    "packages": {"torch": "2.14.1"},
+    "cpu": "Test CPU",
+    "cpu_count": 2,
+    "cpus_usable": 2,
+    "thread_env": {},
+    "gpus": [],
+    "image": "none (host)",
+    "image_version": "",
+    "threads": None,
+}
 
 
-def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float, float]],
-                  framework: str | None = None, cfg: config.Config | None = None) -> Path:
+def write_metrics(
+    root: Path,
+    name: str,
+    first: float,
+    steady: list[tuple[float, float]],
+    framework: str | None = None,
+    cfg: config.Config | None = None,
+) -> Path:
     """metrics/<name>/ as the train stage writes it: harness.summarize, the contract's curve
     writer, and the params of `cfg` (make_cfg() by default)."""
     history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2)]
-    history += [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e)
-                for i, (t, e) in enumerate(steady, start=2)]
+    history += [
+        harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e)
+        for i, (t, e) in enumerate(steady, start=2)
+    ]
     out = root / name
     plots = out / "plots" / "metrics"
     plots.mkdir(parents=True)
@@ -60,9 +81,19 @@ def write_metrics(root: Path, name: str, first: float, steady: list[tuple[float,
     cfg = cfg or make_cfg(epochs=len(history))
     summary = harness.summarize(history, num_train=60000, batch_size=cfg.train.batch_size)
     framework = framework or ("PyTorch" if name.startswith("torch") else "JAX (Flax + Optax)")
-    summary.update(num_params=136074, train_examples=60000, test_examples=10000, env={
-        **ENV, "backend": name, "framework": framework, "loader": f"{name} loader",
-        "device": "cpu"}, params=metrics.params_of(cfg))
+    summary.update(
+        num_params=136074,
+        train_examples=60000,
+        test_examples=10000,
+        env={
+            **ENV,
+            "backend": name,
+            "framework": framework,
+            "loader": f"{name} loader",
+            "device": "cpu",
+        },
+        params=metrics.params_of(cfg),
+    )
     metrics.check(summary, name, backend=name)  # the fixture keeps the contract itself
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out
@@ -95,13 +126,21 @@ def test_summary_numbers(metrics_root):
     assert jax["eval_time_median_s"] == pytest.approx(1.0)
     assert jax["speedup_vs_torch-dataloader"] == pytest.approx(25.0 / 4.5)
     assert jax["speedup_vs_article"] == pytest.approx(5.1 / 4.5)  # midpoint of 3.8-6.4
-    assert jax["article"] == {"epoch_s_min": 3.8, "epoch_s_max": 6.4, "first_epoch_s": 13.8,
-                              "speedup_vs_torch-dataloader": pytest.approx(14.7 / 5.1)}
+    assert jax["article"] == {
+        "epoch_s_min": 3.8,
+        "epoch_s_max": 6.4,
+        "first_epoch_s": 13.8,
+        "speedup_vs_torch-dataloader": pytest.approx(14.7 / 5.1),
+    }
     assert rows["torch-dataloader"]["speedup_vs_torch-dataloader"] == 1.0
     assert rows["my-fast"]["article"] is None and rows["my-fast"]["speedup_vs_article"] is None
     assert "efficiency" not in jax and "roofline" not in summary
-    assert summary["settings"] == {"epochs": 3, "batch_size": 32, "train_examples": 60000,
-                                   "test_examples": 10000}
+    assert summary["settings"] == {
+        "epochs": 3,
+        "batch_size": 32,
+        "train_examples": 60000,
+        "test_examples": 10000,
+    }
     assert summary["env_differs"] == {}
     written = json.loads((metrics_root / "summary.json").read_text())
     assert written == json.loads(json.dumps(summary))
@@ -111,14 +150,18 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
     compare.compare(make_cfg(), metrics_root)
     md = (metrics_root / "summary.md").read_text()
     # backend | implementation | loader | article | this run (min-max) | first: article, this run
-    assert ("| torch-dataloader | PyTorch | torch-dataloader loader | 14.3-15.1 | 25.0 (24.0-26.0) "
-            "| — | 30.0 | 21.0 + 4.00 |") in md
-    assert ("| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 (10.0-11.0) "
-            "| 13.9 | 12.0 |") in md
-    assert ("| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 (4.00-5.00) "
-            "| 13.8 | 10.0 |") in md
-    assert ("| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) "
-            "| — |") in md
+    assert (
+        "| torch-dataloader | PyTorch | torch-dataloader loader | 14.3-15.1 | 25.0 (24.0-26.0) "
+        "| — | 30.0 | 21.0 + 4.00 |"
+    ) in md
+    assert (
+        "| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 (10.0-11.0) | 13.9 | 12.0 |"
+    ) in md
+    assert (
+        "| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 (4.00-5.00) "
+        "| 13.8 | 10.0 |"
+    ) in md
+    assert ("| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) | — |") in md
     assert "| jax-tfds | 2.88x | 5.56x | 1.13x |" in md  # ratios: article, this run, vs article
     assert "| my-fast | — | 83.33x | — |" in md
     for heading in ("## Ratios", "## Where the time goes", "## Environment", "## Plots"):
@@ -132,26 +175,47 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
     assert "| torch-dataloader | 25.0 s | 84% | 16% | 1.14x | overhead-bound | 5.00 s |" in rows
 
 
-@pytest.mark.parametrize("ratio, reading", [
-    (1.0, "overhead-bound"), (markdown.EVAL_RATIO_OVERHEAD, "overhead-bound"),
-    (0.59, "roughly arithmetic"), (markdown.EVAL_RATIO_BATCHED, "roughly arithmetic"),
-    (0.19, "fewer, larger steps")])
+@pytest.mark.parametrize(
+    "ratio, reading",
+    [
+        (1.0, "overhead-bound"),
+        (markdown.EVAL_RATIO_OVERHEAD, "overhead-bound"),
+        (0.59, "roughly arithmetic"),
+        (markdown.EVAL_RATIO_BATCHED, "roughly arithmetic"),
+        (0.19, "fewer, larger steps"),
+    ],
+)
 def test_eval_cost_readings_follow_the_named_thresholds(ratio, reading):
     assert markdown.eval_reading(ratio) == reading
 
 
 def test_where_time_goes_is_a_table_explained_below_it():
-    rows = {"a": {"epoch_time_median_s": 1.0, "train_share": 0.5, "eval_cost_ratio": 1.0,
-                  "first_epoch_extra_s": -0.1, "epoch_time_min_s": 0.95,
-                  "epoch_time_max_s": 1.2, "epoch_time_spread": 0.25},
-            "b": {"epoch_time_median_s": 2.0, "train_share": 0.9, "eval_cost_ratio": 0.34,
-                  "first_epoch_extra_s": 1.0, "epoch_time_min_s": 1.2,
-                  "epoch_time_max_s": 2.1, "epoch_time_spread": 0.45}}
+    rows = {
+        "a": {
+            "epoch_time_median_s": 1.0,
+            "train_share": 0.5,
+            "eval_cost_ratio": 1.0,
+            "first_epoch_extra_s": -0.1,
+            "epoch_time_min_s": 0.95,
+            "epoch_time_max_s": 1.2,
+            "epoch_time_spread": 0.25,
+        },
+        "b": {
+            "epoch_time_median_s": 2.0,
+            "train_share": 0.9,
+            "eval_cost_ratio": 0.34,
+            "first_epoch_extra_s": 1.0,
+            "epoch_time_min_s": 1.2,
+            "epoch_time_max_s": 2.1,
+            "epoch_time_spread": 0.45,
+        },
+    }
     lines = compare.where_time_goes({"backends": rows})
     assert lines[2] == "| a | 1.00 s | 50% | 50% | 1.00x | overhead-bound | none |"
     # a 45% spread is flagged, 25% is not
-    assert lines[3] == ("| b | 2.00 s, unsteady (1.20-2.10) | 90% | 10% | 0.34x "
-                        "| roughly arithmetic | 1.00 s |")
+    assert lines[3] == (
+        "| b | 2.00 s, unsteady (1.20-2.10) | 90% | 10% | 0.34x | roughly arithmetic | 1.00 s |"
+    )
     assert lines[4] == "" and len(lines) == 6
     for threshold in ("0.33x", "0.60x or more", "Under 0.20x", "30% or more"):
         assert threshold in lines[5]
@@ -167,8 +231,11 @@ def test_subset_and_mixed_environments_are_flagged(tmp_path):
     m["train_examples"], m["env"]["cpu"] = 1000, "Other CPU"
     path.write_text(json.dumps(m))
     summary = compare.compare(make_cfg(ARTICLE_BACKENDS), root)
-    assert summary["env_differs"]["cpu"] == {"torch-dataloader": "Test CPU",
-                                             "torch-tfds": "Test CPU", "jax-tfds": "Other CPU"}
+    assert summary["env_differs"]["cpu"] == {
+        "torch-dataloader": "Test CPU",
+        "torch-tfds": "Test CPU",
+        "jax-tfds": "Other CPU",
+    }
     md = (root / "summary.md").read_text()
     assert "recorded in different environments" in md
     assert "- cpu: torch-dataloader Test CPU, torch-tfds Test CPU, jax-tfds Other CPU" in md
@@ -184,9 +251,18 @@ def test_without_the_baseline_there_are_no_speedups(tmp_path):
 
 def test_roofline_adds_efficiency(metrics_root, tmp_path):
     roofline = tmp_path / "roofline.json"
-    roofline.write_text(json.dumps({"matmul_gflops": 114.0, "threads": None,
-                                    "train_gflop_per_epoch": 36.8, "eval_gflop_per_epoch": 2.7,
-                                    "gflop_per_epoch": 39.5, "roofline_epoch_s": 0.35}))
+    roofline.write_text(
+        json.dumps(
+            {
+                "matmul_gflops": 114.0,
+                "threads": None,
+                "train_gflop_per_epoch": 36.8,
+                "eval_gflop_per_epoch": 2.7,
+                "gflop_per_epoch": 39.5,
+                "roofline_epoch_s": 0.35,
+            }
+        )
+    )
     summary = compare.compare(make_cfg(), metrics_root, roofline_path=roofline)
     jax = summary["backends"]["jax-tfds"]
     assert jax["roofline_epoch_s"] == pytest.approx(0.35)
@@ -212,13 +288,22 @@ def test_pngs_are_valid_images(metrics_root):
 
 def test_out_dir_and_cli(metrics_root, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {"epochs": 3},
-                                      "backends": {"torch-dataloader": "data/raw",
-                                                   "torch-tfds": "data/tfds",
-                                                   "jax-tfds": "data/tfds"}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "train": {"epochs": 3},
+                "backends": {
+                    "torch-dataloader": "data/raw",
+                    "torch-tfds": "data/tfds",
+                    "jax-tfds": "data/tfds",
+                },
+            }
+        )
+    )
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["compare", "--params", str(params), "--metrics",
-                                      str(metrics_root), "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["compare", "--params", str(params), "--metrics", str(metrics_root), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "jax-tfds: steady epoch 4.50 s, 5.56x torch-dataloader" in result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(compare.OUTPUTS)
@@ -231,30 +316,35 @@ def test_out_dir_and_cli(metrics_root, tmp_path):
 def _set(key, value):
     def edit(m):
         m[key] = value
+
     return edit
 
 
 def _env(key, value):
     def edit(m):
         m["env"][key] = value
+
     return edit
 
 
 def _drop(key):
     def edit(m):
         del m[key]
+
     return edit
 
 
 def _params(key, value):
     def edit(m):
         m["params"][key] = value
+
     return edit
 
 
 def _drop_params(key):
     def edit(m):
         del m["params"][key]
+
     return edit
 
 
@@ -262,6 +352,7 @@ def _both(*edits):
     def edit(m):
         for e in edits:
             e(m)
+
     return edit
 
 
@@ -279,21 +370,31 @@ BAD_METRICS = {
     "no framework": (_env("framework", None), "env.framework must be a string"),
     "unknown env key": (_env("host", "x"), "unknown keys: env.host"),
     "min over median": (_set("epoch_time_min_s", 99.0), "epoch_time_min_s <= epoch_time_median_s"),
-    "batch vs params": (_set("batch_size", 64),
-                        "batch_size is 64 but params train.batch_size is 32"),
+    "batch vs params": (
+        _set("batch_size", 64),
+        "batch_size is 64 but params train.batch_size is 32",
+    ),
     "more than MNIST": (_set("test_examples", 20000), "test_examples is 20000, more than 10000"),
     "no params": (_drop("params"), "missing keys: params"),
     "params lack lr": (_drop_params("train.lr"), "missing keys: params.train.lr"),
     "nan lr": (_params("train.lr", float("nan")), "params.train.lr must be a finite number > 0"),
     # made with other params than the current ones: not comparable, the key named
-    "other limit_train": (_both(_params("data.limit_train", 1000), _set("train_examples", 1000)),
-                          "made with other params: data.limit_train 1000 (current params: None)"),
-    "other hidden": (_params("model.hidden", [64]),
-                     "made with other params: model.hidden [64] (current params: [128, 256])"),
-    "other lr": (_params("train.lr", 0.01),
-                 "made with other params: train.lr 0.01 (current params: 0.001)"),
-    "other seed": (_params("train.seed", 3),
-                   "made with other params: train.seed 3 (current params: 0)"),
+    "other limit_train": (
+        _both(_params("data.limit_train", 1000), _set("train_examples", 1000)),
+        "made with other params: data.limit_train 1000 (current params: None)",
+    ),
+    "other hidden": (
+        _params("model.hidden", [64]),
+        "made with other params: model.hidden [64] (current params: [128, 256])",
+    ),
+    "other lr": (
+        _params("train.lr", 0.01),
+        "made with other params: train.lr 0.01 (current params: 0.001)",
+    ),
+    "other seed": (
+        _params("train.seed", 3),
+        "made with other params: train.seed 3 (current params: 0)",
+    ),
 }
 
 
@@ -315,17 +416,31 @@ BAD_FILES = {
     "not JSON": ("metrics.json", "{oops", "metrics.json: not valid JSON"),
     "JSON list": ("metrics.json", "[1, 2]", "metrics.json: must hold a JSON object, got list"),
     "no curve": ("plots/metrics/val_acc.tsv", None, "val_acc.tsv: missing"),
-    "bad header": ("plots/metrics/val_acc.tsv", "epoch\tacc\n1\t0.5\n",
-                   "header must be 'step<TAB>val_acc'"),
-    "bad row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnope\n3\t0.1\n",
-                "line 3 is not '<step><TAB><number>'"),
-    "nan row": ("plots/metrics/val_loss.tsv", "step\tval_loss\n1\t0.5\n2\tnan\n3\t0.1\n",
-                "line 3: val_loss must be a finite number >= 0, got nan"),
-    "short curve": ("plots/metrics/train_loss.tsv", "step\ttrain_loss\n1\t0.5\n2\t0.4\n",
-                    "2 rows but metrics.json says 3 epochs"),
-    "steps out of order": ("plots/metrics/epoch_time_s.tsv",
-                           "step\tepoch_time_s\n1\t0.5\n3\t0.4\n2\t0.3\n",
-                           "line 3: step 3, expected 2"),
+    "bad header": (
+        "plots/metrics/val_acc.tsv",
+        "epoch\tacc\n1\t0.5\n",
+        "header must be 'step<TAB>val_acc'",
+    ),
+    "bad row": (
+        "plots/metrics/val_loss.tsv",
+        "step\tval_loss\n1\t0.5\n2\tnope\n3\t0.1\n",
+        "line 3 is not '<step><TAB><number>'",
+    ),
+    "nan row": (
+        "plots/metrics/val_loss.tsv",
+        "step\tval_loss\n1\t0.5\n2\tnan\n3\t0.1\n",
+        "line 3: val_loss must be a finite number >= 0, got nan",
+    ),
+    "short curve": (
+        "plots/metrics/train_loss.tsv",
+        "step\ttrain_loss\n1\t0.5\n2\t0.4\n",
+        "2 rows but metrics.json says 3 epochs",
+    ),
+    "steps out of order": (
+        "plots/metrics/epoch_time_s.tsv",
+        "step\tepoch_time_s\n1\t0.5\n3\t0.4\n2\t0.3\n",
+        "line 3: step 3, expected 2",
+    ),
 }
 
 
@@ -350,8 +465,9 @@ def test_every_problem_is_reported_and_old_outputs_stay(metrics_root, tmp_path):
     (metrics_root / "jax-tfds" / "metrics.json").write_text("")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"epochs": 3}}))
-    result = CliRunner().invoke(cli, ["compare", "--params", str(params),
-                                      "--metrics", str(metrics_root)])
+    result = CliRunner().invoke(
+        cli, ["compare", "--params", str(params), "--metrics", str(metrics_root)]
+    )
     assert result.exit_code == 1
     assert result.output.startswith("error: compare: nothing written")
     assert f"{metrics_root}/torch-dataloader/metrics.json: missing" in result.output
@@ -419,8 +535,9 @@ def test_dvc_yaml_compare_stage_covers_every_backend():
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, (f"{' '.join(args)} failed:\n"
-                                  f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -438,11 +555,17 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     branch with another train.batch_size, `dvc repro`, commit; then the two commits compare."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(repo / "src"),  # the clone's code, not the editable install's
-           "MNIST_MIRRORS": str(repo / "data" / "mirror"), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(repo / "src"),  # the clone's code, not the editable install's
+        "MNIST_MIRRORS": str(repo / "data" / "mirror"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
     git = ["git", "-c", "commit.gpgsign=false"]
     names = list(config.load(repo / "params.yaml").backends)
 
@@ -488,8 +611,17 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     assert len(images) == 4 and all(p.endswith(".png") for p in images)  # 2 PNGs x 2 revisions
 
 
-@pytest.mark.parametrize("share, text", [(0.078, "7.8%"), (0.922, "92.2%"), (1.54e-5, "0.0015%"),
-                                         (0.99998, "100.00%"), (0.9995, "99.95%"), (1.2, "120.0%")])
+@pytest.mark.parametrize(
+    "share, text",
+    [
+        (0.078, "7.8%"),
+        (0.922, "92.2%"),
+        (1.54e-5, "0.0015%"),
+        (0.99998, "100.00%"),
+        (0.9995, "99.95%"),
+        (1.2, "120.0%"),
+    ],
+)
 def test_percentages_keep_small_shares_visible(share, text):
     # a GPU row's efficiency is thousandths of a percent: "0.0%" would hide it
     assert compare.fmt.pct(share) == text

@@ -33,12 +33,15 @@ def test_empty_params_are_the_defaults():
     assert config.from_dict(None) == config.Config()
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"train": {"bach_size": 64}}, "train.bach_size"),
-    ({"data": {"mirror": ["x/"]}}, "data.mirror"),
-    ({"model": {"hiden": [10]}}, "model.hiden"),
-    ({"trian": {"epochs": 1}}, "trian"),
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"train": {"bach_size": 64}}, "train.bach_size"),
+        ({"data": {"mirror": ["x/"]}}, "data.mirror"),
+        ({"model": {"hiden": [10]}}, "model.hiden"),
+        ({"trian": {"epochs": 1}}, "trian"),
+    ],
+)
 def test_unknown_key_is_named(raw, key):
     with pytest.raises(ConfigError, match=f"unknown key {key.replace('.', '[.]')}"):
         config.from_dict(raw)
@@ -50,45 +53,51 @@ def test_typo_message_lists_the_known_keys():
     assert "train.bach_size" in str(e.value) and "(known: batch_size," in str(e.value)
 
 
-@pytest.mark.parametrize("section, key, value, named", [
-    ("train", "batch_size", "32", "train.batch_size"),
-    ("train", "batch_size", 32.0, "train.batch_size"),
-    ("train", "epochs", True, "train.epochs"),
-    ("train", "lr", "fast", "train.lr"),
-    ("train", "lr", True, "train.lr"),
-    ("train", "threads", 1.5, "train.threads"),
-    ("train", "device", 0, "train.device"),
-    ("data", "mirrors", "data/mirror/", "data.mirrors"),
-    ("data", "mirrors", ["data/mirror/", 3], "data.mirrors[1]"),
-    ("data", "timeout_s", "30", "data.timeout_s"),
-    ("data", "limit_train", "all", "data.limit_train"),
-    ("model", "hidden", [128, "256"], "model.hidden[1]"),
-    ("model", "hidden", 128, "model.hidden"),
-    (None, "train", [1, 2], "train"),
-    (None, "backends", ["jax-tfds"], "backends"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, named",
+    [
+        ("train", "batch_size", "32", "train.batch_size"),
+        ("train", "batch_size", 32.0, "train.batch_size"),
+        ("train", "epochs", True, "train.epochs"),
+        ("train", "lr", "fast", "train.lr"),
+        ("train", "lr", True, "train.lr"),
+        ("train", "threads", 1.5, "train.threads"),
+        ("train", "device", 0, "train.device"),
+        ("data", "mirrors", "data/mirror/", "data.mirrors"),
+        ("data", "mirrors", ["data/mirror/", 3], "data.mirrors[1]"),
+        ("data", "timeout_s", "30", "data.timeout_s"),
+        ("data", "limit_train", "all", "data.limit_train"),
+        ("model", "hidden", [128, "256"], "model.hidden[1]"),
+        ("model", "hidden", 128, "model.hidden"),
+        (None, "train", [1, 2], "train"),
+        (None, "backends", ["jax-tfds"], "backends"),
+    ],
+)
 def test_wrong_type_is_named(section, key, value, named):
     with pytest.raises(ConfigError) as e:
         config.from_dict(_with(section, key, value))
     assert f"params: {named} " in str(e.value)
 
 
-@pytest.mark.parametrize("section, key, value, named", [
-    ("train", "batch_size", 0, "train.batch_size"),
-    ("train", "epochs", -1, "train.epochs"),
-    ("train", "epochs", 0, "train.epochs"),
-    ("train", "lr", 0.0, "train.lr"),
-    ("train", "threads", 0, "train.threads"),
-    ("train", "device", "tpu", "train.device"),
-    ("data", "mirrors", [], "data.mirrors"),
-    ("data", "retries", 0, "data.retries"),
-    ("data", "timeout_s", 0, "data.timeout_s"),
-    ("data", "limit_train", 0, "data.limit_train"),
-    ("data", "limit_test", -5, "data.limit_test"),
-    ("model", "hidden", [], "model.hidden"),
-    ("model", "hidden", [128, 0], "model.hidden"),
-    (None, "backends", {}, "backends"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, named",
+    [
+        ("train", "batch_size", 0, "train.batch_size"),
+        ("train", "epochs", -1, "train.epochs"),
+        ("train", "epochs", 0, "train.epochs"),
+        ("train", "lr", 0.0, "train.lr"),
+        ("train", "threads", 0, "train.threads"),
+        ("train", "device", "tpu", "train.device"),
+        ("data", "mirrors", [], "data.mirrors"),
+        ("data", "retries", 0, "data.retries"),
+        ("data", "timeout_s", 0, "data.timeout_s"),
+        ("data", "limit_train", 0, "data.limit_train"),
+        ("data", "limit_test", -5, "data.limit_test"),
+        ("model", "hidden", [], "model.hidden"),
+        ("model", "hidden", [128, 0], "model.hidden"),
+        (None, "backends", {}, "backends"),
+    ],
+)
 def test_impossible_value_is_named(section, key, value, named):
     with pytest.raises(ConfigError) as e:
         config.from_dict(_with(section, key, value))
@@ -116,8 +125,9 @@ def test_default_backends_follow_the_data_dirs():
 
 
 def test_values_are_normalised():
-    cfg = config.from_dict({"train": {"lr": 1, "threads": None},
-                            "data": {"mirrors": ["a/", "b/"], "limit_train": 100}})
+    cfg = config.from_dict(
+        {"train": {"lr": 1, "threads": None}, "data": {"mirrors": ["a/", "b/"], "limit_train": 100}}
+    )
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.data.mirrors == ("a/", "b/")
     assert cfg.data.limit_train == 100
@@ -148,13 +158,16 @@ def test_exponent_without_a_dot_is_a_float():
     assert cfg.train.lr == 0.001
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("train", "lr", float("inf")),
-    ("train", "lr", float("nan")),
-    ("train", "lr", "1e999"),  # YAML 1.1 reads it as a string; as a float it is inf
-    ("train", "lr", 10**400),  # an int beyond any float
-    ("data", "timeout_s", float("inf")),
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("train", "lr", float("inf")),
+        ("train", "lr", float("nan")),
+        ("train", "lr", "1e999"),  # YAML 1.1 reads it as a string; as a float it is inf
+        ("train", "lr", 10**400),  # an int beyond any float
+        ("data", "timeout_s", float("inf")),
+    ],
+)
 def test_non_finite_numbers_are_named(section, key, value):
     with pytest.raises(ConfigError, match=f"params: {section}[.]{key} must be a finite number"):
         config.from_dict(_with(section, key, value))
@@ -179,13 +192,16 @@ def test_seed_at_the_ends_of_the_range_is_fine():
     assert config.from_dict({"train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1
 
 
-@pytest.mark.parametrize("data, key", [
-    ({"raw_dir": ""}, "data.raw_dir"),
-    ({"tfds_dir": "."}, "data.tfds_dir"),
-    ({"tfds_dir": "./"}, "data.tfds_dir"),
-    ({"raw_dir": "data/x", "tfds_dir": "data/./x"}, "data.tfds_dir must differ"),
-    ({"mirrors": ["a/", " "]}, "data.mirrors must not hold an empty entry"),
-])
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"raw_dir": ""}, "data.raw_dir"),
+        ({"tfds_dir": "."}, "data.tfds_dir"),
+        ({"tfds_dir": "./"}, "data.tfds_dir"),
+        ({"raw_dir": "data/x", "tfds_dir": "data/./x"}, "data.tfds_dir must differ"),
+        ({"mirrors": ["a/", " "]}, "data.mirrors must not hold an empty entry"),
+    ],
+)
 def test_data_dirs_that_would_be_replaced_whole_are_refused(data, key):
     with pytest.raises(ConfigError, match=key.replace(".", "[.]")):
         config.from_dict({"data": data})
@@ -197,8 +213,10 @@ def test_duplicate_key_is_refused_with_its_lines(tmp_path):
     path.write_text("train:\n  lr: 0.001\n  epochs: 2\n  lr: 0.1\n")
     with pytest.raises(ConfigError) as e:
         config.load(path)
-    assert str(e.value) == (f"params: {path} is not valid YAML: duplicate key 'lr', first given "
-                            "on line 2 (line 4, column 3)")
+    assert str(e.value) == (
+        f"params: {path} is not valid YAML: duplicate key 'lr', first given "
+        "on line 2 (line 4, column 3)"
+    )
 
 
 def test_merge_keys_may_be_overridden(tmp_path):
@@ -244,5 +262,6 @@ def test_error_under_dvc_exp_run_says_how_to_restore_params(tmp_path, monkeypatc
     with pytest.raises(ConfigError) as e:
         config.load(path)
     assert "train.bach_size" in str(e.value)
-    assert str(e.value).endswith(f"(`dvc exp run -S` left its values in {path}: "
-                                 f"`git checkout {path}` undoes them)")
+    assert str(e.value).endswith(
+        f"(`dvc exp run -S` left its values in {path}: `git checkout {path}` undoes them)"
+    )

@@ -174,8 +174,9 @@ def closed_port() -> int:
 
 
 def _cfg(raw: Path, *mirrors: str, retries: int = 3, timeout_s: float = 10.0) -> config.DataConfig:
-    return config.DataConfig(raw_dir=str(raw), mirrors=tuple(mirrors), retries=retries,
-                             timeout_s=timeout_s)
+    return config.DataConfig(
+        raw_dir=str(raw), mirrors=tuple(mirrors), retries=retries, timeout_s=timeout_s
+    )
 
 
 def _prefill(raw: Path, source: Path, *names: str) -> None:
@@ -214,7 +215,8 @@ def test_falls_through_404_and_corrupt_to_the_good_mirror(server, tmp_path, capl
     assert all(download.is_valid(raw / f.name, f) for f in FILES)
     # a 404 and a bad gzip are permanent: one request each, no retries
     assert server.count() == collections.Counter(
-        {(m, f.name): 1 for m in ("missing", "corrupt", "good") for f in FILES})
+        {(m, f.name): 1 for m in ("missing", "corrupt", "good") for f in FILES}
+    )
     for f in FILES:
         assert f"{f.name}: served by {good}" in caplog.text
     assert "HTTP 404" in caplog.text
@@ -248,9 +250,13 @@ def test_flaky_mirror_succeeds_on_retry(server, tmp_path, raw_dir):
     raw = tmp_path / "raw"
     _prefill(raw, raw_dir, *_all_but("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"))
     served = download.download_all(_cfg(raw, server.url("flaky"), retries=2), environ={})
-    assert served["train-labels-idx1-ubyte"] == served["t10k-labels-idx1-ubyte"] == server.url("flaky")
-    assert server.count() == {("flaky", "train-labels-idx1-ubyte"): 2,
-                              ("flaky", "t10k-labels-idx1-ubyte"): 2}
+    assert (
+        served["train-labels-idx1-ubyte"] == served["t10k-labels-idx1-ubyte"] == server.url("flaky")
+    )
+    assert server.count() == {
+        ("flaky", "train-labels-idx1-ubyte"): 2,
+        ("flaky", "t10k-labels-idx1-ubyte"): 2,
+    }
 
 
 def test_server_errors_and_hangups_are_retried_then_skipped(server, tmp_path, raw_dir):
@@ -259,13 +265,16 @@ def test_server_errors_and_hangups_are_retried_then_skipped(server, tmp_path, ra
     mirrors = server.url("hangup"), server.url("error"), server.url("good")
     served = download.download_all(_cfg(raw, *mirrors, retries=2), environ={})
     assert served["train-labels-idx1-ubyte"] == server.url("good")
-    assert server.count() == {("hangup", "train-labels-idx1-ubyte"): 2,
-                              ("error", "train-labels-idx1-ubyte"): 2,
-                              ("good", "train-labels-idx1-ubyte"): 1}
+    assert server.count() == {
+        ("hangup", "train-labels-idx1-ubyte"): 2,
+        ("error", "train-labels-idx1-ubyte"): 2,
+        ("good", "train-labels-idx1-ubyte"): 1,
+    }
 
 
-def test_silent_mirror_times_out_once_and_is_skipped_for_the_other_files(server, tmp_path,
-                                                                         raw_dir, caplog):
+def test_silent_mirror_times_out_once_and_is_skipped_for_the_other_files(
+    server, tmp_path, raw_dir, caplog
+):
     """A mirror that accepts connections and never answers costs `retries` timeouts for the
     first file, and nothing for the others (it used to cost that much for each file)."""
     caplog.set_level(logging.INFO, logger="mnistbench.download")
@@ -291,7 +300,9 @@ def test_dripping_mirror_is_cut_at_the_deadline(server, tmp_path, raw_dir, caplo
     start = time.monotonic()
     served = download.download_all(cfg, environ={})
     assert time.monotonic() - start < 9  # two 2 s attempts, then the good mirror
-    assert served["train-labels-idx1-ubyte"] == served["t10k-labels-idx1-ubyte"] == server.url("good")
+    assert (
+        served["train-labels-idx1-ubyte"] == served["t10k-labels-idx1-ubyte"] == server.url("good")
+    )
     assert server.count("drip") == {("drip", "train-labels-idx1-ubyte"): 2}
     assert 1 <= server.sent["drip"] <= 8  # bytes dripped: it was cut, not served
     assert "not done within 2 s (data.timeout_s, for the whole request)" in caplog.text
@@ -319,7 +330,9 @@ def test_unreachable_host_fails_fast(kind, closed_port, tmp_path, monkeypatch):
     """No retries, no backoff: with a 5 s backoff, a single retry would show in the clock."""
     monkeypatch.setattr(download, "BACKOFF_S", 5.0)
     attempts = _count_attempts(monkeypatch)
-    dead = f"http://127.0.0.1:{closed_port}/" if kind == "refused" else "http://mnist-mirror.invalid/"
+    dead = (
+        f"http://127.0.0.1:{closed_port}/" if kind == "refused" else "http://mnist-mirror.invalid/"
+    )
     raw = tmp_path / "raw"
     start = time.monotonic()
     with pytest.raises(DownloadError) as e:
@@ -336,8 +349,9 @@ def test_unreachable_mirror_is_skipped_for_every_file(server, closed_port, tmp_p
     monkeypatch.setattr(download, "BACKOFF_S", 5.0)
     attempts = _count_attempts(monkeypatch)
     refused, dns = f"http://127.0.0.1:{closed_port}/", "http://mnist-mirror.invalid/"
-    served = download.download_all(_cfg(tmp_path / "raw", refused, dns, server.url("good")),
-                                   environ={})
+    served = download.download_all(
+        _cfg(tmp_path / "raw", refused, dns, server.url("good")), environ={}
+    )
     assert set(served.values()) == {server.url("good")}
     assert attempts == {refused: 1, dns: 1, server.url("good"): len(FILES)}
 
@@ -357,21 +371,30 @@ def test_only_bad_mirrors_cli_names_every_mirror_and_why(server, closed_port, tm
         (tmp_path / "no-such-folder").as_uri(): "no such folder",
     }
     params = tmp_path / "params.yaml"
-    params.write_text(textwrap.dedent(f"""\
+    params.write_text(
+        textwrap.dedent(f"""\
         data:
           raw_dir: {raw}
           retries: 2
           timeout_s: 10
           mirrors:
-        """) + "".join(f"    - {m}\n" for m in mirrors))
+        """)
+        + "".join(f"    - {m}\n" for m in mirrors)
+    )
     env = {k: v for k, v in os.environ.items() if k != download.ENV_MIRRORS}
-    proc = subprocess.run([MNISTBENCH, "download", "--params", str(params)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [MNISTBENCH, "download", "--params", str(params)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: could not get train-images-idx3-ubyte from any mirror:"]
-    message = proc.stderr[proc.stderr.index("error:"):]
+    message = proc.stderr[proc.stderr.index("error:") :]
     for mirror, why in mirrors.items():
         lines = [line for line in message.splitlines() if line.strip().startswith(f"{mirror}:")]
         assert len(lines) == 1 and why in lines[0], (mirror, why, message)
@@ -409,11 +432,16 @@ def test_killed_download_keeps_old_files_and_next_run_cleans_up(server, tmp_path
     stale = b"an older, invalid train-images file"
     (raw / "train-images-idx3-ubyte").write_bytes(stale)
     before = {p.name: p.read_bytes() for p in raw.iterdir()}
-    code = ("import sys; from mnistbench import config, download; download.download_all("
-            "config.DataConfig(raw_dir=sys.argv[1], mirrors=(sys.argv[2],), timeout_s=120), "
-            "environ={})")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(raw), server.url("stall")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "import sys; from mnistbench import config, download; download.download_all("
+        "config.DataConfig(raw_dir=sys.argv[1], mirrors=(sys.argv[2],), timeout_s=120), "
+        "environ={})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(raw), server.url("stall")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert server.half_sent.wait(60), "the download never started"
         deadline = time.monotonic() + 30
@@ -428,8 +456,11 @@ def test_killed_download_keeps_old_files_and_next_run_cleans_up(server, tmp_path
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
 
-    after = {p.name: p.read_bytes() for p in raw.iterdir()
-             if not p.name.startswith(download.PARTIAL_PREFIX)}
+    after = {
+        p.name: p.read_bytes()
+        for p in raw.iterdir()
+        if not p.name.startswith(download.PARTIAL_PREFIX)
+    }
     assert after == before
 
     served = download.download_all(_cfg(raw, server.url("good")), environ={})
@@ -451,10 +482,12 @@ def test_env_mirrors_are_tried_first(server, tmp_path, monkeypatch):
 
     served = download.download_all(_cfg(tmp_path / "raw", str(MIRROR)))  # environ: os.environ
 
-    assert served == {"train-images-idx3-ubyte": good,
-                      "train-labels-idx1-ubyte": str(folder),
-                      "t10k-images-idx3-ubyte": file_url,
-                      "t10k-labels-idx1-ubyte": str(folder)}
+    assert served == {
+        "train-images-idx3-ubyte": good,
+        "train-labels-idx1-ubyte": str(folder),
+        "t10k-images-idx3-ubyte": file_url,
+        "t10k-labels-idx1-ubyte": str(folder),
+    }
     assert server.count() == {("good", "train-images-idx3-ubyte"): 1}
     assert all(download.is_valid(tmp_path / "raw" / f.name, f) for f in FILES)
 
@@ -463,7 +496,13 @@ def test_mirrors_from_order():
     cfg = config.DataConfig(mirrors=("a/", "b/"))
     assert download.mirrors_from(cfg, {}) == ["a/", "b/"]
     assert download.mirrors_from(cfg, {"MNIST_MIRRORS": ""}) == ["a/", "b/"]
-    assert download.mirrors_from(cfg, {"MNIST_MIRRORS": "x/, y/ z/"}) == ["x/", "y/", "z/", "a/", "b/"]
+    assert download.mirrors_from(cfg, {"MNIST_MIRRORS": "x/, y/ z/"}) == [
+        "x/",
+        "y/",
+        "z/",
+        "a/",
+        "b/",
+    ]
 
 
 def test_valid_files_are_not_downloaded_again(server, tmp_path, raw_dir):
@@ -503,21 +542,33 @@ def test_two_downloads_at_once_the_second_is_refused(server, tmp_path, raw_dir):
     params = tmp_path / "params.yaml"
     params.write_text(f"data:\n  raw_dir: {raw}\n  mirrors: ['{server.url('slow')}']\n")
     env = {k: v for k, v in os.environ.items() if k != download.ENV_MIRRORS}
-    first = subprocess.Popen([MNISTBENCH, "download", "--params", str(params)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [MNISTBENCH, "download", "--params", str(params)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not server.count("slow") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.count("slow"), "the first download never asked the mirror"
-        second = subprocess.run([MNISTBENCH, "download", "--params", str(params)], env=env,
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [MNISTBENCH, "download", "--params", str(params)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         out, err = first.communicate(timeout=120)
     assert second.returncode == 1 and "Traceback" not in second.stderr
-    assert second.stderr.strip() == (f"error: {raw} is being written by another command "
-                                     f"(pid {first.pid}, mnistbench download); wait until it "
-                                     "ends, or write elsewhere (--out, data.*_dir)")
+    assert second.stderr.strip() == (
+        f"error: {raw} is being written by another command "
+        f"(pid {first.pid}, mnistbench download); wait until it "
+        "ends, or write elsewhere (--out, data.*_dir)"
+    )
     assert first.returncode == 0, err
     assert server.count() == {("slow", "train-labels-idx1-ubyte"): 1}
     assert all(download.is_valid(raw / f.name, f) for f in FILES)

@@ -55,8 +55,13 @@ def _imported(node: ast.AST, current: str) -> set[str]:
 
 def imports_in(tree: ast.AST, current: str) -> set[str]:
     """Every mnistbench import anywhere under `tree`, function bodies included."""
-    return set().union(*(_imported(n, current) for n in ast.walk(tree)
-                         if isinstance(n, (ast.Import, ast.ImportFrom))))
+    return set().union(
+        *(
+            _imported(n, current)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        )
+    )
 
 
 def closure(start: set[str], done: frozenset[str] = frozenset()) -> set[str]:
@@ -78,18 +83,33 @@ def command_imports(command: str) -> set[str]:
     function's and those of the functions that decorate it (e.g. _known_errors)."""
     tree = ast.parse((SRC / PACKAGE / "cli.py").read_text())
     functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    top = set().union(*(_imported(n, "mnistbench.cli") for n in tree.body
-                        if isinstance(n, (ast.Import, ast.ImportFrom))))
+    top = set().union(
+        *(
+            _imported(n, "mnistbench.cli")
+            for n in tree.body
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        )
+    )
     for fn in functions.values():
         for dec in fn.decorator_list:
-            if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
-                    and dec.func.attr == "command"):
+            if (
+                isinstance(dec, ast.Call)
+                and isinstance(dec.func, ast.Attribute)
+                and dec.func.attr == "command"
+            ):
                 name = dec.args[0].value if dec.args else fn.name.replace("_", "-")
                 if name == command:
-                    wrappers = [functions[d.id] for d in fn.decorator_list
-                                if isinstance(d, ast.Name) and d.id in functions]
-                    return {"mnistbench.cli", *top, *imports_in(fn, "mnistbench.cli"),
-                            *(m for w in wrappers for m in imports_in(w, "mnistbench.cli"))}
+                    wrappers = [
+                        functions[d.id]
+                        for d in fn.decorator_list
+                        if isinstance(d, ast.Name) and d.id in functions
+                    ]
+                    return {
+                        "mnistbench.cli",
+                        *top,
+                        *imports_in(fn, "mnistbench.cli"),
+                        *(m for w in wrappers for m in imports_in(w, "mnistbench.cli")),
+                    }
     raise AssertionError(f"cli.py defines no command {command!r}")
 
 
@@ -109,8 +129,7 @@ def as_files(modules: set[str]) -> set[str]:
 
 def uncovered(files: set[str], deps: set[str]) -> list[str]:
     """The files that no dep names, itself or through a folder above it."""
-    return sorted(f for f in files
-                  if not any(p in deps for p in [f, *map(str, Path(f).parents)]))
+    return sorted(f for f in files if not any(p in deps for p in [f, *map(str, Path(f).parents)]))
 
 
 def resolved_stages() -> dict[str, dict]:
@@ -118,20 +137,25 @@ def resolved_stages() -> dict[str, dict]:
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return {s.addressing: {"cmd": s.cmd, "deps": {str(d.def_path) for d in s.deps}}
-                for s in repo.index.stages}
+        return {
+            s.addressing: {"cmd": s.cmd, "deps": {str(d.def_path) for d in s.deps}}
+            for s in repo.index.stages
+        }
 
 
 STAGES = resolved_stages()
 
 
-@pytest.mark.parametrize("stage", sorted(n for n, s in STAGES.items()
-                                         if s["cmd"].startswith("mnistbench")))
+@pytest.mark.parametrize(
+    "stage", sorted(n for n, s in STAGES.items() if s["cmd"].startswith("mnistbench"))
+)
 def test_every_imported_module_is_a_dep(stage):
     needed = as_files(stage_modules(STAGES[stage]["cmd"]))
     missing = uncovered(needed, STAGES[stage]["deps"])
-    assert not missing, (f"dvc.yaml: stage {stage} runs `{STAGES[stage]['cmd']}`, which imports "
-                         f"{', '.join(missing)}; add them to its deps")
+    assert not missing, (
+        f"dvc.yaml: stage {stage} runs `{STAGES[stage]['cmd']}`, which imports "
+        f"{', '.join(missing)}; add them to its deps"
+    )
 
 
 @pytest.mark.parametrize("stage", sorted(n for n in STAGES if n.startswith("train@")))
@@ -155,8 +179,9 @@ def test_every_backend_of_params_has_its_train_stage_and_data():
 
     cfg = config.load(ROOT / "params.yaml")
     trained = {n.split("@", 1)[1]: s for n, s in STAGES.items() if n.startswith("train@")}
-    assert sorted(trained) == sorted(cfg.backends), "dvc.yaml's train_code and params.yaml's " \
-        "backends must list the same backends"
+    assert sorted(trained) == sorted(cfg.backends), (
+        "dvc.yaml's train_code and params.yaml's backends must list the same backends"
+    )
     for name, data in cfg.backends.items():
         assert data in trained[name]["deps"], f"train@{name} must depend on {data}"
 
@@ -167,7 +192,7 @@ def test_compare_and_the_plots_cover_every_backend():
     assert not missing, f"compare's deps lack metrics/ of {missing}"
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
     for plot in plots:
-        (name, spec), = plot.items()
+        ((name, spec),) = plot.items()
         drawn = {Path(p).parts[1] for p in spec["y"]}
         assert drawn == set(trained), f"plot {name} draws {sorted(drawn)}, not {sorted(trained)}"
 

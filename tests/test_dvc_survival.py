@@ -30,8 +30,11 @@ BACKENDS = {"jax-scan": "data/raw", "torch-tensor": "data/raw"}  # fast ones, on
 
 def _results(repo: Path) -> dict[str, bytes]:
     """Every file under metrics/ (results, and anything a run left behind), by path."""
-    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "metrics").rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in sorted((repo / "metrics").rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +50,14 @@ def repo(tmp_path_factory) -> Path:
     params["backends"] = BACKENDS
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("__pycache__/\n")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"],
-                ["dvc", "repro", "download"],  # up to date, as in a clone after `dvc pull`
-                ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+        ["dvc", "repro", "download"],  # up to date, as in a clone after `dvc pull`
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "base"],
+    ):
         subprocess.run(cmd, cwd=repo, env=_env(repo), check=True, capture_output=True)
     return repo
 
@@ -58,16 +65,24 @@ def repo(tmp_path_factory) -> Path:
 def _env(repo: Path) -> dict[str, str]:
     """DVC's stages run `mnistbench` from this environment, with the repo's copy of src/."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(repo / "src"),
-               TF_CPP_MIN_LOG_LEVEL="2", DVC_NO_ANALYTICS="1", JAX_PLATFORMS="cpu",
-               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(repo / "src"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        DVC_NO_ANALYTICS="1",
+        JAX_PLATFORMS="cpu",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
     return env
 
 
 def _dvc(repo: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", *args], cwd=repo, env=_env(repo), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["dvc", *args], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _set(repo: Path, **train: object) -> None:
@@ -82,8 +97,7 @@ def _set(repo: Path, **train: object) -> None:
 @pytest.fixture
 def restore(repo):
     yield
-    subprocess.run(["git", "checkout", "-q", "--", "params.yaml", "metrics"], cwd=repo,
-                   check=True)
+    subprocess.run(["git", "checkout", "-q", "--", "params.yaml", "metrics"], cwd=repo, check=True)
 
 
 def test_failing_train_stage_keeps_its_results(repo, restore):
@@ -108,8 +122,12 @@ def test_failing_compare_keeps_the_previous_summary(repo, restore):
     assert proc.returncode != 0
     assert "metrics/torch-tensor/metrics.json" in proc.stdout + proc.stderr
     assert _results(repo) == before
-    assert {"metrics/summary.json", "metrics/summary.md", "metrics/epoch_time.png",
-            "metrics/curves.png"} <= set(before)
+    assert {
+        "metrics/summary.json",
+        "metrics/summary.md",
+        "metrics/epoch_time.png",
+        "metrics/curves.png",
+    } <= set(before)
 
 
 def test_exp_run_with_a_typo_keeps_results_and_says_how_to_restore_params(repo, restore):
@@ -132,9 +150,15 @@ def test_interrupted_training_keeps_the_previous_results(repo, restore):
     `dvc repro train@jax-scan`: the previous results stay, and nothing half-written."""
     before = _results(repo)
     _set(repo, data__limit_train=2000, data__limit_test=500, train__epochs=1000)
-    proc = subprocess.Popen(["dvc", "repro", "train@jax-scan"], cwd=repo, env=_env(repo),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train@jax-scan"],
+        cwd=repo,
+        env=_env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     try:
         deadline = time.monotonic() + 240

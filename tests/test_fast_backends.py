@@ -17,28 +17,49 @@ from mnistbench.backends import _idx
 
 
 def tiny_config(raw_dir: Path, tfds_dir: Path, **train_keys) -> config.Config:
-    return config.from_dict({
-        "data": {"raw_dir": str(raw_dir), "tfds_dir": str(tfds_dir),
-                 "limit_train": 1000, "limit_test": 300},
-        "train": {"epochs": 2, "device": "cpu", **train_keys},
-        "backends": {"jax-scan": str(raw_dir), "torch-tensor": str(raw_dir),
-                     "jax-grain": str(tfds_dir)},
-    })
+    return config.from_dict(
+        {
+            "data": {
+                "raw_dir": str(raw_dir),
+                "tfds_dir": str(tfds_dir),
+                "limit_train": 1000,
+                "limit_test": 300,
+            },
+            "train": {"epochs": 2, "device": "cpu", **train_keys},
+            "backends": {
+                "jax-scan": str(raw_dir),
+                "torch-tensor": str(raw_dir),
+                "jax-grain": str(tfds_dir),
+            },
+        }
+    )
 
 
 @pytest.mark.slow
 def test_jax_grain_never_imports_tensorflow(raw_dir, tfds_dir, tmp_path):
     """In a fresh process (this one has TensorFlow from other tests): build, two epochs."""
     params = tmp_path / "params.json"
-    params.write_text(json.dumps({
-        "data": {"raw_dir": str(raw_dir), "tfds_dir": str(tfds_dir), "limit_train": 500,
-                 "limit_test": 100},
-        "train": {"epochs": 2, "device": "cpu"}, "backends": {"jax-grain": str(tfds_dir)}}))
-    code = ("import sys; from mnistbench import config, train\n"
-            f"summary = train.train(config.load({str(params)!r}), 'jax-grain', {str(tmp_path)!r})\n"
-            "assert summary['val_acc'] > 0.5, summary\n"
-            "tf = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')\n"
-            "assert not tf, tf")
+    params.write_text(
+        json.dumps(
+            {
+                "data": {
+                    "raw_dir": str(raw_dir),
+                    "tfds_dir": str(tfds_dir),
+                    "limit_train": 500,
+                    "limit_test": 100,
+                },
+                "train": {"epochs": 2, "device": "cpu"},
+                "backends": {"jax-grain": str(tfds_dir)},
+            }
+        )
+    )
+    code = (
+        "import sys; from mnistbench import config, train\n"
+        f"summary = train.train(config.load({str(params)!r}), 'jax-grain', {str(tmp_path)!r})\n"
+        "assert summary['val_acc'] > 0.5, summary\n"
+        "tf = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')\n"
+        "assert not tf, tf"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -104,11 +125,11 @@ def test_validation_is_the_articles_mean_of_batch_means(name, raw_dir, tfds_dir)
     x, y = _test_split(name, trainer, raw_dir)
     losses, accs = [], []
     for start in range(0, 300, 64):
-        h = torch.from_numpy(x[start:start + 64]).double()
+        h = torch.from_numpy(x[start : start + 64]).double()
         for i, (w, b) in enumerate(weights):
             h = h @ w + b
             h = torch.relu(h) if i < len(weights) - 1 else torch.log_softmax(h, -1)
-        target = torch.from_numpy(y[start:start + 64]).long()
+        target = torch.from_numpy(y[start : start + 64]).long()
         losses.append(torch.nn.functional.nll_loss(h, target).item())
         accs.append((h.argmax(-1) == target).double().mean().item())
     assert float(val_acc) == pytest.approx(np.mean(accs), abs=1e-6)
@@ -131,6 +152,10 @@ def _weights(name: str, trainer) -> list[tuple]:
         linears = [m for m in trainer.model.net if isinstance(m, torch.nn.Linear)]
         return [(lin.weight.detach().double().T, lin.bias.detach().double()) for lin in linears]
     params = trainer.state.params
-    return [(torch.from_numpy(np.asarray(params[k]["kernel"], np.float64)),
-             torch.from_numpy(np.asarray(params[k]["bias"], np.float64)))
-            for k in sorted(params, key=lambda k: int(k.split("_")[1]))]
+    return [
+        (
+            torch.from_numpy(np.asarray(params[k]["kernel"], np.float64)),
+            torch.from_numpy(np.asarray(params[k]["bias"], np.float64)),
+        )
+        for k in sorted(params, key=lambda k: int(k.split("_")[1]))
+    ]

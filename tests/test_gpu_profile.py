@@ -24,8 +24,12 @@ def gp():
 
 
 def test_kernel_table_counts_kernels_and_time_per_step(gp):
-    events = [{"name": "gemm", "ts": 0, "dur": 4}, {"name": "adam", "ts": 5, "dur": 2},
-              {"name": "gemm", "ts": 10, "dur": 6}, {"name": "adam", "ts": 17, "dur": 3}]
+    events = [
+        {"name": "gemm", "ts": 0, "dur": 4},
+        {"name": "adam", "ts": 5, "dur": 2},
+        {"name": "gemm", "ts": 10, "dur": 6},
+        {"name": "adam", "ts": 17, "dur": 3},
+    ]
     table = gp.kernel_table(events, steps=2)
     assert table["kernels"] == 4 and table["kernels_per_step"] == 2
     assert table["kernel_us_per_step"] == pytest.approx(7.5)  # (4 + 2 + 6 + 3) / 2
@@ -36,23 +40,36 @@ def test_kernel_table_counts_kernels_and_time_per_step(gp):
 
 
 def test_torch_trace_keeps_device_events_only(gp):
-    trace = {"traceEvents": [
-        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 9},
-        {"ph": "X", "cat": "kernel", "name": "sgemm", "ts": 1, "dur": 3},
-        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoD", "ts": 5, "dur": 1},
-        {"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "ts": 0, "dur": 2}]}
+    trace = {
+        "traceEvents": [
+            {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 9},
+            {"ph": "X", "cat": "kernel", "name": "sgemm", "ts": 1, "dur": 3},
+            {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoD", "ts": 5, "dur": 1},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "ts": 0, "dur": 2},
+        ]
+    }
     assert [e["name"] for e in gp.torch_trace_kernels(trace)] == ["sgemm", "Memcpy DtoD"]
 
 
 def test_jax_trace_keeps_the_gpu_streams_not_the_derived_lines(gp):
-    meta = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
-            {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
-            {"ph": "M", "pid": 2, "tid": 10, "name": "thread_name", "args": {"name": "Stream #13(Compute)"}},
-            {"ph": "M", "pid": 2, "tid": 11, "name": "thread_name", "args": {"name": "XLA Ops"}},
-            {"ph": "M", "pid": 1, "tid": 10, "name": "thread_name", "args": {"name": "Stream #1"}}]
-    events = [{"ph": "X", "pid": 2, "tid": 10, "name": "loop_fusion", "ts": 0, "dur": 2},
-              {"ph": "X", "pid": 2, "tid": 11, "name": "loop_fusion", "ts": 0, "dur": 2},
-              {"ph": "X", "pid": 1, "tid": 10, "name": "PjitFunction", "ts": 0, "dur": 9}]
+    meta = [
+        {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
+        {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+        {
+            "ph": "M",
+            "pid": 2,
+            "tid": 10,
+            "name": "thread_name",
+            "args": {"name": "Stream #13(Compute)"},
+        },
+        {"ph": "M", "pid": 2, "tid": 11, "name": "thread_name", "args": {"name": "XLA Ops"}},
+        {"ph": "M", "pid": 1, "tid": 10, "name": "thread_name", "args": {"name": "Stream #1"}},
+    ]
+    events = [
+        {"ph": "X", "pid": 2, "tid": 10, "name": "loop_fusion", "ts": 0, "dur": 2},
+        {"ph": "X", "pid": 2, "tid": 11, "name": "loop_fusion", "ts": 0, "dur": 2},
+        {"ph": "X", "pid": 1, "tid": 10, "name": "PjitFunction", "ts": 0, "dur": 9},
+    ]
     assert gp.jax_trace_kernels({"traceEvents": meta + events}) == events[:1]
     assert gp.jax_trace_kernels(meta + events) == events[:1]  # a bare list is accepted too
 
@@ -98,13 +115,32 @@ def test_runs_end_to_end_on_a_cpu(raw_dir, tmp_path):
     """Every part in its own process, on 512 examples: JSON per part, the report, and the
     CUDA-only part saying why it did not run."""
     parts = "torch-graph,torch-step,jax-hlo"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--device", "cpu",
-                           "--raw-dir", str(raw_dir), "--limit-train", "512", "--epochs", "2",
-                           "--parts", parts], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--raw-dir",
+            str(raw_dir),
+            "--limit-train",
+            "512",
+            "--epochs",
+            "2",
+            "--parts",
+            parts,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     graph = json.loads((tmp_path / "torch-graph.json").read_text())
     assert graph["steps"] == 16 and graph["graph"] == "eager (CPU)" and len(graph["epoch_s"]) == 2
-    assert json.loads((tmp_path / "torch-step.json").read_text()) == {"skipped": "CUDA graphs need a GPU"}
+    assert json.loads((tmp_path / "torch-step.json").read_text()) == {
+        "skipped": "CUDA graphs need a GPU"
+    }
     hlo = json.loads((tmp_path / "jax-hlo.json").read_text())
     assert hlo["hlo"] and sum(hlo["loop_body_ops"].values()) > 0
     report = (tmp_path / "profile.md").read_text()

@@ -61,6 +61,7 @@ def test_results_are_read_after_the_clock():
                 def __float__(self):
                     calls.append("float")
                     return 1.0
+
             return Value()
 
     ticks = iter(range(100))
@@ -74,13 +75,23 @@ def test_results_are_read_after_the_clock():
 
 
 def _epoch(n: int, train: float, evaluate: float, acc: float = 0.9) -> harness.Epoch:
-    return harness.Epoch(n, train_loss=1.0 / n, val_loss=0.5 / n, val_acc=acc,
-                         train_time_s=train, eval_time_s=evaluate)
+    return harness.Epoch(
+        n,
+        train_loss=1.0 / n,
+        val_loss=0.5 / n,
+        val_acc=acc,
+        train_time_s=train,
+        eval_time_s=evaluate,
+    )
 
 
 def test_summary_reports_first_epoch_apart_and_median_of_the_rest():
-    history = [_epoch(1, 10.0, 2.0), _epoch(2, 3.0, 1.0), _epoch(3, 5.0, 1.0),
-               _epoch(4, 4.0, 1.0, acc=0.97)]
+    history = [
+        _epoch(1, 10.0, 2.0),
+        _epoch(2, 3.0, 1.0),
+        _epoch(3, 5.0, 1.0),
+        _epoch(4, 4.0, 1.0, acc=0.97),
+    ]
     s = harness.summarize(history, num_train=60000, batch_size=32)
     assert s["first_epoch_s"] == 12.0
     assert s["epoch_time_median_s"] == 5.0  # median of 4, 6, 5

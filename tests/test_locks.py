@@ -33,8 +33,12 @@ class Holder:
     """A second process holding the lock of `output` until released or killed."""
 
     def __init__(self, output: Path, command: str):
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLD, str(output), command],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(output), command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout.readline() == "held\n"
 
     def release(self) -> None:
@@ -47,28 +51,32 @@ class Holder:
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([MNISTBENCH, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([MNISTBENCH, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
 def params(tmp_path) -> Path:
     """Data and outputs under tmp_path; no mirror that works (nothing is fetched here)."""
     path = tmp_path / "params.yaml"
-    path.write_text(f"data:\n  raw_dir: {tmp_path / 'data' / 'raw'}\n"
-                    f"  tfds_dir: {tmp_path / 'data' / 'tfds'}\n"
-                    f"  mirrors: [{tmp_path / 'no-mirror'}]\n"
-                    "backends:\n  jax-scan: " + str(tmp_path / "data" / "raw") + "\n")
+    path.write_text(
+        f"data:\n  raw_dir: {tmp_path / 'data' / 'raw'}\n"
+        f"  tfds_dir: {tmp_path / 'data' / 'tfds'}\n"
+        f"  mirrors: [{tmp_path / 'no-mirror'}]\n"
+        "backends:\n  jax-scan: " + str(tmp_path / "data" / "raw") + "\n"
+    )
     return path
 
 
-@pytest.mark.parametrize("command, output", [
-    (["download"], "data/raw"),
-    (["build-tfds"], "data/tfds"),
-    (["train", "jax-scan", "--out", "metrics"], "metrics/jax-scan"),
-    (["compare", "--metrics", "metrics"], "metrics/summary.json"),
-    (["roofline", "--out", "metrics"], "metrics/roofline"),
-])
+@pytest.mark.parametrize(
+    "command, output",
+    [
+        (["download"], "data/raw"),
+        (["build-tfds"], "data/tfds"),
+        (["train", "jax-scan", "--out", "metrics"], "metrics/jax-scan"),
+        (["compare", "--metrics", "metrics"], "metrics/summary.json"),
+        (["roofline", "--out", "metrics"], "metrics/roofline"),
+    ],
+)
 def test_a_second_command_on_the_same_output_fails_at_once(tmp_path, params, command, output):
     holder = Holder(tmp_path / output, "test holder")
     try:
@@ -80,7 +88,8 @@ def test_a_second_command_on_the_same_output_fails_at_once(tmp_path, params, com
     assert proc.stderr.strip() == (
         f"error: {tmp_path / output if command[0] in ('download', 'build-tfds') else output} is "
         f"being written by another command (pid {holder.proc.pid}, mnistbench test holder); "
-        "wait until it ends, or write elsewhere (--out, data.*_dir)")
+        "wait until it ends, or write elsewhere (--out, data.*_dir)"
+    )
     assert not locks.lock_path(tmp_path / output).exists()  # released and removed
 
 
@@ -107,7 +116,7 @@ def test_a_killed_holder_leaves_a_lock_file_that_does_not_block(tmp_path):
 
 def test_the_lock_is_released_on_error(tmp_path):
     output = tmp_path / "out"
-    with pytest.raises(ZeroDivisionError), locks.exclusive(output, "x"):
-        1 / 0
+    with pytest.raises(RuntimeError), locks.exclusive(output, "x"):
+        raise RuntimeError("the command failed")
     with locks.exclusive(output, "x"):  # free again, at once
         pass

@@ -31,13 +31,28 @@ def test_the_fingerprint_holds_nothing_that_changes_between_runs():
     text = json.dumps(fp)
     assert os.uname().nodename not in text or os.uname().nodename in fp["cpu"]
     assert not {"time", "date", "load", "hostname", "free_memory"} & set(fp)
-    assert {"cpu", "cpu_flags", "cpus_usable", "memory_gib", "gpus", "image", "image_version",
-            "python", "frameworks", "thread_env"} <= set(fp)
+    assert {
+        "cpu",
+        "cpu_flags",
+        "cpus_usable",
+        "memory_gib",
+        "gpus",
+        "image",
+        "image_version",
+        "python",
+        "frameworks",
+        "thread_env",
+    } <= set(fp)
 
 
-@pytest.mark.parametrize("var, value", [("MNISTBENCH_IMAGE", "mnistbench:cpu"),
-                                        ("MNISTBENCH_IMAGE_VERSION", "v2"),
-                                        ("OMP_NUM_THREADS", "1")])
+@pytest.mark.parametrize(
+    "var, value",
+    [
+        ("MNISTBENCH_IMAGE", "mnistbench:cpu"),
+        ("MNISTBENCH_IMAGE_VERSION", "v2"),
+        ("OMP_NUM_THREADS", "1"),
+    ],
+)
 def test_another_image_or_thread_setting_is_another_fingerprint(monkeypatch, var, value):
     before = machine.record()["id"]
     monkeypatch.setenv(var, value)
@@ -51,11 +66,14 @@ def test_another_framework_version_is_another_fingerprint(monkeypatch):
     assert machine.record()["id"] != before
 
 
-@pytest.mark.parametrize("cpu, cpus, gpus, name", [
-    ("Intel(R) Xeon(R) Processor", 2, [], "intel-xeon-2cpu"),
-    ("AMD EPYC 7B13 64-Core Processor", 16, [], "amd-epyc-7b13-16cpu"),
-    ("Intel(R) Xeon(R) Processor", 16, ["NVIDIA H200, 143771 MiB, 580.159.04"], "nvidia-h200"),
-])
+@pytest.mark.parametrize(
+    "cpu, cpus, gpus, name",
+    [
+        ("Intel(R) Xeon(R) Processor", 2, [], "intel-xeon-2cpu"),
+        ("AMD EPYC 7B13 64-Core Processor", 16, [], "amd-epyc-7b13-16cpu"),
+        ("Intel(R) Xeon(R) Processor", 16, ["NVIDIA H200, 143771 MiB, 580.159.04"], "nvidia-h200"),
+    ],
+)
 def test_machine_names(cpu, cpus, gpus, name):
     fp = {**machine.fingerprint(), "cpu": cpu, "cpus_usable": cpus, "gpus": gpus}
     assert machine.machine_name(fp) == name
@@ -74,8 +92,15 @@ def _machine_dir(root: Path, name: str, rows: dict[str, tuple[float, float]]) ->
     """A results/<name>/ with summary.json (backend -> (s/epoch, val_acc)) and machine.json."""
     d = root / name
     d.mkdir(parents=True)
-    backends = {b: {"epoch_time_median_s": s, "epoch_time_min_s": s * 0.9,
-                    "epoch_time_max_s": s * 1.1, "val_acc": acc} for b, (s, acc) in rows.items()}
+    backends = {
+        b: {
+            "epoch_time_median_s": s,
+            "epoch_time_min_s": s * 0.9,
+            "epoch_time_max_s": s * 1.1,
+            "val_acc": acc,
+        }
+        for b, (s, acc) in rows.items()
+    }
     (d / "summary.json").write_text(json.dumps({"backends": backends, "settings": {}}))
     (d / "machine.json").write_text(json.dumps(machine.record()))
     return d
@@ -83,15 +108,34 @@ def _machine_dir(root: Path, name: str, rows: dict[str, tuple[float, float]]) ->
 
 def test_report_one_column_per_machine_and_a_dash_for_a_missing_backend(tmp_path):
     results = tmp_path / "results"
-    _machine_dir(results, "cpu-box", {"torch-dataloader": (4.0, 0.97), "torch-tfds": (3.0, 0.97),
-                                      "jax-tfds": (2.0, 0.98), "jax-scan": (0.5, 0.97)})
+    _machine_dir(
+        results,
+        "cpu-box",
+        {
+            "torch-dataloader": (4.0, 0.97),
+            "torch-tfds": (3.0, 0.97),
+            "jax-tfds": (2.0, 0.98),
+            "jax-scan": (0.5, 0.97),
+        },
+    )
     _machine_dir(results, "gpu-box", {"torch-dataloader": (8.0, 0.97), "jax-scan": (0.05, 0.97)})
-    local = _machine_dir(tmp_path, "metrics", {"torch-dataloader": (2.0, 0.97),
-                                               "torch-tfds": (2.5, 0.97), "jax-tfds": (1.0, 0.98),
-                                               "jax-scan": (0.25, 0.97)})
+    local = _machine_dir(
+        tmp_path,
+        "metrics",
+        {
+            "torch-dataloader": (2.0, 0.97),
+            "torch-tfds": (2.5, 0.97),
+            "jax-tfds": (1.0, 0.98),
+            "jax-scan": (0.25, 0.97),
+        },
+    )
     cols = report.write(results, local, tmp_path / "out")
-    assert [c.name for c in cols] == [report.ARTICLE, "cpu-box", "gpu-box",
-                                      f"{report.LOCAL} ({machine.record()['name']})"]
+    assert [c.name for c in cols] == [
+        report.ARTICLE,
+        "cpu-box",
+        "gpu-box",
+        f"{report.LOCAL} ({machine.record()['name']})",
+    ]
     md = (tmp_path / "out" / "machines.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| `")]
     tfds_row = next(line for line in table if line.startswith("| `torch-tfds`"))
@@ -152,20 +196,43 @@ def repo(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "results", repo / "results")
     env = _env(repo, "host")
-    _run([str(BIN / "mnistbench"), "params", "params.yaml", "--params", str(ROOT / "params.yaml"),
-          "--set", "data.limit_train=2000", "--set", "data.limit_test=500",
-          "--set", "train.epochs=2", "--set", f"data.mirrors=['{ROOT / 'data' / 'mirror'}/']"],
-         repo, env)
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
+    _run(
+        [
+            str(BIN / "mnistbench"),
+            "params",
+            "params.yaml",
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--set",
+            "data.limit_train=2000",
+            "--set",
+            "data.limit_test=500",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            f"data.mirrors=['{ROOT / 'data' / 'mirror'}/']",
+        ],
+        repo,
+        env,
+    )
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"],
+    ):
         _run(cmd, repo, env)
     return repo
 
 
 def _env(repo: Path, image: str) -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(repo / "src"), "MNISTBENCH_IMAGE": image,
-            "DVC_NO_ANALYTICS": "1", "MNIST_MIRRORS": ""}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(repo / "src"),
+        "MNISTBENCH_IMAGE": image,
+        "DVC_NO_ANALYTICS": "1",
+        "MNIST_MIRRORS": "",
+    }
 
 
 TARGETS = ["train@torch-tensor", "train@jax-scan"]  # two fast backends stand for all
@@ -178,9 +245,12 @@ def _backends(repo: Path) -> list[str]:
 
 
 def _commit_branch(repo: Path, branch: str, env: dict) -> None:
-    for cmd in (["git", "switch", "-q", "-c", branch], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", branch],
-                ["git", "switch", "-q", "main"]):
+    for cmd in (
+        ["git", "switch", "-q", "-c", branch],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", branch],
+        ["git", "switch", "-q", "main"],
+    ):
         _run(cmd, repo, env)
 
 
@@ -208,8 +278,14 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
     assert second["env"]["image"] == "machine-b" and first["env"]["image"] == "machine-a"
     _commit_branch(repo, "machine-b", _env(repo, "machine-b"))
 
-    diff = json.loads(_run([dvc, "metrics", "diff", "machine-a", "machine-b", "--json"], repo,
-                           _env(repo, "machine-b"), stdout_only=True))
+    diff = json.loads(
+        _run(
+            [dvc, "metrics", "diff", "machine-a", "machine-b", "--json"],
+            repo,
+            _env(repo, "machine-b"),
+            stdout_only=True,
+        )
+    )
     timed = diff["metrics/jax-scan/metrics.json"]["epoch_time_median_s"]
     assert timed["old"] == first["epoch_time_median_s"]
     assert timed["new"] == second["epoch_time_median_s"]
@@ -222,7 +298,9 @@ def test_keep_copies_a_run_into_its_own_folder_and_never_over_one(tmp_path):
     (run / "jax-scan" / "metrics.json").write_text("{}")
     dest = report.keep(run, tmp_path / "results", extra=())
     assert dest.name == machine.record()["name"]
-    assert (dest / "summary.json").is_file() and (dest / "metrics" / "jax-scan" / "metrics.json").is_file()
+    assert (dest / "summary.json").is_file() and (
+        dest / "metrics" / "jax-scan" / "metrics.json"
+    ).is_file()
     assert [c.name for c in report.reference_columns(tmp_path / "results")] == [dest.name]
     with pytest.raises(report.ReportError, match="exists"):
         report.keep(run, tmp_path / "results", extra=())

@@ -44,20 +44,27 @@ class FakeTrainer:
 
 def make_cfg(epochs: int = 3, lr: float = 1e-3) -> config.Config:
     """Without check(): FAKE is no backend module, and train needs none in cfg.backends."""
-    return config.Config(data=config.DataConfig(limit_train=1000, limit_test=300),
-                         train=config.TrainConfig(epochs=epochs, lr=lr, device="cpu"),
-                         backends={FAKE: "data/raw"})
+    return config.Config(
+        data=config.DataConfig(limit_train=1000, limit_test=300),
+        train=config.TrainConfig(epochs=epochs, lr=lr, device="cpu"),
+        backends={FAKE: "data/raw"},
+    )
 
 
 @pytest.fixture
 def fake_backend(monkeypatch):
     """`train.train(cfg, FAKE)` trains a FakeTrainer with the losses set in the returned list."""
     losses = [0.5, 0.3, 0.2, 0.1]
-    module = types.SimpleNamespace(FRAMEWORK="Fake", LOADER="fake loader", DATA="raw",
-                                   build=lambda cfg, device: FakeTrainer(losses))
+    module = types.SimpleNamespace(
+        FRAMEWORK="Fake",
+        LOADER="fake loader",
+        DATA="raw",
+        build=lambda cfg, device: FakeTrainer(losses),
+    )
     real_load = train.backends.load
-    monkeypatch.setattr(train.backends, "load",
-                        lambda name: module if name == FAKE else real_load(name))
+    monkeypatch.setattr(
+        train.backends, "load", lambda name: module if name == FAKE else real_load(name)
+    )
     monkeypatch.setattr(train, "_check_input", lambda cfg, name, reads: None)
     return losses
 
@@ -76,8 +83,9 @@ def test_train_writes_exactly_the_contracts_keys(fake_backend, tmp_path):
     assert metrics.validate(written, backend=FAKE) == []
     curves = {p.stem for p in metrics.curves_dir(tmp_path, FAKE).glob("*.tsv")}
     assert curves == set(metrics.CURVES)
-    assert metrics.read_curve(metrics.curve_path(tmp_path, FAKE, "train_loss"), "train_loss",
-                              3) == [0.5, 0.3, 0.2]
+    assert metrics.read_curve(
+        metrics.curve_path(tmp_path, FAKE, "train_loss"), "train_loss", 3
+    ) == [0.5, 0.3, 0.2]
 
 
 def test_the_harness_writes_numbers_and_curves_of_the_contract():
@@ -115,19 +123,37 @@ def test_a_diverged_run_writes_nothing_and_names_the_epoch_and_lr(fake_backend, 
 def test_cli_train_that_diverges_is_a_one_line_error(raw_dir, tmp_path):
     """A real backend in its own process, with a learning rate that overflows float32."""
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({  # JSON is YAML
-        "data": {"raw_dir": str(raw_dir), "limit_train": 512, "limit_test": 100},
-        "train": {"epochs": 2, "lr": 1e30, "device": "cpu"},
-        "backends": {"jax-scan": str(raw_dir)}}))
+    params.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "data": {"raw_dir": str(raw_dir), "limit_train": 512, "limit_test": 100},
+                "train": {"epochs": 2, "lr": 1e30, "device": "cpu"},
+                "backends": {"jax-scan": str(raw_dir)},
+            }
+        )
+    )
     out = tmp_path / "metrics"
-    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "train", "jax-scan",
-                           "--params", str(params), "--out", str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistbench.cli",
+            "train",
+            "jax-scan",
+            "--params",
+            str(params),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr
-    assert errors[0].startswith("error: jax-scan: training diverged at epoch 1 (lower train.lr, "
-                                "now 1e+30)")
+    assert errors[0].startswith(
+        "error: jax-scan: training diverged at epoch 1 (lower train.lr, now 1e+30)"
+    )
     assert not list(out.glob("*/metrics.json"))
 
 
@@ -160,14 +186,20 @@ def test_compare_reads_only_the_contracts_keys(fake_backend, tmp_path, monkeypat
 
     def spied(cfg, root, name):
         run = real(cfg, root, name)
-        record = {**run.metrics, "env": Spy(run.metrics["env"], seen, "env."),
-                  "params": Spy(run.metrics["params"], seen, "params.")}
+        record = {
+            **run.metrics,
+            "env": Spy(run.metrics["env"], seen, "env."),
+            "params": Spy(run.metrics["params"], seen, "params."),
+        }
         return compare.BackendRun(run.name, Spy(record, seen), run.curves)
 
     monkeypatch.setattr(compare.load, "load_run", spied)
     compare.compare(cfg, tmp_path, tmp_path / "out")
-    contract = {*metrics.KEYS, *(f"env.{k}" for k in metrics.ENV),
-                *(f"params.{k}" for k in metrics.PARAMS)}
+    contract = {
+        *metrics.KEYS,
+        *(f"env.{k}" for k in metrics.ENV),
+        *(f"params.{k}" for k in metrics.PARAMS),
+    }
     assert {"epoch_time_median_s", "val_acc", "env.framework", "env.cpu"} <= seen  # it spies
     assert seen <= contract, f"compare reads keys the contract lacks: {seen - contract}"
 
@@ -184,8 +216,10 @@ def test_compare_reads_every_curve_train_writes(fake_backend, tmp_path):
 
 def test_compare_refuses_backends_made_with_other_params(fake_backend, tmp_path):
     train.train(make_cfg(lr=0.01), FAKE, tmp_path)
-    with pytest.raises(compare.CompareError,
-                       match=r"made with other params: train.lr 0.01 \(current params: 0.001\)"):
+    with pytest.raises(
+        compare.CompareError,
+        match=r"made with other params: train.lr 0.01 \(current params: 0.001\)",
+    ):
         compare.compare(make_cfg(), tmp_path)
     assert not (tmp_path / "summary.json").exists()
 
@@ -197,27 +231,46 @@ def test_sweep_reads_the_contracts_keys():
 # ---------------------------------------------------------------- the validator and layout
 
 
-@pytest.mark.parametrize("kind, good, bad", [
-    (metrics.number("s"), [0, 0.5, 1e9], [math.nan, math.inf, -math.inf, -1e-9, True, "1", None]),
-    (metrics.number("acc", high=1), [0.0, 1.0], [1.0001, math.nan]),
-    (metrics.number("rate", above=True), [1e-9], [0.0, math.inf]),
-    (metrics.integer("n"), [1, 60000], [0, 1.0, True, None]),
-    (metrics.optional(metrics.integer("n")), [None, 3], [0, "3"]),
-    (metrics.integers("widths"), [[128, 256]], [[], [0], [1.5], (128,)]),
-    (metrics.text("device", choices=("cpu", "cuda")), ["cpu"], ["gpu", None]),
-])
+@pytest.mark.parametrize(
+    "kind, good, bad",
+    [
+        (
+            metrics.number("s"),
+            [0, 0.5, 1e9],
+            [math.nan, math.inf, -math.inf, -1e-9, True, "1", None],
+        ),
+        (metrics.number("acc", high=1), [0.0, 1.0], [1.0001, math.nan]),
+        (metrics.number("rate", above=True), [1e-9], [0.0, math.inf]),
+        (metrics.integer("n"), [1, 60000], [0, 1.0, True, None]),
+        (metrics.optional(metrics.integer("n")), [None, 3], [0, "3"]),
+        (metrics.integers("widths"), [[128, 256]], [[], [0], [1.5], (128,)]),
+        (metrics.text("device", choices=("cpu", "cuda")), ["cpu"], ["gpu", None]),
+    ],
+)
 def test_kinds_accept_and_reject(kind, good, bad):
     assert all(kind.ok(v) for v in good)
     assert not any(kind.ok(v) for v in bad)
 
 
 def test_params_of_names_params_yaml_keys():
-    cfg = config.from_dict({"data": {"limit_train": 1000}, "model": {"hidden": [64]},
-                            "train": {"lr": 0.01, "seed": 2, "threads": 1}})
+    cfg = config.from_dict(
+        {
+            "data": {"limit_train": 1000},
+            "model": {"hidden": [64]},
+            "train": {"lr": 0.01, "seed": 2, "threads": 1},
+        }
+    )
     assert metrics.params_of(cfg) == {
-        "data.limit_train": 1000, "data.limit_test": None, "model.hidden": [64],
-        "train.epochs": 10, "train.batch_size": 32, "train.lr": 0.01, "train.seed": 2,
-        "train.threads": 1, "train.device": "auto"}
+        "data.limit_train": 1000,
+        "data.limit_test": None,
+        "model.hidden": [64],
+        "train.epochs": 10,
+        "train.batch_size": 32,
+        "train.lr": 0.01,
+        "train.seed": 2,
+        "train.threads": 1,
+        "train.device": "auto",
+    }
 
 
 def test_validate_lists_every_problem():
@@ -233,9 +286,14 @@ def test_validate_lists_every_problem():
 def test_layout():
     assert metrics.metrics_path("m", "jax-scan") == Path("m/jax-scan/metrics.json")
     assert metrics.curve_path("m", "jax-scan", "val_acc") == Path(
-        "m/jax-scan/plots/metrics/val_acc.tsv")
+        "m/jax-scan/plots/metrics/val_acc.tsv"
+    )
     assert metrics.backend_of("metrics/jax-scan/metrics.json") == "jax-scan"
-    for other in ("metrics/roofline/metrics.json", "metrics/summary.json",
-                  "results/x/metrics/jax-scan/metrics.json", "metrics/jax-scan/plots/x.tsv"):
+    for other in (
+        "metrics/roofline/metrics.json",
+        "metrics/summary.json",
+        "results/x/metrics/jax-scan/metrics.json",
+        "metrics/jax-scan/plots/x.tsv",
+    ):
         assert metrics.backend_of(other) is None, other
     assert compare.OUTPUTS == metrics.SUMMARY_FILES

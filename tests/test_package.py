@@ -7,11 +7,11 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from mnistbench import frameworks
 
@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_version_is_the_installed_distributions():
-    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "--version"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnistbench.cli", "--version"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"mnistbench {metadata.version('mnistbench')}\n"
 
@@ -32,8 +33,11 @@ def test_requires_python_is_what_every_pin_needs():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     lowest = re.fullmatch(r">=\s*(\d+\.\d+)", project["requires-python"].strip())
     assert lowest, f"requires-python {project['requires-python']!r}: expected '>=X.Y'"
-    pins = {name for lock in ("requirements.txt", "constraints.txt")  # the lock: numpy too
-            for name in re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / lock).read_text(), re.M)}
+    pins = {
+        name
+        for lock in ("requirements.txt", "constraints.txt")  # the lock: numpy too
+        for name in re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / lock).read_text(), re.M)
+    }
     too_new = {}
     for name in sorted(pins):
         try:

@@ -36,8 +36,12 @@ def test_the_article_model_costs_what_design_md_says():
 
 def test_roofline_time_is_flops_over_the_peak():
     cfg = config.from_dict({"data": {"limit_train": 1000, "limit_test": 200}})
-    measured = {"matmul_gflops": 50.0, "peak_source": "torch 8x8x8",
-                "by_shape": {"torch": {"8x8x8": 50.0}}, "device": "cpu"}
+    measured = {
+        "matmul_gflops": 50.0,
+        "peak_source": "torch 8x8x8",
+        "by_shape": {"torch": {"8x8x8": 50.0}},
+        "device": "cpu",
+    }
     result = roofline.roofline(cfg, measured, threads_used=2)
     flops = roofline.model_flops((128, 256), 32, 1000, 200)
     assert result["gflop_per_epoch"] == pytest.approx(flops.total / 1e9)
@@ -55,8 +59,9 @@ def test_measurement_reports_the_peak_and_where_it_came_from(monkeypatch):
         assert list(per_shape) == shapes and all(v > 0 for v in per_shape.values())
     framework, shape = measured["peak_source"].split()
     assert measured["matmul_gflops"] == measured["by_shape"][framework][shape]
-    assert measured["matmul_gflops"] == max(v for per in measured["by_shape"].values()
-                                            for v in per.values())
+    assert measured["matmul_gflops"] == max(
+        v for per in measured["by_shape"].values() for v in per.values()
+    )
     assert measured["device"] == "cpu"
 
 
@@ -65,8 +70,20 @@ def test_cli_writes_the_file_compare_reads(tmp_path):
     """`mnistbench roofline` in its own process (as the DVC stage runs it), one thread."""
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"train": {"threads": 1, "device": "cpu"}}))
-    subprocess.run([sys.executable, "-m", "mnistbench.cli", "roofline", "--params", str(params),
-                    "--out", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistbench.cli",
+            "roofline",
+            "--params",
+            str(params),
+            "--out",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     path = tmp_path / "roofline" / "metrics.json"
     written = json.loads(path.read_text())
     assert written["threads"] == 1 and written["env"]["cpus_usable"] == 1
@@ -78,34 +95,44 @@ def test_cli_writes_the_file_compare_reads(tmp_path):
     for fw, bound in written["kernel_bound_epoch_s"].items():
         parts = written["kernel_bound"][fw]
         assert parts["steps"] == 1875 and len(parts["products_s"]) == 8
-        assert bound == pytest.approx(1875 * (sum(parts["products_s"].values())
-                                              + parts["optimizer_s"])
-                                      + sum(parts["eval_products_s"].values()))
+        assert bound == pytest.approx(
+            1875 * (sum(parts["products_s"].values()) + parts["optimizer_s"])
+            + sum(parts["eval_products_s"].values())
+        )
         assert bound > 0
 
 
 # ------------------------------------------------------------------ the kernel bound
+
 
 def test_step_products_are_the_products_model_flops_counts():
     """784 -> 4 -> 10 at batch 8: forward both layers, then backward from the last layer;
     the first layer has no input gradient. Their FLOPs are model_flops' per-step count."""
     products = roofline.step_products((4,), batch_size=8)
     assert [p.name for p in products] == [
-        "forward 1 8x784x4", "forward 2 8x4x10",
-        "weight grad 2 4x8x10", "input grad 2 8x10x4", "weight grad 1 784x8x4"]
+        "forward 1 8x784x4",
+        "forward 2 8x4x10",
+        "weight grad 2 4x8x10",
+        "input grad 2 8x10x4",
+        "weight grad 1 784x8x4",
+    ]
     flops = roofline.model_flops((128, 256), batch_size=32, num_train=60000, num_test=10000)
     assert sum(p.flops for p in roofline.step_products((128, 256), 32)) == flops.per_train_step
     evals = roofline.eval_products((128, 256), num_test=10000)
-    assert [p.name for p in evals] == ["eval forward 1 10000x784x128",
-                                       "eval forward 2 10000x128x256",
-                                       "eval forward 3 10000x256x10"]
+    assert [p.name for p in evals] == [
+        "eval forward 1 10000x784x128",
+        "eval forward 2 10000x128x256",
+        "eval forward 3 10000x256x10",
+    ]
     assert sum(p.flops for p in evals) == flops.eval
 
 
 def _parts(step_products_s: list[float], optimizer_s: float, eval_s: list[float]) -> dict:
-    return {"products_s": {f"p{i}": t for i, t in enumerate(step_products_s)},
-            "optimizer_s": optimizer_s,
-            "eval_products_s": {f"e{i}": t for i, t in enumerate(eval_s)}}
+    return {
+        "products_s": {f"p{i}": t for i, t in enumerate(step_products_s)},
+        "optimizer_s": optimizer_s,
+        "eval_products_s": {f"e{i}": t for i, t in enumerate(eval_s)},
+    }
 
 
 def test_kernel_bound_is_the_parts_summed_over_an_epoch():
@@ -113,8 +140,10 @@ def test_kernel_bound_is_the_parts_summed_over_an_epoch():
     full one), jax-scan 15 (the remainder dropped)."""
     parts = {"torch": _parts([1e-5, 2e-5], 3e-5, [1e-3, 2e-3]), "jax": _parts([4e-5], 1e-5, [5e-4])}
     result = roofline.kernel_bound(parts, num_train=1000, batch_size=64)
-    assert result["kernel_bound_epoch_s"] == {"torch": pytest.approx(16 * 6e-5 + 3e-3),
-                                              "jax": pytest.approx(15 * 5e-5 + 5e-4)}
+    assert result["kernel_bound_epoch_s"] == {
+        "torch": pytest.approx(16 * 6e-5 + 3e-3),
+        "jax": pytest.approx(15 * 5e-5 + 5e-4),
+    }
     torch_parts = result["kernel_bound"]["torch"]
     assert torch_parts["steps"] == 16 and torch_parts["step_s"] == pytest.approx(6e-5)
     assert torch_parts["eval_s"] == pytest.approx(3e-3)
@@ -127,14 +156,20 @@ def test_kernel_efficiency_uses_the_backends_framework():
     assert roofline.kernel_efficiency(metrics, "torch-graph", 2.0) == pytest.approx(0.25)
     assert roofline.kernel_efficiency(metrics, "torch-dataloader", 5.0) == pytest.approx(0.1)
     assert roofline.kernel_efficiency(metrics, "jax-scan", 0.5) == pytest.approx(0.8)
-    assert roofline.kernel_efficiency({"kernel_bound_epoch_s": {"torch": 0.5}}, "jax-scan", 1) is None
+    assert (
+        roofline.kernel_efficiency({"kernel_bound_epoch_s": {"torch": 0.5}}, "jax-scan", 1) is None
+    )
     assert roofline.kernel_efficiency({}, "torch-tensor", 1.0) is None  # a file from before
 
 
 def test_roofline_file_has_the_kernel_bound_only_when_measured():
     cfg = config.from_dict({"data": {"limit_train": 1000, "limit_test": 200}})
-    measured = {"matmul_gflops": 50.0, "peak_source": "torch 8x8x8",
-                "by_shape": {"torch": {"8x8x8": 50.0}}, "device": "cpu"}
+    measured = {
+        "matmul_gflops": 50.0,
+        "peak_source": "torch 8x8x8",
+        "by_shape": {"torch": {"8x8x8": 50.0}},
+        "device": "cpu",
+    }
     assert "kernel_bound_epoch_s" not in roofline.roofline(cfg, measured, threads_used=2)
     parts = {"torch": _parts([1e-5], 1e-5, [1e-4])}
     result = roofline.roofline(cfg, measured, 2, kernel_parts=parts)
@@ -153,9 +188,15 @@ def test_kernel_parts_are_timed_for_each_product_and_adam(monkeypatch):
     names = [p.name for p in roofline.step_products((4,), 8)]
     for per_fw in parts.values():
         assert list(per_fw["products_s"]) == names
-        assert list(per_fw["eval_products_s"]) == ["eval forward 1 50x784x4", "eval forward 2 50x4x10"]
-        times = [*per_fw["products_s"].values(), per_fw["optimizer_s"],
-                 *per_fw["eval_products_s"].values()]
+        assert list(per_fw["eval_products_s"]) == [
+            "eval forward 1 50x784x4",
+            "eval forward 2 50x4x10",
+        ]
+        times = [
+            *per_fw["products_s"].values(),
+            per_fw["optimizer_s"],
+            *per_fw["eval_products_s"].values(),
+        ]
         assert all(0 < t < 1 for t in times)
 
 

@@ -20,12 +20,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_run_cuda_script_writes_a_complete_report(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "BACKENDS": "torch-tensor jax-scan",
-           "MNIST_MIRRORS": str(ROOT / "data" / "mirror")}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "BACKENDS": "torch-tensor jax-scan",
+        "MNIST_MIRRORS": str(ROOT / "data" / "mirror"),
+    }
     proc = subprocess.run(
-        [str(ROOT / "results" / "run-cuda.sh"), str(out), "train.device=cpu", "train.epochs=2",
-         "data.limit_train=600", "data.limit_test=200", f"data.raw_dir={tmp_path / 'raw'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            str(ROOT / "results" / "run-cuda.sh"),
+            str(out),
+            "train.device=cpu",
+            "train.epochs=2",
+            "data.limit_train=600",
+            "data.limit_test=200",
+            f"data.raw_dir={tmp_path / 'raw'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     params = yaml.safe_load((out / "params.yaml").read_text())
@@ -34,8 +50,9 @@ def test_run_cuda_script_writes_a_complete_report(tmp_path):
     assert params["train"]["device"] == "cpu" and params["train"]["epochs"] == 2
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["backends"]) == {"torch-tensor", "jax-scan"}
-    assert all(row["device"] == "cpu" and row["efficiency"] > 0
-               for row in summary["backends"].values())
+    assert all(
+        row["device"] == "cpu" and row["efficiency"] > 0 for row in summary["backends"].values()
+    )
     roofline = json.loads((out / "metrics" / "roofline" / "metrics.json").read_text())
     assert roofline["device"] == "cpu" and roofline["threads"] >= 1
     for name in ("summary.md", "epoch_time.png", "curves.png", "env.txt", "run.log"):

@@ -17,9 +17,21 @@ SCRIPT = ROOT / "results" / "seed_check.sh"
 def _run(out: Path, raw_dir: Path, backends: str, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "BACKENDS": backends, "SEEDS": "0 1"}
     return subprocess.run(
-        [str(SCRIPT), str(out), "train.epochs=2", "data.limit_train=256", "data.limit_test=128",
-         f"data.raw_dir={raw_dir}", *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            str(SCRIPT),
+            str(out),
+            "train.epochs=2",
+            "data.limit_train=256",
+            "data.limit_test=128",
+            f"data.raw_dir={raw_dir}",
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_seed_check_trains_once_per_seed_and_tabulates(tmp_path, raw_dir):

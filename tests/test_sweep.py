@@ -20,8 +20,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _metrics(batch_size: int, epoch_time: float, val_acc: float, epochs: int = 3) -> dict:
-    return {"data": {"batch_size": batch_size, "epoch_time_median_s": epoch_time,
-                     "val_acc": val_acc, "epochs": epochs, "train_loss": 0.1}}
+    return {
+        "data": {
+            "batch_size": batch_size,
+            "epoch_time_median_s": epoch_time,
+            "val_acc": val_acc,
+            "epochs": epochs,
+            "train_loss": 0.1,
+        }
+    }
 
 
 def _row(rev: str, name: str | None, metrics: dict) -> dict:
@@ -32,28 +39,58 @@ def exp_show_output() -> list[dict]:
     """What `dvc exp show --json` prints (dvc 3.x): the workspace, the baseline commit, and its
     experiments, each with every metrics file (an error where a file is missing)."""
     missing = {"error": {"type": "FileNotFoundError", "msg": "No such file"}}
-    base = {"metrics/jax-scan/metrics.json": _metrics(32, 0.9, 0.97),
-            "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97),
-            "metrics/roofline/metrics.json": {"data": {"matmul_gflops": 100.0}},
-            "metrics/summary.json": {"data": {"backends": {}}}}
+    base = {
+        "metrics/jax-scan/metrics.json": _metrics(32, 0.9, 0.97),
+        "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97),
+        "metrics/roofline/metrics.json": {"data": {"matmul_gflops": 100.0}},
+        "metrics/summary.json": {"data": {"backends": {}}},
+    }
     return [
         _row("workspace", None, dict(base)),  # the workspace repeats the commit's results
-        {**_row("abc1234def", "main", base), "experiments": [
-            {"name": "exp-a", "executor": None, "revs": [_row("1111111aaa", "exp-a", {
-                "metrics/jax-scan/metrics.json": _metrics(128, 0.3, 0.96),
-                "metrics/torch-tensor/metrics.json": missing})]},
-            {"name": "exp-b", "executor": None, "revs": [_row("2222222bbb", "exp-b", {
-                "metrics/jax-scan/metrics.json": _metrics(512, 0.12, 0.95),
-                "metrics/torch-tensor/metrics.json": _metrics(512, 0.4, 0.95)})]},
-        ]},
+        {
+            **_row("abc1234def", "main", base),
+            "experiments": [
+                {
+                    "name": "exp-a",
+                    "executor": None,
+                    "revs": [
+                        _row(
+                            "1111111aaa",
+                            "exp-a",
+                            {
+                                "metrics/jax-scan/metrics.json": _metrics(128, 0.3, 0.96),
+                                "metrics/torch-tensor/metrics.json": missing,
+                            },
+                        )
+                    ],
+                },
+                {
+                    "name": "exp-b",
+                    "executor": None,
+                    "revs": [
+                        _row(
+                            "2222222bbb",
+                            "exp-b",
+                            {
+                                "metrics/jax-scan/metrics.json": _metrics(512, 0.12, 0.95),
+                                "metrics/torch-tensor/metrics.json": _metrics(512, 0.4, 0.95),
+                            },
+                        )
+                    ],
+                },
+            ],
+        },
     ]
 
 
 def test_collect_reads_every_experiment_result_once():
     points = sweep.collect(exp_show_output())
     got = [(p.backend, p.batch_size, p.epoch_time_s, p.source) for p in points]
-    assert got == [("jax-scan", 128, 0.3, "exp-a"), ("jax-scan", 512, 0.12, "exp-b"),
-                   ("torch-tensor", 512, 0.4, "exp-b")]  # no roofline/summary, no duplicates
+    assert got == [
+        ("jax-scan", 128, 0.3, "exp-a"),
+        ("jax-scan", 512, 0.12, "exp-b"),
+        ("torch-tensor", 512, 0.4, "exp-b"),
+    ]  # no roofline/summary, no duplicates
 
 
 def test_committed_results_are_not_sweep_points():
@@ -65,12 +102,21 @@ def test_committed_results_are_not_sweep_points():
 def test_results_of_stages_the_experiment_did_not_rerun_are_left_out():
     """`dvc exp run -S train.batch_size=64 train@jax-scan` keeps the other backends' baseline
     metrics (batch 32): they must not count as batch-64 points."""
-    row = _row("3333333ccc", "exp-c", {
-        "metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96, epochs=2),
-        "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97, epochs=10)})
+    row = _row(
+        "3333333ccc",
+        "exp-c",
+        {
+            "metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96, epochs=2),
+            "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97, epochs=10),
+        },
+    )
     row["data"]["params"] = {"params.yaml": {"data": {"train": {"batch_size": 64, "epochs": 2}}}}
-    entries = [{**_row("abc1234def", "main", {}), "experiments": [
-        {"name": "exp-c", "executor": None, "revs": [row]}]}]
+    entries = [
+        {
+            **_row("abc1234def", "main", {}),
+            "experiments": [{"name": "exp-c", "executor": None, "revs": [row]}],
+        }
+    ]
     assert [(p.backend, p.batch_size) for p in sweep.collect(entries)] == [("jax-scan", 64)]
 
 
@@ -79,7 +125,10 @@ def test_plot_writes_a_png_and_the_points(tmp_path):
     assert out.read_bytes().startswith(PNG_MAGIC)
     table = json.loads(out.with_suffix(".json").read_text())
     assert {(p["backend"], p["batch_size"]) for p in table} == {
-        ("jax-scan", 128), ("jax-scan", 512), ("torch-tensor", 512)}
+        ("jax-scan", 128),
+        ("jax-scan", 512),
+        ("torch-tensor", 512),
+    }
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -93,8 +142,20 @@ def test_cli_reads_a_saved_exp_show(tmp_path):
     saved = tmp_path / "exp.json"
     saved.write_text(json.dumps(exp_show_output()))
     out = tmp_path / "plot.png"
-    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--exp-show",
-                           str(saved), "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistbench.cli",
+            "sweep-plot",
+            "--exp-show",
+            str(saved),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "3 results, 2 backends, batch sizes 128, 512" in done.stdout
     assert out.read_bytes().startswith(PNG_MAGIC)
@@ -102,7 +163,9 @@ def test_cli_reads_a_saved_exp_show(tmp_path):
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -113,11 +176,17 @@ def test_queued_sweep_end_to_end(tmp_path):
     Tiny: 500/100 images, 2 epochs, and only train@jax-scan (a target) to stay under a minute."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(repo / "src"), "MNIST_MIRRORS": str(repo / "data" / "mirror"),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "GIT_AUTHOR_NAME": "test",
-           "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
-           "GIT_COMMITTER_EMAIL": "test@example.com"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(repo / "src"),
+        "MNIST_MIRRORS": str(repo / "data" / "mirror"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(limit_train=500, limit_test=100)
     params["train"].update(epochs=2, device="cpu")
@@ -126,8 +195,19 @@ def test_queued_sweep_end_to_end(tmp_path):
 
     try:
         for size in (16, 64):
-            _run(["dvc", "exp", "run", "--queue", "-S", f"train.batch_size={size}",
-                  "train@jax-scan"], repo, env)
+            _run(
+                [
+                    "dvc",
+                    "exp",
+                    "run",
+                    "--queue",
+                    "-S",
+                    f"train.batch_size={size}",
+                    "train@jax-scan",
+                ],
+                repo,
+                env,
+            )
         _run(["dvc", "queue", "start", "--jobs", "1"], repo, env)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -140,7 +220,9 @@ def test_queued_sweep_end_to_end(tmp_path):
     finally:
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env, capture_output=True)
     assert sorted((p.backend, p.batch_size, p.epochs) for p in points) == [
-        ("jax-scan", 16, 2), ("jax-scan", 64, 2)]
+        ("jax-scan", 16, 2),
+        ("jax-scan", 64, 2),
+    ]
     assert all(p.val_acc > 0.5 and p.epoch_time_s > 0 for p in points)
     out = sweep.plot(points, tmp_path / "batch_size.png")
     assert out.read_bytes().startswith(PNG_MAGIC)
@@ -148,8 +230,16 @@ def test_queued_sweep_end_to_end(tmp_path):
 
 def _write_run(root: Path, backend: str, batch_size: int, epoch_time: float) -> None:
     (root / backend).mkdir(parents=True)
-    (root / backend / "metrics.json").write_text(json.dumps(
-        {"batch_size": batch_size, "epoch_time_median_s": epoch_time, "val_acc": 0.97, "epochs": 3}))
+    (root / backend / "metrics.json").write_text(
+        json.dumps(
+            {
+                "batch_size": batch_size,
+                "epoch_time_median_s": epoch_time,
+                "val_acc": 0.97,
+                "epochs": 3,
+            }
+        )
+    )
 
 
 def test_cli_plots_metrics_roots_made_without_dvc(tmp_path):
@@ -158,9 +248,22 @@ def test_cli_plots_metrics_roots_made_without_dvc(tmp_path):
         (tmp_path / f"bs{bs}" / "roofline").mkdir()
         (tmp_path / f"bs{bs}" / "roofline" / "metrics.json").write_text('{"matmul_gflops": 1}')
     out = tmp_path / "plot.png"
-    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--metrics",
-                           str(tmp_path / "bs32"), "--metrics", str(tmp_path / "bs512"),
-                           "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistbench.cli",
+            "sweep-plot",
+            "--metrics",
+            str(tmp_path / "bs32"),
+            "--metrics",
+            str(tmp_path / "bs512"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "2 results, 1 backends, batch sizes 32, 512" in done.stdout
     table = json.loads(out.with_suffix(".json").read_text())
@@ -169,9 +272,20 @@ def test_cli_plots_metrics_roots_made_without_dvc(tmp_path):
 
 def test_a_metrics_root_without_results_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = subprocess.run([sys.executable, "-m", "mnistbench.cli", "sweep-plot", "--metrics",
-                           str(tmp_path / "empty"), "--out", str(tmp_path / "p.png")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistbench.cli",
+            "sweep-plot",
+            "--metrics",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "p.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and "no <backend>/metrics.json" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "p.png").exists()
 
@@ -185,9 +299,17 @@ def test_a_metrics_root_with_a_nan_result_is_an_error_naming_the_key(tmp_path):
 
 def test_exp_show_results_are_found_by_the_contracts_layout():
     """metrics/<backend>/metrics.json is a backend's; the roofline's and summaries are not."""
-    metrics = {"metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96),
-               "metrics/roofline/metrics.json": _metrics(64, 0.5, 0.96),  # even if it looked so
-               "results/h200/metrics/jax-scan/metrics.json": _metrics(64, 0.1, 0.96)}
-    entries = [{**_row("abc1234def", "main", {}), "experiments": [
-        {"name": "exp-d", "executor": None, "revs": [_row("4444444ddd", "exp-d", metrics)]}]}]
+    metrics = {
+        "metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96),
+        "metrics/roofline/metrics.json": _metrics(64, 0.5, 0.96),  # even if it looked so
+        "results/h200/metrics/jax-scan/metrics.json": _metrics(64, 0.1, 0.96),
+    }
+    entries = [
+        {
+            **_row("abc1234def", "main", {}),
+            "experiments": [
+                {"name": "exp-d", "executor": None, "revs": [_row("4444444ddd", "exp-d", metrics)]}
+            ],
+        }
+    ]
     assert [(p.backend, p.epoch_time_s) for p in sweep.collect(entries)] == [("jax-scan", 0.5)]

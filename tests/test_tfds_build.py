@@ -84,8 +84,11 @@ def _offline(cmd: list[str], tmp_path: Path) -> tuple[list[str], dict, Path | No
 
 def _tree(root: Path) -> dict[str, str]:
     """Relative path -> SHA-256, for every file under root."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -110,7 +113,9 @@ def test_built_dataset_loads_offline(tfds_dir, tmp_path):
 @pytest.mark.slow
 def test_build_output_layout(tfds_dir):
     assert (tfds_dir / "mnist" / "3.0.1" / "dataset_info.json").is_file()
-    assert (tfds_build.array_record_dir(tfds_dir) / "mnist" / "3.0.1" / "dataset_info.json").is_file()
+    assert (
+        tfds_build.array_record_dir(tfds_dir) / "mnist" / "3.0.1" / "dataset_info.json"
+    ).is_file()
     assert not (tfds_dir / "downloads").exists()
     assert not list(tfds_dir.parent.glob(".tfds-build-*"))  # no staging left behind
     assert tfds_build.require_tfds(tfds_dir) == tfds_dir
@@ -172,8 +177,10 @@ def test_failed_build_keeps_the_previous_dataset(raw_dir, tmp_path, monkeypatch)
     assert sorted(os.listdir(previous.parent)) == ["tfds"]  # no staging left behind
 
 
-@pytest.mark.parametrize("how, named", [("truncated", "bytes instead of 47040016"),
-                                        ("flipped", "is damaged (SHA-256 differs")])
+@pytest.mark.parametrize(
+    "how, named",
+    [("truncated", "bytes instead of 47040016"), ("flipped", "is damaged (SHA-256 differs")],
+)
 def test_build_from_damaged_raw_names_the_file(raw_dir, tmp_path, how, named):
     raw = tmp_path / "raw"
     shutil.copytree(raw_dir, raw)
@@ -192,14 +199,21 @@ def test_build_from_damaged_raw_names_the_file(raw_dir, tmp_path, how, named):
 def test_stale_staging_folders_are_removed_and_live_ones_kept(raw_dir, tmp_path, monkeypatch):
     """A killed build leaves .tfds-build-<pid>-<hex>/ (23 MB each): the next build removes
     those whose process is gone, and leaves a running build's alone."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f".tfds-build-{dead.stdout.strip()}-0badc0de"
     live = tmp_path / f".tfds-build-{os.getppid()}-600dc0de"  # pytest's parent: alive
     for folder in (stale, live, tmp_path / f"{stale.name}-old"):
         (folder / "mnist").mkdir(parents=True)
-    monkeypatch.setattr(tfds_build, "_prepare", lambda raw, data_dir, fmt: _fake_build(data_dir)
-                        if fmt == "tfrecord" else None)
+    monkeypatch.setattr(
+        tfds_build,
+        "_prepare",
+        lambda raw, data_dir, fmt: _fake_build(data_dir) if fmt == "tfrecord" else None,
+    )
     monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
 
     tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(tmp_path / "tfds")))
@@ -238,9 +252,17 @@ def test_a_deleted_or_cut_shard_is_named_with_the_build_command(tfds_dir, tmp_pa
 def _dvc_dir_md5(root: Path) -> str:
     """DVC's hash of a folder output (as dvc.lock writes it): the MD5 of the sorted JSON list
     of its files' MD5s and relative paths."""
-    entries = sorted(({"md5": hashlib.md5(p.read_bytes()).hexdigest(),
-                       "relpath": p.relative_to(root).as_posix()}
-                      for p in root.rglob("*") if p.is_file()), key=lambda e: e["relpath"])
+    entries = sorted(
+        (
+            {
+                "md5": hashlib.md5(p.read_bytes()).hexdigest(),
+                "relpath": p.relative_to(root).as_posix(),
+            }
+            for p in root.rglob("*")
+            if p.is_file()
+        ),
+        key=lambda e: e["relpath"],
+    )
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 

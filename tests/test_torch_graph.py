@@ -14,10 +14,12 @@ from mnistbench import backends, config, frameworks
 
 def tiny_config(raw_dir: Path, **train_keys) -> config.Config:
     """1,000 = 15 * 64 + 40 training examples: the last batch of each epoch is smaller."""
-    return config.from_dict({
-        "data": {"raw_dir": str(raw_dir), "limit_train": 1000, "limit_test": 300},
-        "train": {"epochs": 2, "device": "cpu", "batch_size": 64, **train_keys},
-    })
+    return config.from_dict(
+        {
+            "data": {"raw_dir": str(raw_dir), "limit_train": 1000, "limit_test": 300},
+            "train": {"epochs": 2, "device": "cpu", "batch_size": 64, **train_keys},
+        }
+    )
 
 
 def _train(trainer, epochs: int) -> list[tuple[float, float, float]]:

@@ -19,9 +19,11 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([MNISTBENCH, *args], capture_output=True, text=True, timeout=120)
 
 
-BASE = {"data": {"raw_dir": "data/raw", "tfds_dir": "data/tfds"},
-        "train": {"epochs": 10, "seed": 0},
-        "backends": {"jax-scan": "data/raw", "jax-tfds": "data/tfds", "torch-tensor": "data/raw"}}
+BASE = {
+    "data": {"raw_dir": "data/raw", "tfds_dir": "data/tfds"},
+    "train": {"epochs": 10, "seed": 0},
+    "backends": {"jax-scan": "data/raw", "jax-tfds": "data/tfds", "torch-tensor": "data/raw"},
+}
 
 
 def test_overrides_are_parsed_as_yaml_and_leave_the_base_alone():
@@ -58,14 +60,25 @@ def test_write_validates_before_writing(tmp_path):
 
 def test_params_command_writes_a_file_every_command_accepts(tmp_path):
     out = tmp_path / "p.yaml"
-    proc = run("params", str(out), "--params", str(ROOT_PARAMS), "--set", "train.epochs=2",
-               "--set", f"data.raw_dir={tmp_path}", "--backends", "jax-scan torch-tensor")
+    proc = run(
+        "params",
+        str(out),
+        "--params",
+        str(ROOT_PARAMS),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        f"data.raw_dir={tmp_path}",
+        "--backends",
+        "jax-scan torch-tensor",
+    )
     assert proc.returncode == 0, proc.stderr
     cfg = config.load(out)
     assert cfg.train.epochs == 2
     assert cfg.backends == {"jax-scan": str(tmp_path), "torch-tensor": str(tmp_path)}
-    bad = run("params", str(tmp_path / "q.yaml"), "--params", str(ROOT_PARAMS),
-              "--set", "train.epochs=x")
+    bad = run(
+        "params", str(tmp_path / "q.yaml"), "--params", str(ROOT_PARAMS), "--set", "train.epochs=x"
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "error: params: train.epochs must be int" in bad.stderr
     assert not (tmp_path / "q.yaml").exists()

@@ -10,6 +10,7 @@ inverse) per round and their medians.
 
     python results/cpu-torch-graph/bound_check.py RAW_DIR [--rounds R]
 """
+
 import argparse
 import statistics
 import sys
@@ -28,11 +29,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     frameworks.configure_threads(1)
-    cfg = config.from_dict({"data": {"raw_dir": args.raw_dir, "limit_train": STEPS * 32,
-                                     "limit_test": 500}, "train": {"threads": 1, "device": "cpu"}})
-    roofline.time = types.SimpleNamespace(perf_counter=time.process_time)  # its _best_time, in CPU s
-    trainers = {"torch": backends.load("torch-tensor").build(cfg, "cpu"),
-                "jax": backends.load("jax-scan").build(cfg, "cpu")}
+    cfg = config.from_dict(
+        {
+            "data": {"raw_dir": args.raw_dir, "limit_train": STEPS * 32, "limit_test": 500},
+            "train": {"threads": 1, "device": "cpu"},
+        }
+    )
+    roofline.time = types.SimpleNamespace(
+        perf_counter=time.process_time
+    )  # its _best_time, in CPU s
+    trainers = {
+        "torch": backends.load("torch-tensor").build(cfg, "cpu"),
+        "jax": backends.load("jax-scan").build(cfg, "cpu"),
+    }
     for t in trainers.values():  # compile, warm up
         t.train_epoch()
         t.sync()
@@ -47,10 +56,16 @@ def main() -> None:
         parts = roofline.measure_kernel_parts(cfg, "cpu", 500)
         for fw, p in parts.items():
             kernel_us[fw].append(1e6 * (sum(p["products_s"].values()) + p["optimizer_s"]))
-        print(f"round {r + 1}: " + ", ".join(
-            f"{fw} step {step_us[fw][-1]:.0f} µs, kernels {kernel_us[fw][-1]:.0f} µs "
-            f"(products {1e6 * sum(parts[fw]['products_s'].values()):.0f}, "
-            f"Adam {1e6 * parts[fw]['optimizer_s']:.0f})" for fw in trainers), flush=True)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(
+                f"{fw} step {step_us[fw][-1]:.0f} µs, kernels {kernel_us[fw][-1]:.0f} µs "
+                f"(products {1e6 * sum(parts[fw]['products_s'].values()):.0f}, "
+                f"Adam {1e6 * parts[fw]['optimizer_s']:.0f})"
+                for fw in trainers
+            ),
+            flush=True,
+        )
     for fw in trainers:
         s, k = statistics.median(step_us[fw]), statistics.median(kernel_us[fw])
         print(f"{fw}: median step {s:.0f} µs, kernels {k:.0f} µs: step / kernel bound {s / k:.2f}")

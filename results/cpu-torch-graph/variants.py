@@ -20,6 +20,7 @@ its speed relative to eager-fused (above 1: faster). Compile time is not in thes
 
     python results/cpu-torch-graph/variants.py RAW_DIR [--threads N] [--rounds R] [--variants a,b]
 """
+
 import argparse
 import statistics
 import sys
@@ -66,6 +67,7 @@ def make(variant: str, x, y):
         def step(idx):
             with torch._dynamo.config.patch(compiled_autograd=True):
                 return inner(idx)
+
     return step
 
 
@@ -95,9 +97,12 @@ def main() -> None:
     ap.add_argument("raw_dir")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--variants", default="eager-fused,eager-foreach,compile-model,"
-                    "compile-step,compile-step-foreach,compile-step-autotune,compile-step-cpp,"
-                    "compile-step-ca,compile-opt,compile-opt-foreach")
+    ap.add_argument(
+        "--variants",
+        default="eager-fused,eager-foreach,compile-model,"
+        "compile-step,compile-step-foreach,compile-step-autotune,compile-step-cpp,"
+        "compile-step-ca,compile-opt,compile-opt-foreach",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     xs, ys = _idx.load_split(args.raw_dir, "train", STEPS * BATCH)
@@ -118,16 +123,20 @@ def main() -> None:
     for r in range(args.rounds):
         for v in steps:
             times[v].append(one_pass(steps[v], x, gen))
-        print(f"round {r + 1} (wall/CPU µs a step): "
-              + ", ".join(f"{v} {times[v][-1][0]:.0f}/{times[v][-1][1]:.0f}" for v in steps),
-              flush=True)
+        print(
+            f"round {r + 1} (wall/CPU µs a step): "
+            + ", ".join(f"{v} {times[v][-1][0]:.0f}/{times[v][-1][1]:.0f}" for v in steps),
+            flush=True,
+        )
     for kind, i in (("wall", 0), ("CPU", 1)):
         med = {v: statistics.median(t[i] for t in ts) for v, ts in times.items()}
         base = med.get("eager-fused")
         for v, ts in times.items():
             ratio = f", {base / med[v]:.2f}x eager-fused's speed" if base else ""
-            print(f"{kind}: {v}: median {med[v]:.0f} µs a step (min {min(t[i] for t in ts):.0f},"
-                  f" max {max(t[i] for t in ts):.0f}){ratio}")
+            print(
+                f"{kind}: {v}: median {med[v]:.0f} µs a step (min {min(t[i] for t in ts):.0f},"
+                f" max {max(t[i] for t in ts):.0f}){ratio}"
+            )
 
 
 if __name__ == "__main__":

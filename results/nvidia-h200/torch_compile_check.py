@@ -2,15 +2,21 @@
 
 Run from the repository root: python3 results/nvidia-h200/torch_compile_check.py data/raw
 (output of the H200 run: torch_compile_check.log beside this file)."""
-import sys, time, traceback
+
+import sys
+import time
+import traceback
+
 sys.path.insert(0, "src")
 import torch
+
 from mnistbench import models
 from mnistbench.backends import _idx
 
 F = torch.nn.functional
 x, y = _idx.load_split(sys.argv[1], "train", None)
-x = torch.from_numpy(x).cuda(); y = torch.from_numpy(y).long().cuda()
+x = torch.from_numpy(x).cuda()
+y = torch.from_numpy(y).long().cuda()
 
 
 def run(mode):
@@ -30,14 +36,18 @@ def run(mode):
         step = torch.compile(step, mode=mode)
     g = torch.Generator(device="cuda").manual_seed(0)
     for epoch in range(4):
-        torch.cuda.synchronize(); t0 = time.perf_counter()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         perm = torch.randperm(60000, generator=g, device="cuda")
         total = torch.zeros((), device="cuda")
         for idx in perm.split(32):
             total += step(idx)
         torch.cuda.synchronize()
-        print(f"{mode}: epoch {epoch} {time.perf_counter() - t0:.3f} s, "
-              f"loss {(total / 1875).item():.4f}", flush=True)
+        print(
+            f"{mode}: epoch {epoch} {time.perf_counter() - t0:.3f} s, "
+            f"loss {(total / 1875).item():.4f}",
+            flush=True,
+        )
 
 
 for mode in ("eager", "default", "reduce-overhead"):

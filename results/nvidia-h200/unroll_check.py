@@ -26,10 +26,12 @@ def run(unroll: int, epochs: int = 8) -> None:
     _, acc = trainer.evaluate()
     trainer.sync()
     steady = statistics.median(times[1:])
-    print(f"unroll {unroll}: first {times[0]:.3f} s, steady train pass {steady * 1e3:.1f} ms "
-          f"({steady / trainer.num_batches * 1e6:.1f} us a step; min {min(times[1:]) * 1e3:.1f},"
-          f" max {max(times[1:]) * 1e3:.1f}), val_acc after {epochs} epochs {float(acc):.4f}",
-          flush=True)
+    print(
+        f"unroll {unroll}: first {times[0]:.3f} s, steady train pass {steady * 1e3:.1f} ms "
+        f"({steady / trainer.num_batches * 1e6:.1f} us a step; min {min(times[1:]) * 1e3:.1f},"
+        f" max {max(times[1:]) * 1e3:.1f}), val_acc after {epochs} epochs {float(acc):.4f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

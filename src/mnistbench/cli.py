@@ -48,9 +48,14 @@ def _load(params: str) -> config_mod.Config:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
-              callback=lambda ctx, _, on: on and _print_version(ctx),
-              help="Print mnistbench's version and exit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _, on: on and _print_version(ctx),
+    help="Print mnistbench's version and exit.",
+)
 def main(verbose: bool) -> None:
     """PyTorch vs JAX on an MNIST MLP, and what the data loader costs.
 
@@ -58,9 +63,11 @@ def main(verbose: bool) -> None:
     `dvc repro` runs them in order, or run any of them by hand. Settings come from
     params.yaml; numbers go to metrics/.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 @main.command()
@@ -105,8 +112,12 @@ def build_tfds(params: str) -> None:
 @main.command()
 @click.argument("backend")
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
-@click.option("--out", default="metrics", show_default=True,
-              help="Metrics root; results go to <out>/<backend>/.")
+@click.option(
+    "--out",
+    default="metrics",
+    show_default=True,
+    help="Metrics root; results go to <out>/<backend>/.",
+)
 @_known_errors
 def train(backend: str, params: str, out: str) -> None:
     """Train and time one BACKEND (e.g. jax-tfds); write metrics/<BACKEND>/.
@@ -122,18 +133,31 @@ def train(backend: str, params: str, out: str) -> None:
     backends_mod.load(backend)  # a mistyped name fails before any lock file is made
     with locks.exclusive(Path(out) / backend, f"train {backend}"):
         summary = train_mod.train(cfg, backend, out)
-    click.echo(f"{backend}: val_acc {summary['val_acc']:.4f}, steady epoch "
-               f"{summary['epoch_time_median_s']:.2f} s, first epoch {summary['first_epoch_s']:.2f} s")
+    click.echo(
+        f"{backend}: val_acc {summary['val_acc']:.4f}, steady epoch "
+        f"{summary['epoch_time_median_s']:.2f} s, first epoch {summary['first_epoch_s']:.2f} s"
+    )
 
 
 @main.command()
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
-@click.option("--metrics", "metrics_root", default="metrics", show_default=True,
-              help="Metrics root holding <backend>/metrics.json for every backend in params.")
-@click.option("--out", default=None, help="Where summary.json, summary.md and the PNGs go "
-              "[default: the metrics root].")
-@click.option("--roofline", default=None, help="The roofline stage's metrics.json: adds "
-              "roofline_epoch_s and efficiency per backend.")
+@click.option(
+    "--metrics",
+    "metrics_root",
+    default="metrics",
+    show_default=True,
+    help="Metrics root holding <backend>/metrics.json for every backend in params.",
+)
+@click.option(
+    "--out",
+    default=None,
+    help="Where summary.json, summary.md and the PNGs go [default: the metrics root].",
+)
+@click.option(
+    "--roofline",
+    default=None,
+    help="The roofline stage's metrics.json: adds roofline_epoch_s and efficiency per backend.",
+)
 @_known_errors
 def compare(params: str, metrics_root: str, out: str | None, roofline: str | None) -> None:
     """Summarise every backend's metrics beside the article's table.
@@ -156,8 +180,12 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
 
 @main.command()
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
-@click.option("--out", default="metrics", show_default=True,
-              help="Metrics root; results go to <out>/roofline/metrics.json.")
+@click.option(
+    "--out",
+    default="metrics",
+    show_default=True,
+    help="Metrics root; results go to <out>/roofline/metrics.json.",
+)
 @_known_errors
 def roofline(params: str, out: str) -> None:
     """Measure this machine's float32 matmul peak; write the epoch's roofline time.
@@ -172,15 +200,22 @@ def roofline(params: str, out: str) -> None:
     cfg = _load(params)
     with locks.exclusive(Path(out) / "roofline", "roofline"):
         result = roofline_mod.run(cfg, out)
-    click.echo(f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
-               f"{result['matmul_gflops']:.1f} GFLOP/s ({result['peak_source']} on "
-               f"{result['device']}" + (f", {result['threads']} threads" if result["threads"] else "")
-               + f") = {result['roofline_epoch_s']:.3g} s per epoch")
+    click.echo(
+        f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
+        f"{result['matmul_gflops']:.1f} GFLOP/s ({result['peak_source']} on "
+        f"{result['device']}"
+        + (f", {result['threads']} threads" if result["threads"] else "")
+        + f") = {result['roofline_epoch_s']:.3g} s per epoch"
+    )
 
 
 @main.command("machine")
-@click.option("--out", default="metrics/machine.json", show_default=True,
-              help="Where the fingerprint goes (JSON).")
+@click.option(
+    "--out",
+    default="metrics/machine.json",
+    show_default=True,
+    help="Where the fingerprint goes (JSON).",
+)
 @_known_errors
 def machine(out: str) -> None:
     """Write this machine's fingerprint: what decides the timings (CPU and its flags, usable
@@ -193,34 +228,59 @@ def machine(out: str) -> None:
 
 
 @main.command()
-@click.option("--results", "results_dir", default="results", show_default=True,
-              help="Folder of reference machines: <results>/<machine>/summary.json and "
-              "machine.json.")
-@click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
-              help="This machine's run (summary.json, machine.json); its column is left out "
-              "when it holds no summary.json.")
+@click.option(
+    "--results",
+    "results_dir",
+    default="results",
+    show_default=True,
+    help="Folder of reference machines: <results>/<machine>/summary.json and machine.json.",
+)
+@click.option(
+    "--metrics",
+    "metrics_dir",
+    default="metrics",
+    show_default=True,
+    help="This machine's run (summary.json, machine.json); its column is left out "
+    "when it holds no summary.json.",
+)
 @click.option("--no-local", is_flag=True, help="Only the article and the reference machines.")
-@click.option("--out", default=None, help="Where machines.md and machines.png go "
-              "[default: the metrics folder].")
+@click.option(
+    "--out",
+    default=None,
+    help="Where machines.md and machines.png go [default: the metrics folder].",
+)
 @_known_errors
 def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) -> None:
     """Every machine side by side: steady s/epoch, speed-up over torch-dataloader and val_acc
     per backend, one column per machine (the article, each reference, this machine)."""
     from mnistbench import report as report_mod
 
-    cols = report_mod.write(results_dir, None if no_local else metrics_dir,
-                            out if out is not None else metrics_dir)
-    click.echo(f"wrote {', '.join(report_mod.OUTPUTS)} to {out or metrics_dir}/: "
-               f"{', '.join(c.name for c in cols)}")
+    cols = report_mod.write(
+        results_dir, None if no_local else metrics_dir, out if out is not None else metrics_dir
+    )
+    click.echo(
+        f"wrote {', '.join(report_mod.OUTPUTS)} to {out or metrics_dir}/: "
+        f"{', '.join(c.name for c in cols)}"
+    )
 
 
 @main.command()
-@click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
-              help="This machine's run.")
-@click.option("--results", "results_dir", default="results", show_default=True,
-              help="Where reference machines live.")
-@click.option("--name", default=None, help="The folder's name [default: the machine's name "
-              "from its fingerprint, e.g. amd-epyc-2cpu].")
+@click.option(
+    "--metrics", "metrics_dir", default="metrics", show_default=True, help="This machine's run."
+)
+@click.option(
+    "--results",
+    "results_dir",
+    default="results",
+    show_default=True,
+    help="Where reference machines live.",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="The folder's name [default: the machine's name "
+    "from its fingerprint, e.g. amd-epyc-2cpu].",
+)
 @_known_errors
 def keep(metrics_dir: str, results_dir: str, name: str | None) -> None:
     """Keep this machine's run as a reference: copy metrics/ (and the params.yaml and dvc.lock
@@ -229,21 +289,37 @@ def keep(metrics_dir: str, results_dir: str, name: str | None) -> None:
     from mnistbench import report as report_mod
 
     dest = report_mod.keep(metrics_dir, results_dir, name)
-    click.echo(f"kept {metrics_dir}/ as {dest}/; `mnistbench report --no-local --out "
-               f"{results_dir}` redraws the references' report")
+    click.echo(
+        f"kept {metrics_dir}/ as {dest}/; `mnistbench report --no-local --out "
+        f"{results_dir}` redraws the references' report"
+    )
 
 
 @main.command("sweep-plot")
-@click.option("--exp-show", "exp_show_file", default=None,
-              help="Saved `dvc exp show --json` output to read instead of running dvc.")
+@click.option(
+    "--exp-show",
+    "exp_show_file",
+    default=None,
+    help="Saved `dvc exp show --json` output to read instead of running dvc.",
+)
 @click.option("--all-commits", is_flag=True, help="Also experiments based on older commits.")
-@click.option("--metrics", "metrics_roots", multiple=True, metavar="ROOT",
-              help="Read <ROOT>/<backend>/metrics.json instead of DVC experiments (runs made "
-              "without DVC, one ROOT per batch size); repeat for each.")
-@click.option("--out", default="metrics/sweep/batch_size.png", show_default=True,
-              help="PNG to write; the points go beside it as .json.")
-def sweep_plot(exp_show_file: str | None, all_commits: bool, metrics_roots: tuple[str, ...],
-               out: str) -> None:
+@click.option(
+    "--metrics",
+    "metrics_roots",
+    multiple=True,
+    metavar="ROOT",
+    help="Read <ROOT>/<backend>/metrics.json instead of DVC experiments (runs made "
+    "without DVC, one ROOT per batch size); repeat for each.",
+)
+@click.option(
+    "--out",
+    default="metrics/sweep/batch_size.png",
+    show_default=True,
+    help="PNG to write; the points go beside it as .json.",
+)
+def sweep_plot(
+    exp_show_file: str | None, all_commits: bool, metrics_roots: tuple[str, ...], out: str
+) -> None:
     """Plot steady epoch time and val_acc vs batch size, per backend, from DVC experiments.
 
     Run the sweep first, through DVC's queue (README, "Batch-size sweep"):
@@ -266,21 +342,33 @@ def sweep_plot(exp_show_file: str | None, all_commits: bool, metrics_roots: tupl
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     sizes = sorted({p.batch_size for p in points})
-    click.echo(f"{path}: {len(points)} results, {len({p.backend for p in points})} backends, "
-               f"batch sizes {', '.join(map(str, sizes))}")
+    click.echo(
+        f"{path}: {len(points)} results, {len({p.backend for p in points})} backends, "
+        f"batch sizes {', '.join(map(str, sizes))}"
+    )
 
 
 @main.command("params")
 @click.argument("out")
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override one parameter (the value parsed as YAML: 3, null, [128, 256]); "
-              "repeat for each.")
-@click.option("--backends", "backend_names", default=None, metavar="'NAME ...'",
-              help="Keep only these backends (space-separated); default: all of --params.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one parameter (the value parsed as YAML: 3, null, [128, 256]); repeat for each.",
+)
+@click.option(
+    "--backends",
+    "backend_names",
+    default=None,
+    metavar="'NAME ...'",
+    help="Keep only these backends (space-separated); default: all of --params.",
+)
 @_known_errors
-def params_file(out: str, params: str, overrides: tuple[str, ...],
-                backend_names: str | None) -> None:
+def params_file(
+    out: str, params: str, overrides: tuple[str, ...], backend_names: str | None
+) -> None:
     """Write OUT: --params with overrides, for runs made without DVC (results/*.sh).
 
     Backends follow their data directory when --set moves data.raw_dir or data.tfds_dir.
@@ -290,11 +378,16 @@ def params_file(out: str, params: str, overrides: tuple[str, ...],
     from mnistbench import variants
 
     config_mod.load(params)  # the base must be valid itself: its own errors, named as its own
-    derived = variants.derive(variants.read(params), list(overrides),
-                              backend_names.split() if backend_names is not None else None)
+    derived = variants.derive(
+        variants.read(params),
+        list(overrides),
+        backend_names.split() if backend_names is not None else None,
+    )
     cfg = variants.write(out, derived)
-    click.echo(f"{out}: {len(cfg.backends)} backends ({', '.join(cfg.backends)}), "
-               f"{len(overrides)} overrides")
+    click.echo(
+        f"{out}: {len(cfg.backends)} backends ({', '.join(cfg.backends)}), "
+        f"{len(overrides)} overrides"
+    )
 
 
 @main.command("backends")

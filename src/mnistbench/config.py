@@ -47,13 +47,20 @@ class DataConfig:
 
     def check(self) -> None:
         for key in ("raw_dir", "tfds_dir"):  # "" or "." would make the stage replace the cwd
-            _require(os.path.normpath(getattr(self, key) or ".") != ".", f"data.{key}",
-                     "must name a folder other than the current one")
-        _require(os.path.normpath(self.raw_dir) != os.path.normpath(self.tfds_dir),
-                 "data.tfds_dir", "must differ from data.raw_dir (build_tfds replaces it whole)")
+            _require(
+                os.path.normpath(getattr(self, key) or ".") != ".",
+                f"data.{key}",
+                "must name a folder other than the current one",
+            )
+        _require(
+            os.path.normpath(self.raw_dir) != os.path.normpath(self.tfds_dir),
+            "data.tfds_dir",
+            "must differ from data.raw_dir (build_tfds replaces it whole)",
+        )
         _require(len(self.mirrors) > 0, "data.mirrors", "must list at least one mirror")
-        _require(all(m.strip() for m in self.mirrors), "data.mirrors",
-                 "must not hold an empty entry")
+        _require(
+            all(m.strip() for m in self.mirrors), "data.mirrors", "must not hold an empty entry"
+        )
         for key in ("limit_train", "limit_test"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"data.{key}", "must be null or > 0")
@@ -83,11 +90,16 @@ class TrainConfig:
         _require(self.epochs >= 1, "train.epochs", "must be >= 1")
         _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _require(self.lr > 0, "train.lr", "must be > 0")
-        _require(0 <= self.seed <= SEED_MAX, "train.seed",
-                 f"must be between 0 and {SEED_MAX} (2**32 - 1, the seeds NumPy accepts), "
-                 f"got {self.seed}")
+        _require(
+            0 <= self.seed <= SEED_MAX,
+            "train.seed",
+            f"must be between 0 and {SEED_MAX} (2**32 - 1, the seeds NumPy accepts), "
+            f"got {self.seed}",
+        )
         _require(self.threads is None or self.threads >= 1, "train.threads", "must be null or >= 1")
-        _require(self.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
+        _require(
+            self.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,13 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     # backend name -> the data stage output it reads (dvc.yaml's train@<name> depends on it)
-    backends: dict[str, str] = field(default_factory=lambda: {
-        "torch-dataloader": "data/raw", "torch-tfds": "data/tfds", "jax-tfds": "data/tfds"})
+    backends: dict[str, str] = field(
+        default_factory=lambda: {
+            "torch-dataloader": "data/raw",
+            "torch-tfds": "data/tfds",
+            "jax-tfds": "data/tfds",
+        }
+    )
 
     def check(self) -> None:
         self.data.check()
@@ -109,14 +126,16 @@ class Config:
         known = backends.names()
         inputs = (self.data.raw_dir, self.data.tfds_dir)
         for name, reads in self.backends.items():
-            _require(name in known, f"backends.{name}", f"is not a backend (known: {', '.join(known)})")
+            _require(
+                name in known, f"backends.{name}", f"is not a backend (known: {', '.join(known)})"
+            )
             _require(reads in inputs, f"backends.{name}", f"must be one of {', '.join(inputs)}")
 
     def data_input(self, reads: str) -> str:
         """The folder a backend's DATA ("raw" or "tfds") refers to."""
         return {"raw": self.data.raw_dir, "tfds": self.data.tfds_dir}[reads]
 
-    def replace(self, section: str, **changes: Any) -> "Config":
+    def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (tests and quick runs)."""
         new = dataclasses.replace(getattr(self, section), **changes)
         cfg = dataclasses.replace(self, **{section: new})
@@ -145,7 +164,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"params: {key} must be a mapping, got {value!r}")
         (key_type, inner) = typing.get_args(hint)
-        return {_coerce(k, key_type, key): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
+        return {
+            _coerce(k, key_type, key): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()
+        }
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"params: {key} must be a list, got {value!r}")
@@ -177,8 +198,9 @@ def _float(value: Any, key: str) -> float:
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"params: {prefix.rstrip('.') or 'top level'} must be a mapping, "
-                          f"got {raw!r}")
+        raise ConfigError(
+            f"params: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}"
+        )
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(map(str, set(raw) - known))  # str: YAML keys may be numbers
@@ -216,8 +238,11 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable) and key in first:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}, first given on line {first[key] + 1}",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {key!r}, first given on line {first[key] + 1}",
+                    key_node.start_mark,
+                )
             if isinstance(key, typing.Hashable):
                 first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
@@ -236,8 +261,10 @@ def read_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as e:
         raise ConfigError(f"params: {path} is not valid YAML: {_yaml_problem(e)}") from e
     if raw is None:
-        raise ConfigError(f"params: {path} is empty (expected the sections data, model, train "
-                          "and backends, as in the repository's params.yaml)")
+        raise ConfigError(
+            f"params: {path} is empty (expected the sections data, model, train "
+            "and backends, as in the repository's params.yaml)"
+        )
     return raw
 
 
@@ -258,5 +285,6 @@ def load(path: str | Path = "params.yaml") -> Config:
             raise
         # DVC writes `dvc exp run -S` values into params.yaml before the stage runs and
         # leaves them there when it fails: say how to get the committed file back.
-        raise ConfigError(f"{e} (`dvc exp run -S` left its values in {path}: "
-                          f"`git checkout {path}` undoes them)") from e
+        raise ConfigError(
+            f"{e} (`dvc exp run -S` left its values in {path}: `git checkout {path}` undoes them)"
+        ) from e

@@ -24,14 +24,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from tqdm import tqdm
 
-from mnistbench.errors import UserError
 from mnistbench.config import DataConfig
+from mnistbench.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,26 @@ class MnistFile:
 
 
 FILES = (
-    MnistFile("train-images-idx3-ubyte", 47040016,
-              "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    MnistFile("train-labels-idx1-ubyte", 60008,
-              "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    MnistFile("t10k-images-idx3-ubyte", 7840016,
-              "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    MnistFile("t10k-labels-idx1-ubyte", 10008,
-              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    MnistFile(
+        "train-images-idx3-ubyte",
+        47040016,
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    MnistFile(
+        "train-labels-idx1-ubyte",
+        60008,
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    MnistFile(
+        "t10k-images-idx3-ubyte",
+        7840016,
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    MnistFile(
+        "t10k-labels-idx1-ubyte",
+        10008,
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 )
 
 
@@ -132,8 +145,9 @@ def download_all(cfg: DataConfig, environ: dict[str, str] | None = None) -> dict
     return served
 
 
-def _fetch_one(spec: MnistFile, dest: Path, mirrors: list[str], cfg: DataConfig,
-               dead: dict[str, str]) -> str:
+def _fetch_one(
+    spec: MnistFile, dest: Path, mirrors: list[str], cfg: DataConfig, dead: dict[str, str]
+) -> str:
     failures = []
     for mirror in mirrors:
         if mirror in dead:
@@ -180,9 +194,11 @@ def _fetch_verified(spec: MnistFile, dest: Path, mirror: str, timeout_s: float) 
                 size += len(block)
                 out.write(block)
         if size != spec.size or digest.hexdigest() != spec.sha256:
-            raise _Permanent(f"checksum mismatch for {spec.name}.gz: got {size} bytes with "
-                             f"SHA-256 {digest.hexdigest()[:16]}..., expected {spec.size} bytes "
-                             f"with {spec.sha256[:16]}...")
+            raise _Permanent(
+                f"checksum mismatch for {spec.name}.gz: got {size} bytes with "
+                f"SHA-256 {digest.hexdigest()[:16]}..., expected {spec.size} bytes "
+                f"with {spec.sha256[:16]}..."
+            )
         os.replace(tmp, dest)  # atomic on one filesystem: dest is either old or verified
     finally:
         tmp.unlink(missing_ok=True)
@@ -198,8 +214,10 @@ def _gunzip(chunks: Iterator[bytes], spec: MnistFile) -> Iterator[bytes]:
         nonlocal produced
         produced += len(block)
         if produced > spec.size:
-            raise _Permanent(f"{spec.name}.gz expands beyond the {spec.size} bytes of the MNIST "
-                             "file: not that file (stopped there)")
+            raise _Permanent(
+                f"{spec.name}.gz expands beyond the {spec.size} bytes of the MNIST "
+                "file: not that file (stopped there)"
+            )
         return block
 
     try:
@@ -226,7 +244,9 @@ def _open_source(mirror: str, name: str, timeout_s: float) -> Iterator[bytes]:
     if scheme in ("http", "https"):
         return _http_chunks(urllib.parse.urljoin(url, name), timeout_s)
     if scheme == "file":
-        return _file_chunks(Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)) / name)
+        return _file_chunks(
+            Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)) / name
+        )
     if scheme == "":
         return _file_chunks(Path(mirror) / name)
     raise _Unreachable(f"unsupported scheme {scheme!r} (use https://, http://, file:// or a path)")
@@ -261,8 +281,9 @@ def _http_chunks(url: str, timeout_s: float) -> Iterator[bytes]:
                     try:
                         chunk = response.read1(CHUNK)  # what has arrived: read() would wait for all
                     except (http.client.HTTPException, OSError) as e:  # reset, timeout, ...
-                        raise deadline.failure(e, f"connection broke after {received} bytes "
-                                               f"of {url}") from e
+                        raise deadline.failure(
+                            e, f"connection broke after {received} bytes of {url}"
+                        ) from e
                     if deadline.expired:
                         raise deadline.failure(None, f"{received} bytes of {url} received")
                     if not chunk:
@@ -289,7 +310,7 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
-    def __enter__(self) -> "_Deadline":
+    def __enter__(self) -> _Deadline:
         self._timer.start()
         return self
 
@@ -299,8 +320,10 @@ class _Deadline:
     def failure(self, error: BaseException | None, what: str) -> _Retryable:
         """The exception to raise for `error` (None: no error but time is up)."""
         if self.expired or isinstance(error, (TimeoutError, socket.timeout)):
-            return _Timeout(f"timeout: {what}, not done within {self.seconds:g} s "
-                            "(data.timeout_s, for the whole request)")
+            return _Timeout(
+                f"timeout: {what}, not done within {self.seconds:g} s "
+                "(data.timeout_s, for the whole request)"
+            )
         return _Retryable(f"{what} ({type(error).__name__}: {error})")
 
     def _expire(self) -> None:
@@ -370,5 +393,12 @@ def _read_chunks(f: BinaryIO, bar: tqdm) -> Iterator[bytes]:
 def _progress(total: int | None, name: str) -> tqdm:
     # Bars only for files big enough to take a while; small label files stay quiet.
     quiet = total is not None and total < (1 << 20)
-    return tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False,
-                mininterval=1.0, disable=quiet)
+    return tqdm(
+        total=total,
+        desc=name,
+        unit="B",
+        unit_scale=True,
+        leave=False,
+        mininterval=1.0,
+        disable=quiet,
+    )

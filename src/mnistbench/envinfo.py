@@ -14,11 +14,30 @@ import shutil
 import subprocess
 import sys
 
-PACKAGES = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax", "tensorflow-cpu",
-            "tensorflow", "tensorflow-datasets", "grain", "opencv-python-headless", "numpy", "dvc",
-            "click")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
-               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "tensorflow-cpu",
+    "tensorflow",
+    "tensorflow-datasets",
+    "grain",
+    "opencv-python-headless",
+    "numpy",
+    "dvc",
+    "click",
+)
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "XLA_FLAGS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
 IMAGE_VARS = ("MNISTBENCH_IMAGE", "MNISTBENCH_IMAGE_VERSION")  # baked into Docker images
 
 
@@ -48,9 +67,13 @@ def gpus() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]

@@ -15,9 +15,14 @@ from mnistbench.errors import UserError
 
 # pip distribution that provides each importable module, for "missing package" messages.
 _PACKAGE_OF = {
-    "torch": "torch", "torchvision": "torchvision", "tensorflow": "tensorflow-cpu",
-    "tensorflow_datasets": "tensorflow-datasets", "jax": "jax", "flax": "flax",
-    "optax": "optax", "grain": "grain",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "tensorflow": "tensorflow-cpu",
+    "tensorflow_datasets": "tensorflow-datasets",
+    "jax": "jax",
+    "flax": "flax",
+    "optax": "optax",
+    "grain": "grain",
 }
 
 
@@ -35,7 +40,8 @@ def require(module: str) -> ModuleType:
         package = _PACKAGE_OF.get(top, top)
         raise MissingFrameworkError(
             f"{module} is not installed: pip install {package} "
-            "(or `make install`, which installs requirements.txt)") from e
+            "(or `make install`, which installs requirements.txt)"
+        ) from e
 
 
 def tensorflow() -> ModuleType:
@@ -78,8 +84,9 @@ def configure_threads(threads: int | None) -> dict:
         os.environ[var] = str(threads)
     if threads == 1:  # XLA:CPU has no n-thread flag; one thread it can be told directly
         flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
-                                   "intra_op_parallelism_threads=1").strip()
+        os.environ["XLA_FLAGS"] = (
+            flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        ).strip()
     return {"threads": threads, "cpus_usable": len(usable) if usable is not None else None}
 
 
@@ -91,8 +98,10 @@ def torch(threads: int | None, device: str) -> tuple[ModuleType, str]:
         torch_mod.set_num_threads(threads)
     has_gpu = torch_mod.cuda.is_available()
     if device == "cuda" and not has_gpu:
-        raise DeviceUnavailableError("train.device is cuda but torch sees no GPU "
-                                     "(use --gpus all with Docker, or set train.device: cpu)")
+        raise DeviceUnavailableError(
+            "train.device is cuda but torch sees no GPU "
+            "(use --gpus all with Docker, or set train.device: cpu)"
+        )
     return torch_mod, ("cuda" if device in ("cuda", "auto") and has_gpu else "cpu")
 
 
@@ -106,7 +115,9 @@ def jax(device: str) -> tuple[ModuleType, str]:
         jax_mod.config.update("jax_platforms", "cpu")  # in case jax was imported earlier
     platform = jax_mod.default_backend()
     if device == "cuda" and platform != "gpu":
-        raise DeviceUnavailableError(f"train.device is cuda but JAX runs on {platform} "
-                                     "(install jax[cuda13], as the mnistbench:cuda image does, "
-                                     "and pass --gpus all, or use cpu)")
+        raise DeviceUnavailableError(
+            f"train.device is cuda but JAX runs on {platform} "
+            "(install jax[cuda13], as the mnistbench:cuda image does, "
+            "and pass --gpus all, or use cpu)"
+        )
     return jax_mod, ("cuda" if platform == "gpu" else "cpu")

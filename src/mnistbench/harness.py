@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,8 +66,12 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def run(trainer: Trainer, epochs: int, on_epoch: Callable[[Epoch], None] = lambda e: None,
-        clock: Callable[[], float] = time.perf_counter) -> list[Epoch]:
+def run(
+    trainer: Trainer,
+    epochs: int,
+    on_epoch: Callable[[Epoch], None] = lambda e: None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[Epoch]:
     history = []
     for epoch in range(1, epochs + 1):
         t0 = clock()

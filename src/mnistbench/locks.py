@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from mnistbench.errors import UserError
 
@@ -60,7 +60,8 @@ def _acquire(path: Path, output: str | Path) -> int:
             os.close(fd)
             raise LockedError(
                 f"{output} is being written by another command ({holder}); "
-                "wait until it ends, or write elsewhere (--out, data.*_dir)") from None
+                "wait until it ends, or write elsewhere (--out, data.*_dir)"
+            ) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

@@ -26,13 +26,44 @@ from mnistbench import envinfo, outputs
 
 FINGERPRINT_FILE = Path("metrics") / "machine.json"  # cli.py's default names it too
 # The distributions whose version changes the numbers (not dvc, click: they only orchestrate).
-FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin",
-              "flax", "optax", "tensorflow", "tensorflow-cpu", "tensorflow-datasets", "grain",
-              "numpy", "opencv-python-headless")
+FRAMEWORKS = (
+    "torch",
+    "torchvision",
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda13-plugin",
+    "flax",
+    "optax",
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-datasets",
+    "grain",
+    "numpy",
+    "opencv-python-headless",
+)
 # Instruction-set extensions that change matmul and element-wise kernel speed.
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",  # x86
-             "asimd", "asimdhp", "sve", "sve2", "bf16", "i8mm")  # Arm
+CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",  # x86
+    "asimd",
+    "asimdhp",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
+)  # Arm
 GIB = 2**30
 
 

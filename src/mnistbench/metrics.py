@@ -18,9 +18,10 @@ reading (so it cannot read one). Cheap to import: no framework, no config.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from mnistbench.errors import UserError
 
@@ -61,8 +62,13 @@ def number(meaning: str, low: float = 0.0, high: float = math.inf, above: bool =
     """A finite number >= low (> low with `above`) and <= high. NaN and infinity never pass."""
     expected = f"a finite number {'>' if above else '>='} {low:g}"
     expected += f" and <= {high:g}" if high < math.inf else ""
-    return Kind(meaning, expected, lambda v: _is_number(v) and math.isfinite(v)
-                and (v > low if above else v >= low) and v <= high)
+    return Kind(
+        meaning,
+        expected,
+        lambda v: (
+            _is_number(v) and math.isfinite(v) and (v > low if above else v >= low) and v <= high
+        ),
+    )
 
 
 def integer(meaning: str, low: int = 1) -> Kind:
@@ -80,18 +86,30 @@ def text(meaning: str, choices: tuple[str, ...] | None = None) -> Kind:
 
 
 def texts(meaning: str) -> Kind:
-    return Kind(meaning, "a list of strings",
-                lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v))
+    return Kind(
+        meaning,
+        "a list of strings",
+        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+    )
 
 
 def text_map(meaning: str) -> Kind:
-    return Kind(meaning, "an object of strings", lambda v: isinstance(v, dict)
-                and all(isinstance(k, str) and isinstance(s, str) for k, s in v.items()))
+    return Kind(
+        meaning,
+        "an object of strings",
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(k, str) and isinstance(s, str) for k, s in v.items())
+        ),
+    )
 
 
 def integers(meaning: str) -> Kind:
-    return Kind(meaning, "a non-empty list of integers >= 1", lambda v: isinstance(v, list)
-                and len(v) > 0 and all(_is_int(i) and i >= 1 for i in v))
+    return Kind(
+        meaning,
+        "a non-empty list of integers >= 1",
+        lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(i) and i >= 1 for i in v),
+    )
 
 
 # ---------------------------------------------------------------- metrics.json
@@ -102,15 +120,13 @@ NUMBERS: dict[str, Kind] = {
     "val_acc": number("accuracy on the test split after the last epoch", high=1),
     "val_loss": number("mean cross-entropy on the test split after the last epoch"),
     "train_loss": number("mean cross-entropy over the last training pass"),
-    "epoch_time_median_s": number("steady epoch (train + validation pass), median, s",
-                                  above=True),
+    "epoch_time_median_s": number("steady epoch (train + validation pass), median, s", above=True),
     "epoch_time_min_s": number("fastest steady epoch, s"),
     "epoch_time_max_s": number("slowest steady epoch, s"),
     "first_epoch_s": number("epoch 1, with JIT compile and warm-up, s"),
     "train_time_median_s": number("steady training pass, median, s", above=True),
     "eval_time_median_s": number("steady validation pass, median, s"),
-    "samples_per_s": number("training examples per second of the steady training pass",
-                            above=True),
+    "samples_per_s": number("training examples per second of the steady training pass", above=True),
     "epochs": integer("epochs run"),
     "batch_size": integer("examples per batch, training and validation"),
     "num_params": integer("trainable parameters"),
@@ -127,14 +143,14 @@ ENV_MACHINE: dict[str, Kind] = {
     "packages": text_map("installed version of each package that matters"),
     "cpu": text("CPU model"),
     "cpu_count": optional(integer("CPUs of the machine (null when the OS cannot tell)")),
-    "cpus_usable": optional(integer("CPUs this process may run on (null when the OS cannot "
-                                    "tell)")),
+    "cpus_usable": optional(integer("CPUs this process may run on (null when the OS cannot tell)")),
     "thread_env": text_map("thread-count environment variables that were set"),
     "gpus": texts("each visible GPU as nvidia-smi names it; [] when none"),
     "image": text("Docker image, or 'none (host)'"),
     "image_version": text("the image's version ('' on the host)"),
-    "threads": optional(integer("train.threads as applied to every framework; null = their "
-                                "defaults")),
+    "threads": optional(
+        integer("train.threads as applied to every framework; null = their defaults")
+    ),
 }
 ENV_BACKEND: dict[str, Kind] = {
     "backend": text("backend name, the folder's name"),
@@ -262,8 +278,13 @@ def curve_problems(values: dict[str, float]) -> list[str]:
 
 def value_problems(values: dict[str, Any], kinds: dict[str, Kind], prefix: str = "") -> list[str]:
     """Each value of `values` that `kinds` names, checked against its kind (absent: skipped)."""
-    return [p for key, kind in kinds.items() if key in values
-            for p in [kind.problem(f"{prefix}{key}", values[key])] if p]
+    return [
+        p
+        for key, kind in kinds.items()
+        if key in values
+        for p in [kind.problem(f"{prefix}{key}", values[key])]
+        if p
+    ]
 
 
 def _keys(values: dict, known, prefix: str) -> list[str]:
@@ -271,7 +292,9 @@ def _keys(values: dict, known, prefix: str) -> list[str]:
     unknown = [f"{prefix}{k}" for k in values if k not in known]
     return ([f"missing keys: {', '.join(missing)}"] if missing else []) + (
         [f"unknown keys: {', '.join(unknown)} (not in the metrics contract, mnistbench.metrics)"]
-        if unknown else [])
+        if unknown
+        else []
+    )
 
 
 def _consistency(record: dict, backend: str | None) -> list[str]:
@@ -282,18 +305,22 @@ def _consistency(record: dict, backend: str | None) -> list[str]:
         problems.append(f"env.backend is {env['backend']!r}, not {backend!r}")
     low, median, high = (record[f"epoch_time_{k}_s"] for k in ("min", "median", "max"))
     if not low <= median <= high:
-        problems.append("epoch_time_min_s <= epoch_time_median_s <= epoch_time_max_s "
-                        "does not hold")
+        problems.append("epoch_time_min_s <= epoch_time_median_s <= epoch_time_max_s does not hold")
     for key in ("epochs", "batch_size"):
         if record[key] != params[f"train.{key}"]:
-            problems.append(f"{key} is {record[key]} but params train.{key} is "
-                            f"{params[f'train.{key}']}")
-    for key, split, limit in (("train_examples", MNIST_TRAIN, "data.limit_train"),
-                              ("test_examples", MNIST_TEST, "data.limit_test")):
+            problems.append(
+                f"{key} is {record[key]} but params train.{key} is {params[f'train.{key}']}"
+            )
+    for key, split, limit in (
+        ("train_examples", MNIST_TRAIN, "data.limit_train"),
+        ("test_examples", MNIST_TEST, "data.limit_test"),
+    ):
         most = min(split, params[limit] or split)
         if record[key] > most:
-            problems.append(f"{key} is {record[key]}, more than {most} ({limit} is "
-                            f"{params[limit]}, MNIST has {split})")
+            problems.append(
+                f"{key} is {record[key]}, more than {most} ({limit} is "
+                f"{params[limit]}, MNIST has {split})"
+            )
     return problems
 
 
@@ -321,8 +348,9 @@ def read_curve(path: Path, key: str, epochs: int) -> list[float]:
     except (OSError, UnicodeDecodeError) as e:
         raise MetricsError(f"{path}: unreadable ({e})") from e
     if not lines or lines[0].split("\t") != ["step", key]:
-        raise MetricsError(f"{path}: header must be 'step<TAB>{key}', "
-                           f"got {lines[0] if lines else ''!r}")
+        raise MetricsError(
+            f"{path}: header must be 'step<TAB>{key}', got {lines[0] if lines else ''!r}"
+        )
     values = []
     for number_, line in enumerate(lines[1:], start=2):
         cells = line.split("\t")

@@ -19,9 +19,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench.errors import UserError
 from mnistbench import outputs
-from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS, BASELINE
+from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
+from mnistbench.compare.summary import BASELINE
+from mnistbench.errors import UserError
 
 ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
 ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98
@@ -77,8 +78,10 @@ def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
     cells = {}
     for backend, row in rows.items():
         try:
-            values = [float(row[k]) for k in ("epoch_time_median_s", "epoch_time_min_s",
-                                              "epoch_time_max_s", "val_acc")]
+            values = [
+                float(row[k])
+                for k in ("epoch_time_median_s", "epoch_time_min_s", "epoch_time_max_s", "val_acc")
+            ]
         except (KeyError, TypeError, ValueError) as e:
             raise ReportError(f"{summary_path}: backends.{backend} lacks a number ({e})") from e
         if not all(math.isfinite(v) for v in values) or values[0] <= 0:
@@ -93,19 +96,27 @@ def describe(machine: dict, settings: dict) -> str:
     fp = machine.get("fingerprint", {})
     flags = [f for f in fp.get("cpu_flags") or [] if f in ("avx2", "avx512f", "amx_tile", "sve")]
     cpu = f"{fp.get('cpu', '?')}, {fp.get('cpus_usable', '?')} CPUs" + (
-        f" ({', '.join(flags)})" if flags else "")
+        f" ({', '.join(flags)})" if flags else ""
+    )
     gpus = ", ".join(g.split(",")[0] for g in fp.get("gpus", [])) or "no GPU"
     image = fp.get("image", "?")
     if fp.get("image_version"):
         image += f" {fp['image_version']}"
-    versions = ", ".join(f"{k} {v}" for k, v in fp.get("frameworks", {}).items()
-                         if k in ("torch", "jax", "tensorflow-cpu", "tensorflow"))
+    versions = ", ".join(
+        f"{k} {v}"
+        for k, v in fp.get("frameworks", {}).items()
+        if k in ("torch", "jax", "tensorflow-cpu", "tensorflow")
+    )
     run = ""
     if settings:
-        run = (f"; run: {settings.get('train_examples')}/{settings.get('test_examples')} "
-               f"images, {settings.get('epochs')} epochs, batch {settings.get('batch_size')}")
-    return (f"{cpu}, {fp.get('memory_gib', '?')} GiB; {gpus}; {image}; Python "
-            f"{fp.get('python', '?')}, {versions}; fingerprint {machine.get('id', '?')}{run}")
+        run = (
+            f"; run: {settings.get('train_examples')}/{settings.get('test_examples')} "
+            f"images, {settings.get('epochs')} epochs, batch {settings.get('batch_size')}"
+        )
+    return (
+        f"{cpu}, {fp.get('memory_gib', '?')} GiB; {gpus}; {image}; Python "
+        f"{fp.get('python', '?')}, {versions}; fingerprint {machine.get('id', '?')}{run}"
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -122,8 +133,11 @@ def _read_json(path: Path) -> dict:
 
 def reference_columns(results_dir: str | Path) -> list[Column]:
     """Every results/<machine>/ holding summary.json and machine.json, sorted by name."""
-    found = sorted(p.parent for p in Path(results_dir).glob("*/summary.json")
-                   if (p.parent / "machine.json").is_file())
+    found = sorted(
+        p.parent
+        for p in Path(results_dir).glob("*/summary.json")
+        if (p.parent / "machine.json").is_file()
+    )
     return [machine_column(d.name, d / "summary.json", d / "machine.json") for d in found]
 
 
@@ -155,33 +169,48 @@ def cell_text(col: Column, backend: str) -> str:
         return DASH
     speedup = col.speedup(backend)
     ratio = DASH if speedup is None else f"{speedup:.1f}x" if speedup < 10 else f"{speedup:.0f}x"
-    seconds = (f"{cell.low_s:g}-{cell.high_s:g} s" if col.name == ARTICLE
-               else f"{_s(cell.epoch_s)} s")
+    seconds = (
+        f"{cell.low_s:g}-{cell.high_s:g} s" if col.name == ARTICLE else f"{_s(cell.epoch_s)} s"
+    )
     return f"{seconds} · {ratio} · {cell.val_acc:.3f}"
 
 
 def markdown(cols: list[Column]) -> str:
     rows = backend_order(cols)
-    out = ["# Every machine side by side", "",
-           "Each cell: steady seconds per epoch (train + validation pass) · speed-up over "
-           f"`{BASELINE}` on the same machine · val_acc after the last epoch. {DASH}: the "
-           "machine did not run that backend.", "",
-           "| backend | " + " | ".join(c.name for c in cols) + " |",
-           "|---|" + "---|" * len(cols)]
+    out = [
+        "# Every machine side by side",
+        "",
+        "Each cell: steady seconds per epoch (train + validation pass) · speed-up over "
+        f"`{BASELINE}` on the same machine · val_acc after the last epoch. {DASH}: the "
+        "machine did not run that backend.",
+        "",
+        "| backend | " + " | ".join(c.name for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for backend in rows:
         out.append(f"| `{backend}` | " + " | ".join(cell_text(c, backend) for c in cols) + " |")
-    out += ["", "## Does the article's ordering hold?", "",
-            "The article's rows, slowest to fastest: " + " > ".join(
-                f"`{b}`" for b in ARTICLE_ORDER) + "."]
+    out += [
+        "",
+        "## Does the article's ordering hold?",
+        "",
+        "The article's rows, slowest to fastest: "
+        + " > ".join(f"`{b}`" for b in ARTICLE_ORDER)
+        + ".",
+    ]
     for col in cols[1:]:
         holds = col.article_order_holds()
         verdict = {True: "yes", False: "no", None: f"{DASH} (not all three rows ran)"}[holds]
         out.append(f"- {col.name}: {verdict}")
     local = cols[-1]
     if local.name.startswith(LOCAL) and len(cols) > 2:
-        out += ["", "## How far this machine is from the others", "",
-                "Median, over the backends both ran, of the reference's s/epoch over this "
-                "machine's: above 1, this machine is faster.", ""]
+        out += [
+            "",
+            "## How far this machine is from the others",
+            "",
+            "Median, over the backends both ran, of the reference's s/epoch over this "
+            "machine's: above 1, this machine is faster.",
+            "",
+        ]
         out += _distance_lines(cols)
     out += ["", "## The machines", ""]
     out += [f"- **{c.name}**: {c.about}" for c in cols]
@@ -205,8 +234,13 @@ def _distance_lines(cols: list[Column]) -> list[str]:
 
 def _s(seconds: float) -> str:
     """About three significant digits."""
-    return f"{seconds:.1f}" if seconds >= 10 else f"{seconds:.2f}" if seconds >= 1 else (
-        f"{seconds:#.3g}")
+    return (
+        f"{seconds:.1f}"
+        if seconds >= 10
+        else f"{seconds:.2f}"
+        if seconds >= 1
+        else (f"{seconds:#.3g}")
+    )
 
 
 # ---------------------------------------------------------------- the plot
@@ -228,12 +262,28 @@ def png(cols: list[Column]) -> bytes:
         for x, backend in zip(xs, rows):
             cell = col.cells.get(backend)
             if cell is None:
-                ax.annotate(DASH, (x, floor), ha="center", va="bottom", color=color, fontsize=16,
-                            fontweight="bold")
+                ax.annotate(
+                    DASH,
+                    (x, floor),
+                    ha="center",
+                    va="bottom",
+                    color=color,
+                    fontsize=16,
+                    fontweight="bold",
+                )
                 continue
             err = [[cell.epoch_s - cell.low_s], [cell.high_s - cell.epoch_s]]
-            ax.bar(x, cell.epoch_s - floor, width, bottom=floor, yerr=err, capsize=2,
-                   color=color, hatch="//" if col.name == ARTICLE else None, edgecolor="0.4")
+            ax.bar(
+                x,
+                cell.epoch_s - floor,
+                width,
+                bottom=floor,
+                yerr=err,
+                capsize=2,
+                color=color,
+                hatch="//" if col.name == ARTICLE else None,
+                edgecolor="0.4",
+            )
         ax.bar(0, 0, 0, color=color, label=col.name)  # one legend entry per machine
     ax.set_yscale("log")
     ax.set_ylim(bottom=floor)
@@ -247,24 +297,33 @@ def png(cols: list[Column]) -> bytes:
     return buf.getvalue()
 
 
-def write(results_dir: str | Path, metrics_dir: str | Path | None, out_dir: str | Path) -> list[Column]:
+def write(
+    results_dir: str | Path, metrics_dir: str | Path | None, out_dir: str | Path
+) -> list[Column]:
     """Read every machine first, then write machines.md and machines.png together."""
     cols = columns(results_dir, metrics_dir)
-    outputs.write_files(Path(out_dir), {"machines.md": markdown(cols).encode(),
-                                        "machines.png": png(cols)})
+    outputs.write_files(
+        Path(out_dir), {"machines.md": markdown(cols).encode(), "machines.png": png(cols)}
+    )
     return cols
 
 
-def keep(metrics_dir: str | Path, results_dir: str | Path, name: str | None = None,
-         extra: tuple[str, ...] = ("params.yaml", "dvc.lock")) -> Path:
+def keep(
+    metrics_dir: str | Path,
+    results_dir: str | Path,
+    name: str | None = None,
+    extra: tuple[str, ...] = ("params.yaml", "dvc.lock"),
+) -> Path:
     """Copy this machine's run into results/<name>/ as a reference machine (default name: the
     fingerprint's); never over an existing folder. Layout: the report files and machine.json
     at the top, each stage's metrics under metrics/, and the params and lock it ran with."""
     metrics_dir = Path(metrics_dir)
     for needed in ("summary.json", "machine.json"):
         if not (metrics_dir / needed).is_file():
-            raise ReportError(f"{metrics_dir / needed}: missing; run the pipeline first "
-                              "(`make repro` or `dvc repro`)")
+            raise ReportError(
+                f"{metrics_dir / needed}: missing; run the pipeline first "
+                "(`make repro` or `dvc repro`)"
+            )
     name = name or _read_json(metrics_dir / "machine.json").get("name")
     dest = Path(results_dir) / str(name)
     if dest.exists():

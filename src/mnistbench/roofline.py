@@ -32,9 +32,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mnistbench import envinfo, frameworks, models
 from mnistbench.config import Config
@@ -83,12 +84,18 @@ def model_flops(hidden: tuple[int, ...], batch_size: int, num_train: int, num_te
     products = [2 * i * o for i, o in layer_shapes(hidden)]
     forward = sum(products)
     train = forward + sum(products) + sum(products[1:])  # forward, weight grads, input grads
-    return Flops(forward_per_example=forward, train_per_example=train,
-                 train=train * num_train, eval=forward * num_test,
-                 per_train_step=train * batch_size)
+    return Flops(
+        forward_per_example=forward,
+        train_per_example=train,
+        train=train * num_train,
+        eval=forward * num_test,
+        per_train_step=train * batch_size,
+    )
 
 
-def matmul_shapes(hidden: tuple[int, ...], batch_size: int, device: str) -> list[tuple[int, int, int]]:
+def matmul_shapes(
+    hidden: tuple[int, ...], batch_size: int, device: str
+) -> list[tuple[int, int, int]]:
     """(m, k, n) products to time: the model's forward products at batch_size, its weight
     gradients (in x batch @ batch x out), the whole-test-split forward, and a large square."""
     shapes = []
@@ -100,9 +107,13 @@ def matmul_shapes(hidden: tuple[int, ...], batch_size: int, device: str) -> list
     return shapes
 
 
-def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tuple[int, ...] = (128, 256),
-                          batch_size: int = 32, frameworks_to_try: tuple[str, ...] = ("torch", "jax"),
-                          ) -> dict[str, Any]:
+def measure_matmul_gflops(
+    threads: int | None,
+    device: str = "cpu",
+    hidden: tuple[int, ...] = (128, 256),
+    batch_size: int = 32,
+    frameworks_to_try: tuple[str, ...] = ("torch", "jax"),
+) -> dict[str, Any]:
     """Float32 matmul throughput (GFLOP/s) of each framework on each shape; the peak and where.
 
     Call frameworks.configure_threads(threads) first, in a fresh process (as the CLI does), so
@@ -129,10 +140,15 @@ def measure_matmul_gflops(threads: int | None, device: str = "cpu", hidden: tupl
             log.info("%s %dx%dx%d: %.1f GFLOP/s", name, m, k, n, by_shape[name][f"{m}x{k}x{n}"])
     if not by_shape:  # no framework could use the device: nothing was measured
         raise frameworks.DeviceUnavailableError("; ".join(unavailable))
-    peak_fw, peak_shape = max(((fw, s) for fw in by_shape for s in by_shape[fw]),
-                              key=lambda fs: by_shape[fs[0]][fs[1]])
-    return {"matmul_gflops": by_shape[peak_fw][peak_shape], "peak_source": f"{peak_fw} {peak_shape}",
-            "by_shape": by_shape, "device": device}
+    peak_fw, peak_shape = max(
+        ((fw, s) for fw in by_shape for s in by_shape[fw]), key=lambda fs: by_shape[fs[0]][fs[1]]
+    )
+    return {
+        "matmul_gflops": by_shape[peak_fw][peak_shape],
+        "peak_source": f"{peak_fw} {peak_shape}",
+        "by_shape": by_shape,
+        "device": device,
+    }
 
 
 def _best_time(run: Callable[[], None]) -> float:
@@ -182,6 +198,7 @@ def _jax_timer(threads: int | None, device: str):
     def products(a_stack, b):
         """One product per slice of a_stack inside one compiled loop, as in jax-scan's epoch:
         no dispatch per product. Each output is reduced so that none can be skipped."""
+
         def body(total, a):
             return total + jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST).sum(), None
 
@@ -244,8 +261,10 @@ def step_products(hidden: tuple[int, ...], batch_size: int) -> list[Product]:
 
 def eval_products(hidden: tuple[int, ...], num_test: int) -> list[Product]:
     """The evaluation pass as the fast rows run it: one forward over the whole test split."""
-    return [Product("eval forward", n, num_test, i, o)
-            for n, (i, o) in enumerate(layer_shapes(hidden), start=1)]
+    return [
+        Product("eval forward", n, num_test, i, o)
+        for n, (i, o) in enumerate(layer_shapes(hidden), start=1)
+    ]
 
 
 def steps_per_epoch(framework: str, num_train: int, batch_size: int) -> int:
@@ -256,7 +275,9 @@ def steps_per_epoch(framework: str, num_train: int, batch_size: int) -> int:
     return -(-num_train // batch_size)
 
 
-def kernel_bound(parts: dict[str, dict[str, Any]], num_train: int, batch_size: int) -> dict[str, Any]:
+def kernel_bound(
+    parts: dict[str, dict[str, Any]], num_train: int, batch_size: int
+) -> dict[str, Any]:
     """The metrics' kernel-bound keys from timed parts (seconds per call), per framework:
     {"products_s": {name: s}, "optimizer_s": s, "eval_products_s": {name: s}}.
 
@@ -278,7 +299,9 @@ def framework_of(backend: str) -> str:
     return backend.split("-", 1)[0]
 
 
-def kernel_efficiency(roofline_metrics: dict[str, Any], backend: str, epoch_s: float) -> float | None:
+def kernel_efficiency(
+    roofline_metrics: dict[str, Any], backend: str, epoch_s: float
+) -> float | None:
     """A backend's epoch against its framework's kernel bound (1 = nothing but those kernels);
     None where the roofline file has no bound for that framework (older files, or a framework
     that could not run on the device)."""
@@ -286,8 +309,9 @@ def kernel_efficiency(roofline_metrics: dict[str, Any], backend: str, epoch_s: f
     return None if bound is None else bound / epoch_s
 
 
-def measure_kernel_parts(cfg: Config, device: str, num_test: int,
-                         frameworks_to_try: tuple[str, ...] = FRAMEWORKS) -> dict[str, dict[str, Any]]:
+def measure_kernel_parts(
+    cfg: Config, device: str, num_test: int, frameworks_to_try: tuple[str, ...] = FRAMEWORKS
+) -> dict[str, dict[str, Any]]:
     """Time each part of kernel_bound alone, per framework, on `device` ("cpu" or "cuda", as
     measure_matmul_gflops resolved it). Call frameworks.configure_threads first.
 
@@ -314,8 +338,11 @@ def measure_kernel_parts(cfg: Config, device: str, num_test: int,
             "optimizer_s": timer.adam(),
             "eval_products_s": {p.name: timer.product(p) for p in evals},
         }
-        log.info("%s kernels: %.1f µs a step", fw, 1e6 * (sum(parts[fw]["products_s"].values())
-                                                          + parts[fw]["optimizer_s"]))
+        log.info(
+            "%s kernels: %.1f µs a step",
+            fw,
+            1e6 * (sum(parts[fw]["products_s"].values()) + parts[fw]["optimizer_s"]),
+        )
     return parts
 
 
@@ -339,6 +366,7 @@ class _TorchKernels:
         """Seconds per call: `inner` calls eagerly on a CPU, replayed from a CUDA graph on CUDA."""
         torch = self.torch
         if self.dev != "cuda":
+
             def run():
                 for _ in range(inner):
                     call()
@@ -356,6 +384,7 @@ class _TorchKernels:
             def run():
                 graph.replay()
                 torch.cuda.synchronize()
+
         return _best_time(run) / inner
 
     def product(self, p: Product) -> float:
@@ -389,15 +418,28 @@ def fused_adam_kernels(torch: Any, opt: Any) -> Callable[[], None]:
     params = group["params"]
     state = [opt.state[p] for p in params]
     steps = [s["step"] for s in state]
-    tensors = ([p.detach() for p in params], [p.grad for p in params],
-               [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state], [], steps)
+    tensors = (
+        [p.detach() for p in params],
+        [p.grad for p in params],
+        [s["exp_avg"] for s in state],
+        [s["exp_avg_sq"] for s in state],
+        [],
+        steps,
+    )
     beta1, beta2 = group["betas"]
 
     def update():
         torch._foreach_add_(steps, 1)
-        torch._fused_adam_(*tensors, amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1,
-                           beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                           maximize=group["maximize"])
+        torch._fused_adam_(
+            *tensors,
+            amsgrad=group["amsgrad"],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )
 
     return update
 
@@ -436,8 +478,9 @@ class _JaxKernels:
         @jax.jit
         def loop(stack, b):
             out = jax.eval_shape(product, stack[0], b)
-            return jax.lax.scan(lambda _, a: (product(a, b), None),
-                                jnp.zeros(out.shape, out.dtype), stack)[0]
+            return jax.lax.scan(
+                lambda _, a: (product(a, b), None), jnp.zeros(out.shape, out.dtype), stack
+            )[0]
 
         return _best_time(lambda: loop(lhs, rhs).block_until_ready()) / inner
 
@@ -472,12 +515,18 @@ class _JaxKernels:
 
 def split_sizes(cfg: Config) -> tuple[int, int]:
     """(training, test) examples the backends use, after data.limit_*."""
-    return (min(cfg.data.limit_train or MNIST_TRAIN, MNIST_TRAIN),
-            min(cfg.data.limit_test or MNIST_TEST, MNIST_TEST))
+    return (
+        min(cfg.data.limit_train or MNIST_TRAIN, MNIST_TRAIN),
+        min(cfg.data.limit_test or MNIST_TEST, MNIST_TEST),
+    )
 
 
-def roofline(cfg: Config, measured: dict[str, Any], threads_used: int | None,
-             kernel_parts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def roofline(
+    cfg: Config,
+    measured: dict[str, Any],
+    threads_used: int | None,
+    kernel_parts: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The metrics file's content, from a measurement and the params (and, given the timed
     parts of measure_kernel_parts, the kernel bound per framework)."""
     num_train, num_test = split_sizes(cfg)
@@ -503,11 +552,13 @@ def roofline(cfg: Config, measured: dict[str, Any], threads_used: int | None,
 def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
     """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
     applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
-    measured = measure_matmul_gflops(cfg.train.threads, cfg.train.device, cfg.model.hidden,
-                                     cfg.train.batch_size)
+    measured = measure_matmul_gflops(
+        cfg.train.threads, cfg.train.device, cfg.model.hidden, cfg.train.batch_size
+    )
     # CPU threads do the products only on the CPU; a GPU's rate owes nothing to them
-    threads_used = (None if measured["device"] == "cuda"
-                    else cfg.train.threads or applied["cpus_usable"])
+    threads_used = (
+        None if measured["device"] == "cuda" else cfg.train.threads or applied["cpus_usable"]
+    )
     parts = measure_kernel_parts(cfg, measured["device"], split_sizes(cfg)[1])
     result = roofline(cfg, measured, threads_used, parts)
     result["env"] = {**envinfo.collect(), **applied}

@@ -18,12 +18,13 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from mnistbench.errors import UserError
 from mnistbench import backends, metrics, outputs
+from mnistbench.errors import UserError
 
 # needed from each metrics.json: names of the metrics contract (mnistbench.metrics.NUMBERS)
 KEYS = ("batch_size", "epoch_time_median_s", "val_acc", "epochs")
@@ -45,8 +46,15 @@ class Point:
 
 def exp_show(all_commits: bool = False, cwd: str | Path = ".") -> list[dict]:
     """`dvc exp show --json` of the repository at `cwd`, parsed."""
-    args = [sys.executable, "-m", "dvc", "exp", "show", "--json",  # the dvc beside mnistbench
-            *(["--all-commits"] if all_commits else [])]
+    args = [
+        sys.executable,
+        "-m",
+        "dvc",
+        "exp",
+        "show",
+        "--json",  # the dvc beside mnistbench
+        *(["--all-commits"] if all_commits else []),
+    ]
     try:
         done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=True)
     except subprocess.CalledProcessError as e:
@@ -71,8 +79,10 @@ def collect(entries: list[dict]) -> list[Point]:
     duplicates (an experiment may repeat another's unchanged metrics)."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         got = "a JSON object" if isinstance(entries, dict) else "something else"
-        raise SweepError(f"not `dvc exp show --json` output: expected a JSON list of objects "
-                         f"(one per commit), got {got}")
+        raise SweepError(
+            f"not `dvc exp show --json` output: expected a JSON list of objects "
+            f"(one per commit), got {got}"
+        )
     points, seen = [], set()
     for source, data in _records(entries):
         ran_with = _train_params(data)
@@ -123,8 +133,14 @@ def _problems(values: dict[str, Any]) -> list[str]:
 
 def _point(backend: str, values: dict[str, Any], source: str) -> Point:
     """A Point from one metrics.json's values (the KEYS present)."""
-    return Point(backend, int(values["batch_size"]), float(values["epoch_time_median_s"]),
-                 float(values["val_acc"]), int(values["epochs"]), source)
+    return Point(
+        backend,
+        int(values["batch_size"]),
+        float(values["epoch_time_median_s"]),
+        float(values["val_acc"]),
+        int(values["epochs"]),
+        source,
+    )
 
 
 def _train_params(data: dict) -> dict[str, Any]:
@@ -138,8 +154,10 @@ def plot(points: list[Point], out: str | Path) -> Path:
     """Steady epoch time and val_acc vs batch size per backend (median where a batch size has
     several results); the points themselves go to <out>.json. Both written atomically."""
     if not points:
-        raise SweepError("no backend results in `dvc exp show`: queue the sweep first "
-                         "(`dvc exp run --queue -S train.batch_size=...`, `dvc queue start`)")
+        raise SweepError(
+            "no backend results in `dvc exp show`: queue the sweep first "
+            "(`dvc exp run --queue -S train.batch_size=...`, `dvc queue start`)"
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,8 +183,9 @@ def plot(points: list[Point], out: str | Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     ax_time.set_yscale("log")
     ax_acc.legend(fontsize=8)
-    fig.suptitle(f"Batch-size sweep ({', '.join(map(str, epochs))} epochs; "
-                 f"val_acc after the last epoch)")
+    fig.suptitle(
+        f"Batch-size sweep ({', '.join(map(str, epochs))} epochs; val_acc after the last epoch)"
+    )
     fig.tight_layout()
 
     png = io.BytesIO()
@@ -174,7 +193,7 @@ def plot(points: list[Point], out: str | Path) -> Path:
     plt.close(fig)
     table = json.dumps([asdict(p) for p in points], indent=2) + "\n"
     out = Path(out)
-    outputs.write_files(out.parent, {out.name: png.getvalue(),
-                                     out.with_suffix(".json").name: table.encode()})
+    outputs.write_files(
+        out.parent, {out.name: png.getvalue(), out.with_suffix(".json").name: table.encode()}
+    )
     return out
-

@@ -20,13 +20,13 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from mnistbench.errors import UserError
 from mnistbench import download, frameworks
 from mnistbench.config import ConfigError, DataConfig
 from mnistbench.download import FILES
+from mnistbench.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,10 @@ def require_raw(raw_dir: str | Path, names: Iterable[str] | None = None) -> Path
     specs = [f for f in FILES if names is None or f.name in set(names)]
     missing = [f.name for f in specs if not (raw / f.name).is_file()]
     if missing:
-        raise MissingDataError(f"{raw} lacks {', '.join(missing)}: run the download stage first "
-                               "(`dvc repro download` or `mnistbench download`)")
+        raise MissingDataError(
+            f"{raw} lacks {', '.join(missing)}: run the download stage first "
+            "(`dvc repro download` or `mnistbench download`)"
+        )
     for spec in specs:
         problem = download.problem(raw / spec.name, spec)
         if problem is not None:
@@ -64,16 +66,19 @@ def require_tfds(tfds_dir: str | Path) -> Path:
     version_dir = Path(tfds_dir) / NAME / VERSION
     info_path = version_dir / "dataset_info.json"
     if not info_path.is_file():
-        raise MissingDataError(f"no TFDS {NAME} {VERSION} under {tfds_dir}: run the build_tfds "
-                               "stage first (`dvc repro build_tfds` or `mnistbench build-tfds`)")
+        raise MissingDataError(
+            f"no TFDS {NAME} {VERSION} under {tfds_dir}: run the build_tfds "
+            "stage first (`dvc repro build_tfds` or `mnistbench build-tfds`)"
+        )
     try:
         info = json.loads(info_path.read_text())
         problems = list(_shard_problems(version_dir, info))
     except (ValueError, KeyError, TypeError) as e:  # unreadable JSON or not TFDS's layout
         problems = [f"{info_path} is not a TFDS dataset_info.json ({type(e).__name__}: {e})"]
     if problems:
-        raise MissingDataError(f"TFDS build under {tfds_dir} is damaged: {'; '.join(problems)}; "
-                               f"{FIX_TFDS}")
+        raise MissingDataError(
+            f"TFDS build under {tfds_dir} is damaged: {'; '.join(problems)}; {FIX_TFDS}"
+        )
     return Path(tfds_dir)
 
 
@@ -83,9 +88,16 @@ def _shard_problems(version_dir: Path, info: dict) -> Iterator[str]:
     file_format = info.get("fileFormat", "tfrecord")
     for split in info["splits"]:
         lengths = [int(n) for n in split["shardLengths"]]
-        paths = [version_dir / split["filepathTemplate"].format(
-            DATASET=NAME, SPLIT=split["name"], FILEFORMAT=file_format,
-            SHARD_X_OF_Y=f"{i:05d}-of-{len(lengths):05d}") for i in range(len(lengths))]
+        paths = [
+            version_dir
+            / split["filepathTemplate"].format(
+                DATASET=NAME,
+                SPLIT=split["name"],
+                FILEFORMAT=file_format,
+                SHARD_X_OF_Y=f"{i:05d}-of-{len(lengths):05d}",
+            )
+            for i in range(len(lengths))
+        ]
         missing = [p for p in paths if not p.is_file()]
         if missing:
             yield f"{', '.join(map(str, missing))} missing"
@@ -108,12 +120,22 @@ def _local_builder_class(raw: Path):
         def _split_generators(self, dl_manager):
             del dl_manager  # nothing to download: the files were fetched and verified upstream
             return [
-                tfds.core.SplitGenerator(name=tfds.Split.TRAIN, gen_kwargs=dict(
-                    num_examples=60000, data_path=str(raw / "train-images-idx3-ubyte"),
-                    label_path=str(raw / "train-labels-idx1-ubyte"))),
-                tfds.core.SplitGenerator(name=tfds.Split.TEST, gen_kwargs=dict(
-                    num_examples=10000, data_path=str(raw / "t10k-images-idx3-ubyte"),
-                    label_path=str(raw / "t10k-labels-idx1-ubyte"))),
+                tfds.core.SplitGenerator(
+                    name=tfds.Split.TRAIN,
+                    gen_kwargs=dict(
+                        num_examples=60000,
+                        data_path=str(raw / "train-images-idx3-ubyte"),
+                        label_path=str(raw / "train-labels-idx1-ubyte"),
+                    ),
+                ),
+                tfds.core.SplitGenerator(
+                    name=tfds.Split.TEST,
+                    gen_kwargs=dict(
+                        num_examples=10000,
+                        data_path=str(raw / "t10k-images-idx3-ubyte"),
+                        label_path=str(raw / "t10k-labels-idx1-ubyte"),
+                    ),
+                ),
             ]
 
     return LocalMNIST
@@ -159,16 +181,18 @@ def _check_replaceable(out: Path) -> None:
     else:
         foreign = sorted(p.name for p in out.iterdir() if p.name not in OURS)
     if foreign:
-        raise ConfigError(f"params: data.tfds_dir {out} holds {', '.join(foreign[:5])}, which no "
-                          "TFDS build made; build_tfds replaces that folder whole, so it stops "
-                          "here (move those files, or point data.tfds_dir elsewhere)")
+        raise ConfigError(
+            f"params: data.tfds_dir {out} holds {', '.join(foreign[:5])}, which no "
+            "TFDS build made; build_tfds replaces that folder whole, so it stops "
+            "here (move those files, or point data.tfds_dir elsewhere)"
+        )
 
 
 def _remove_stale_builds(parent: Path) -> None:
     """Staging folders of builds that were killed (SIGKILL skips every cleanup): those whose
     process is gone. A running build's folder, here or for another tfds_dir, is left alone."""
     for folder in parent.glob(STAGING_PREFIX + "*"):
-        pid = folder.name[len(STAGING_PREFIX):].split("-")[0]
+        pid = folder.name[len(STAGING_PREFIX) :].split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             log.info("removing %s, left by a build that was killed", folder)
             shutil.rmtree(folder, ignore_errors=True)
@@ -214,5 +238,6 @@ def _prepare(raw: Path, data_dir: Path, file_format: str) -> None:
     log.info("building TFDS %s %s (%s) from %s", NAME, VERSION, file_format, raw)
     builder = _local_builder_class(raw)(data_dir=str(data_dir), file_format=file_format)
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
     shutil.rmtree(data_dir / "downloads", ignore_errors=True)

@@ -30,9 +30,15 @@ def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
     threads = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     harness.seed_everything(cfg.train.seed)
     trainer = backend.build(cfg, cfg.train.device)
-    log.info("%s: %d parameters, %d train / %d test examples, batch %d, %d epochs",
-             name, trainer.num_params(), trainer.num_train, trainer.num_test,
-             cfg.train.batch_size, cfg.train.epochs)
+    log.info(
+        "%s: %d parameters, %d train / %d test examples, batch %d, %d epochs",
+        name,
+        trainer.num_params(),
+        trainer.num_train,
+        trainer.num_test,
+        cfg.train.batch_size,
+        cfg.train.epochs,
+    )
 
     final = Path(out_root) / name
     staging = final.with_name(f".{name}.partial")
@@ -41,9 +47,14 @@ def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
         record = _train_logged(trainer, cfg, name, staging)
         record["num_params"] = trainer.num_params()
         record["train_examples"], record["test_examples"] = trainer.num_train, trainer.num_test
-        record["env"] = {**envinfo.collect(), **threads, "backend": name,
-                         "framework": backend.FRAMEWORK, "loader": backend.LOADER,
-                         "device": trainer.device}
+        record["env"] = {
+            **envinfo.collect(),
+            **threads,
+            "backend": name,
+            "framework": backend.FRAMEWORK,
+            "loader": backend.LOADER,
+            "device": trainer.device,
+        }
         record["params"] = metrics.params_of(cfg)
         metrics.check(record, f"{name}: the metrics to write", backend=name)
         text = json.dumps(record, indent=2, allow_nan=False) + "\n"  # no bare NaN, ever
@@ -59,8 +70,10 @@ def _check_input(cfg: Config, name: str, reads: str) -> None:
     """params' backends.<name> must name the data this backend really reads (dvc.yaml deps)."""
     expected = cfg.data_input(reads)
     if name in cfg.backends and cfg.backends[name] != expected:
-        raise ConfigError(f"params: backends.{name} is {cfg.backends[name]!r} but {name} "
-                          f"reads {expected!r}; dvc.yaml's dependency would be wrong")
+        raise ConfigError(
+            f"params: backends.{name} is {cfg.backends[name]!r} but {name} "
+            f"reads {expected!r}; dvc.yaml's dependency would be wrong"
+        )
 
 
 def _train_logged(trainer: harness.Trainer, cfg: Config, name: str, out: Path) -> dict:
@@ -72,10 +85,18 @@ def _train_logged(trainer: harness.Trainer, cfg: Config, name: str, out: Path) -
         _check_epoch(values, e.epoch, name, cfg)
         for key in metrics.CURVES:
             metrics.append_curve(plots / f"{key}.tsv", key, e.epoch, values[key])
-        log.info("epoch %d/%d: train_loss %.4f, val_loss %.4f, val_acc %.4f, "
-                 "elapsed %.2f s (train %.2f + eval %.2f)", e.epoch, cfg.train.epochs,
-                 e.train_loss, e.val_loss, e.val_acc, e.epoch_time_s, e.train_time_s,
-                 e.eval_time_s)
+        log.info(
+            "epoch %d/%d: train_loss %.4f, val_loss %.4f, val_acc %.4f, "
+            "elapsed %.2f s (train %.2f + eval %.2f)",
+            e.epoch,
+            cfg.train.epochs,
+            e.train_loss,
+            e.val_loss,
+            e.val_acc,
+            e.epoch_time_s,
+            e.train_time_s,
+            e.eval_time_s,
+        )
 
     history = harness.run(trainer, cfg.train.epochs, on_epoch)
     return harness.summarize(history, trainer.num_train, cfg.train.batch_size)
@@ -88,7 +109,7 @@ def _check_epoch(values: dict[str, float], epoch: int, name: str, cfg: Config) -
         return
     where = f"{name}: epoch {epoch}"
     if any(not math.isfinite(values[key]) for key in metrics.LOSSES):
-        where = (f"{name}: training diverged at epoch {epoch} (lower train.lr, now "
-                 f"{cfg.train.lr!r})")
-    raise metrics.MetricsError(f"{where}: {'; '.join(problems)}; nothing written, the previous "
-                               "results are as they were")
+        where = f"{name}: training diverged at epoch {epoch} (lower train.lr, now {cfg.train.lr!r})"
+    raise metrics.MetricsError(
+        f"{where}: {'; '.join(problems)}; nothing written, the previous results are as they were"
+    )

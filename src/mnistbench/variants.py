@@ -22,8 +22,9 @@ def parse_override(item: str) -> tuple[str, str, object]:
     key, sep, value = item.partition("=")
     section, dot, name = key.partition(".")
     if not (sep and dot and section and name):
-        raise config.ConfigError(f"override {item!r}: expected section.key=value, "
-                                 "e.g. train.epochs=3")
+        raise config.ConfigError(
+            f"override {item!r}: expected section.key=value, e.g. train.epochs=3"
+        )
     try:
         return section, name, yaml.safe_load(value)
     except yaml.YAMLError as e:
@@ -42,8 +43,9 @@ def derive(raw: dict, overrides: list[str], backends: list[str] | None = None) -
     dirs = {k: data.get(k, getattr(config.DataConfig, k)) for k in ("raw_dir", "tfds_dir")}
     for section, name, value in map(parse_override, overrides):
         if not isinstance(p.get(section), dict):
-            raise config.ConfigError(f"override {section}.{name}: params has no section "
-                                     f"{section!r}")
+            raise config.ConfigError(
+                f"override {section}.{name}: params has no section {section!r}"
+            )
         p[section][name] = value
     known = p.get("backends")
     if known is None:  # params.yaml without a backends section: the defaults, as config has them
@@ -51,8 +53,9 @@ def derive(raw: dict, overrides: list[str], backends: list[str] | None = None) -
     if backends is not None:
         unknown = [b for b in backends if b not in known]
         if unknown:
-            raise config.ConfigError(f"unknown backend(s) {', '.join(unknown)}; params has: "
-                                     f"{', '.join(known)}")
+            raise config.ConfigError(
+                f"unknown backend(s) {', '.join(unknown)}; params has: {', '.join(known)}"
+            )
         known = {b: known[b] for b in backends}
     moved = {old: data.get(k, old) for k, old in dirs.items()}  # a backend keeps its data kind
     p["backends"] = {b: moved.get(d, d) for b, d in known.items()}
@@ -64,7 +67,8 @@ def write(path: str | Path, raw: dict) -> config.Config:
     cfg = config.from_dict(raw)
     path = Path(path)
     if path.is_dir():
-        raise config.ConfigError(f"{path} is a folder: give the file to write, e.g. "
-                                 f"{path / 'params.yaml'}")
+        raise config.ConfigError(
+            f"{path} is a folder: give the file to write, e.g. {path / 'params.yaml'}"
+        )
     outputs.write_files(path.parent, {path.name: yaml.safe_dump(raw, sort_keys=False).encode()})
     return cfg

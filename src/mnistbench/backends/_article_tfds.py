@@ -24,13 +24,21 @@ def article_datasets(cfg: Config) -> tuple[Any, Any, int, int]:
         x = tf.cast(x, tf.float32) / 255.0
         return x, y
 
-    ds = tfds.load("mnist", data_dir=str(data_dir), as_supervised=True, shuffle_files=False,
-                   download=False)
-    train_set, val_set = _take(ds["train"], cfg.data.limit_train), _take(ds["test"], cfg.data.limit_test)
+    ds = tfds.load(
+        "mnist", data_dir=str(data_dir), as_supervised=True, shuffle_files=False, download=False
+    )
+    train_set, val_set = (
+        _take(ds["train"], cfg.data.limit_train),
+        _take(ds["test"], cfg.data.limit_test),
+    )
     num_train, num_test = len(train_set), len(val_set)
     bs = cfg.train.batch_size
-    train_set = (train_set.shuffle(num_train, seed=cfg.train.seed, reshuffle_each_iteration=True)
-                 .batch(bs).map(preprocessing).prefetch(1))
+    train_set = (
+        train_set.shuffle(num_train, seed=cfg.train.seed, reshuffle_each_iteration=True)
+        .batch(bs)
+        .map(preprocessing)
+        .prefetch(1)
+    )
     val_set = val_set.batch(bs).map(preprocessing).prefetch(1)
     return train_set, val_set, num_train, num_test
 

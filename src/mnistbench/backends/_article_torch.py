@@ -6,7 +6,8 @@ accuracies, `model.train()`/`model.eval()` per batch. Only `.to(device)` is adde
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from mnistbench import models
 from mnistbench.config import Config
@@ -15,8 +16,16 @@ Batches = Callable[[], Iterable[tuple[Any, Any]]]  # a fresh pass of (x, y) torc
 
 
 class ArticleTorchTrainer:
-    def __init__(self, torch: Any, device: str, cfg: Config, train_batches: Batches,
-                 val_batches: Batches, num_train: int, num_test: int):
+    def __init__(
+        self,
+        torch: Any,
+        device: str,
+        cfg: Config,
+        train_batches: Batches,
+        val_batches: Batches,
+        num_train: int,
+        num_test: int,
+    ):
         self.torch, self.device = torch, device
         self.model = models.torch_mlp(cfg.model.hidden).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)

@@ -39,7 +39,9 @@ def read_labels(path: Path, limit: int | None = None) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def load_split(raw_dir: str | Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    raw_dir: str | Path, split: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (N, 784) scaled to [0, 1] as the article's /255, labels int32 (N,))."""
     prefix = _SPLITS[split]
     images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
@@ -53,5 +55,7 @@ def load_split(raw_dir: str | Path, split: str, limit: int | None = None) -> tup
 
 def _check(path: Path, magic: int, expected: int) -> None:
     if magic != expected:
-        raise tfds_build.MissingDataError(f"{path}: IDX magic number {magic}, expected {expected} "
-                                          f"(not an MNIST file of this kind): {tfds_build.FIX_RAW}")
+        raise tfds_build.MissingDataError(
+            f"{path}: IDX magic number {magic}, expected {expected} "
+            f"(not an MNIST file of this kind): {tfds_build.FIX_RAW}"
+        )

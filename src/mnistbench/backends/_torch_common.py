@@ -18,13 +18,17 @@ from mnistbench.config import Config
 def load_splits(torch: Any, cfg: Config, device: str) -> tuple[Any, Any, Any, Any]:
     """(x_train, y_train, x_test, y_test) on `device`: float32 images scaled by /255 as
     ToTensor does (NumPy IDX reader), int64 labels as NLLLoss wants."""
-    arrays = (*_idx.load_split(cfg.data.raw_dir, "train", cfg.data.limit_train),
-              *_idx.load_split(cfg.data.raw_dir, "test", cfg.data.limit_test))
+    arrays = (
+        *_idx.load_split(cfg.data.raw_dir, "train", cfg.data.limit_train),
+        *_idx.load_split(cfg.data.raw_dir, "test", cfg.data.limit_test),
+    )
     x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(device) for a in arrays)
     return x_train, y_train.long(), x_test, y_test.long()
 
 
-def model_and_adam(torch: Any, cfg: Config, device: str, capturable: bool = False) -> tuple[Any, Any]:
+def model_and_adam(
+    torch: Any, cfg: Config, device: str, capturable: bool = False
+) -> tuple[Any, Any]:
     """The article's MLP (initialised from torch's global RNG: seed it first) and its Adam.
 
     fused: the same Adam update as one kernel per group of parameters, not a dozen ops each.

@@ -21,7 +21,8 @@ split.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -39,13 +40,17 @@ READ_THREADS = 0  # batches are read in the training loop's thread, with no pref
 # asynchronous dispatch already overlaps each step with the next batch's read.
 
 
-def build(cfg: Config, device: str) -> "GrainTrainer":
+def build(cfg: Config, device: str) -> GrainTrainer:
     jax, device = frameworks.jax(device)
     grain = frameworks.require("grain")
     tfds = frameworks.require("tensorflow_datasets")  # not frameworks.tensorflow_datasets(): no TF
     data_dir = tfds_build.require_tfds(tfds_build.array_record_dir(cfg.data.tfds_dir))
-    sources = tfds.data_source("mnist", data_dir=str(data_dir), download=False,
-                               builder_kwargs={"file_format": "array_record"})
+    sources = tfds.data_source(
+        "mnist",
+        data_dir=str(data_dir),
+        download=False,
+        builder_kwargs={"file_format": "array_record"},
+    )
     train = _Split(grain, sources["train"], cfg.data.limit_train)
     test = _Split(grain, sources["test"], cfg.data.limit_test)
     return GrainTrainer(jax, grain, device, cfg, train, test)
@@ -57,8 +62,9 @@ class _Split:
 
     def __init__(self, grain: Any, source: Any, limit: int | None):
         self.source = source
-        self.indices = grain.MapDataset.range(len(source) if limit is None
-                                              else min(limit, len(source)))
+        self.indices = grain.MapDataset.range(
+            len(source) if limit is None else min(limit, len(source))
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -66,13 +72,14 @@ class _Split:
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One batch: uint8 pixels (B, 784) and int32 labels (B,)."""
         examples = self.source.__getitems__(indices.tolist())  # one batched ArrayRecord read
-        return (np.stack([e["image"].reshape(models.IN_FEATURES) for e in examples]),
-                np.array([e["label"] for e in examples], np.int32))
+        return (
+            np.stack([e["image"].reshape(models.IN_FEATURES) for e in examples]),
+            np.array([e["label"] for e in examples], np.int32),
+        )
 
 
 class GrainTrainer:
-    def __init__(self, jax: Any, grain: Any, device: str, cfg: Config, train: _Split,
-                 test: _Split):
+    def __init__(self, jax: Any, grain: Any, device: str, cfg: Config, train: _Split, test: _Split):
         self.jax, self.grain, self.device = jax, grain, device
         self.train, self.test = train, test
         self.num_train, self.num_test = len(train), len(test)

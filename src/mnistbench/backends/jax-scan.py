@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from mnistbench import frameworks
-from mnistbench.backends import _idx, _jax_common as common
+from mnistbench.backends import _idx
+from mnistbench.backends import _jax_common as common
 from mnistbench.config import Config, ConfigError
 
 FRAMEWORK = "JAX (Flax + Optax), epoch under lax.scan"
@@ -35,16 +36,19 @@ UNROLL = 4  # steps per iteration of the scan's loop: fewer loop iterations, eac
 # unroll (different kernels), so GPU results differ from unroll 1's (results/nvidia-h200).
 
 
-def build(cfg: Config, device: str) -> "ScanTrainer":
+def build(cfg: Config, device: str) -> ScanTrainer:
     jax, device = frameworks.jax(device)
     x_train, y_train = _idx.load_split(cfg.data.raw_dir, "train", cfg.data.limit_train)
     x_test, y_test = _idx.load_split(cfg.data.raw_dir, "test", cfg.data.limit_test)
     if len(x_train) < cfg.train.batch_size:
-        raise ConfigError(f"params: train.batch_size {cfg.train.batch_size} is more than the "
-                          f"{len(x_train)} training examples; jax-scan drops partial batches")
+        raise ConfigError(
+            f"params: train.batch_size {cfg.train.batch_size} is more than the "
+            f"{len(x_train)} training examples; jax-scan drops partial batches"
+        )
     dev = jax.devices()[0]  # frameworks.jax chose the platform: its first device
-    return ScanTrainer(cfg, device, jax.device_put((x_train, y_train), dev),
-                       jax.device_put((x_test, y_test), dev))
+    return ScanTrainer(
+        cfg, device, jax.device_put((x_train, y_train), dev), jax.device_put((x_test, y_test), dev)
+    )
 
 
 class ScanTrainer:

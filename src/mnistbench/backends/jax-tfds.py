@@ -14,7 +14,7 @@ LOADER = "TFDS (tf.data: shuffle, batch, map, prefetch)"
 DATA = "tfds"
 
 
-def build(cfg: Config, device: str) -> "ArticleJaxTrainer":
+def build(cfg: Config, device: str) -> ArticleJaxTrainer:
     jax, device = frameworks.jax(device)
     train_set, val_set, num_train, num_test = article_datasets(cfg)
     trainer = ArticleJaxTrainer(jax, cfg, train_set, val_set, num_train, num_test)
@@ -25,8 +25,9 @@ def build(cfg: Config, device: str) -> "ArticleJaxTrainer":
 class ArticleJaxTrainer:
     """The article's JAX code: `step` jitted with is_train static, losses summed on device."""
 
-    def __init__(self, jax: Any, cfg: Config, train_set: Any, val_set: Any,
-                 num_train: int, num_test: int):
+    def __init__(
+        self, jax: Any, cfg: Config, train_set: Any, val_set: Any, num_train: int, num_test: int
+    ):
         import jax.numpy as jnp
         import optax
         from flax.training.train_state import TrainState

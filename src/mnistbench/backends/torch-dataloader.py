@@ -34,5 +34,6 @@ def build(cfg: Config, device: str) -> ArticleTorchTrainer:
     bs = cfg.train.batch_size
     train_loader = DataLoader(train_set, batch_size=bs, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=bs, shuffle=False)
-    return ArticleTorchTrainer(torch, device, cfg, lambda: train_loader, lambda: val_loader,
-                               len(train_set), len(val_set))
+    return ArticleTorchTrainer(
+        torch, device, cfg, lambda: train_loader, lambda: val_loader, len(train_set), len(val_set)
+    )

@@ -38,7 +38,7 @@ WARMUP_STEPS = 3  # eager steps before the capture (torch.cuda.graphs' recipe): 
 # cuBLAS's workspace and autograd's per-stream setup are made there, not inside the capture
 
 
-def build(cfg: Config, device: str) -> "GraphTrainer":
+def build(cfg: Config, device: str) -> GraphTrainer:
     torch, device = frameworks.torch(cfg.train.threads, device)
     torch.manual_seed(cfg.train.seed)  # model init, as torch-tensor
     return GraphTrainer(torch, device, cfg)
@@ -47,10 +47,14 @@ def build(cfg: Config, device: str) -> "GraphTrainer":
 class GraphTrainer:
     def __init__(self, torch: Any, device: str, cfg: Config):
         self.torch, self.device = torch, device
-        self.x_train, self.y_train, self.x_test, self.y_test = common.load_splits(torch, cfg, device)
+        self.x_train, self.y_train, self.x_test, self.y_test = common.load_splits(
+            torch, cfg, device
+        )
         self.num_train, self.num_test = len(self.x_train), len(self.x_test)
         self.batch_size = bs = cfg.train.batch_size
-        self.model, self.opt = common.model_and_adam(torch, cfg, device, capturable=device == "cuda")
+        self.model, self.opt = common.model_and_adam(
+            torch, cfg, device, capturable=device == "cuda"
+        )
         self.shuffle = torch.Generator(device=device).manual_seed(cfg.train.seed)
         # (start, stop) of each batch in the permutation, the last one smaller (torch-tensor's split)
         self.bounds = [(i, min(i + bs, self.num_train)) for i in range(0, self.num_train, bs)]
@@ -76,7 +80,9 @@ class GraphTrainer:
         self.total.zero_()
         for start, stop in self.bounds:
             idx = self.perm[start:stop]  # a view: no copy, the address is fixed
-            self.total += common.train_step(self.model, self.opt, self.x_train[idx], self.y_train[idx])
+            self.total += common.train_step(
+                self.model, self.opt, self.x_train[idx], self.y_train[idx]
+            )
 
     def _capture(self) -> Any:
         torch = self.torch

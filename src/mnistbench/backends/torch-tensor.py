@@ -27,7 +27,7 @@ LOADER = "in-memory tensors on the device (NumPy IDX reader), batches by index"
 DATA = "raw"
 
 
-def build(cfg: Config, device: str) -> "TensorTrainer":
+def build(cfg: Config, device: str) -> TensorTrainer:
     torch, device = frameworks.torch(cfg.train.threads, device)
     torch.manual_seed(cfg.train.seed)  # model init, as the article's rows
     return TensorTrainer(torch, device, cfg)
@@ -36,7 +36,9 @@ def build(cfg: Config, device: str) -> "TensorTrainer":
 class TensorTrainer:
     def __init__(self, torch: Any, device: str, cfg: Config):
         self.torch, self.device = torch, device
-        self.x_train, self.y_train, self.x_test, self.y_test = common.load_splits(torch, cfg, device)
+        self.x_train, self.y_train, self.x_test, self.y_test = common.load_splits(
+            torch, cfg, device
+        )
         self.num_train, self.num_test = len(self.x_train), len(self.x_test)
         self.batch_size = cfg.train.batch_size
         self.model, self.opt = common.model_and_adam(torch, cfg, device)

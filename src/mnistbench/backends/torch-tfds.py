@@ -21,5 +21,12 @@ def build(cfg: Config, device: str) -> ArticleTorchTrainer:
         for x, y in ds.as_numpy_iterator():
             yield torch.from_numpy(x), torch.from_numpy(y)
 
-    return ArticleTorchTrainer(torch, device, cfg, lambda: batches(train_set),
-                               lambda: batches(val_set), num_train, num_test)
+    return ArticleTorchTrainer(
+        torch,
+        device,
+        cfg,
+        lambda: batches(train_set),
+        lambda: batches(val_set),
+        num_train,
+        num_test,
+    )

@@ -29,13 +29,29 @@ from mnistbench.config import Config
 
 OUTPUTS = metrics.SUMMARY_FILES  # written to the metrics root, or --out
 
-__all__ = ["BASELINE", "OUTPUTS", "SPEEDUP_KEY", "BackendRun", "CompareError", "build_summary",
-           "compare", "curves_png", "epoch_time_png", "load_roofline", "load_runs",
-           "render_markdown", "where_time_goes"]
+__all__ = [
+    "BASELINE",
+    "OUTPUTS",
+    "SPEEDUP_KEY",
+    "BackendRun",
+    "CompareError",
+    "build_summary",
+    "compare",
+    "curves_png",
+    "epoch_time_png",
+    "load_roofline",
+    "load_runs",
+    "render_markdown",
+    "where_time_goes",
+]
 
 
-def compare(cfg: Config, metrics_root: str | Path = "metrics", out_dir: str | Path | None = None,
-            roofline_path: str | Path | None = None) -> dict:
+def compare(
+    cfg: Config,
+    metrics_root: str | Path = "metrics",
+    out_dir: str | Path | None = None,
+    roofline_path: str | Path | None = None,
+) -> dict:
     """Validate every input, render the four outputs in memory, then write them all.
 
     Returns the summary (summary.json's content)."""

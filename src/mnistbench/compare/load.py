@@ -38,8 +38,10 @@ def load_runs(cfg: Config, metrics_root: str | Path = "metrics") -> dict[str, Ba
         except metrics.MetricsError as e:
             problems.append(str(e))
     if problems:
-        raise CompareError("compare: nothing written; fix or regenerate (`dvc repro`, or "
-                           "`mnistbench train <backend>`):\n  " + "\n  ".join(problems))
+        raise CompareError(
+            "compare: nothing written; fix or regenerate (`dvc repro`, or "
+            "`mnistbench train <backend>`):\n  " + "\n  ".join(problems)
+        )
     return runs
 
 
@@ -47,9 +49,10 @@ def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
     path = metrics.metrics_path(metrics_root, name)
     record = metrics.check(_read_json(path), path, backend=name)
     _check_params(record["params"], metrics.params_of(cfg), path)
-    curves = {key: metrics.read_curve(metrics.curve_path(metrics_root, name, key), key,
-                                      record["epochs"])
-              for key in metrics.CURVES}
+    curves = {
+        key: metrics.read_curve(metrics.curve_path(metrics_root, name, key), key, record["epochs"])
+        for key in metrics.CURVES
+    }
     return BackendRun(name, record, curves)
 
 
@@ -78,8 +81,13 @@ def _read_json(path: Path) -> Any:
 
 def _check_params(made_with: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """Refuse results made with other params than the current ones, naming each key."""
-    differ = [f"{key} {made_with[key]!r} (current params: {current[key]!r})"
-              for key in metrics.PARAMS if made_with[key] != current[key]]
+    differ = [
+        f"{key} {made_with[key]!r} (current params: {current[key]!r})"
+        for key in metrics.PARAMS
+        if made_with[key] != current[key]
+    ]
     if differ:
-        raise CompareError(f"{path}: made with other params: {', '.join(differ)}; not "
-                           "comparable: retrain this backend with the current params")
+        raise CompareError(
+            f"{path}: made with other params: {', '.join(differ)}; not "
+            "comparable: retrain this backend with the current params"
+        )

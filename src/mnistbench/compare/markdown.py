@@ -35,29 +35,38 @@ def eval_reading(eval_cost_ratio: float) -> str:
 def where_time_goes(summary: dict) -> list[str]:
     """The table: per backend, the steady epoch's split, what validation's cost says, and the
     first epoch's extra cost; the thresholds are explained below it."""
-    out = ["| backend | steady epoch | training pass | validation pass | validation example "
-           "/ training example | validation is | first epoch, extra |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| backend | steady epoch | training pass | validation pass | validation example "
+        "/ training example | validation is | first epoch, extra |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in summary["backends"].items():
         steady = f"{_s(r['epoch_time_median_s'])} s"
         if r["epoch_time_spread"] >= UNSTEADY_SPREAD:
             steady += f", unsteady ({_s(r['epoch_time_min_s'])}-{_s(r['epoch_time_max_s'])})"
         extra = r["first_epoch_extra_s"]
-        out.append(f"| {name} | {steady} | {r['train_share']:.0%} | {1 - r['train_share']:.0%} "
-                   f"| {_x(r['eval_cost_ratio'])} | {eval_reading(r['eval_cost_ratio'])} "
-                   f"| {f'{_s(extra)} s' if extra > 0 else 'none'} |")
-    out += ["", f"A validation example needs only the forward pass, about "
-            f"{_x(EVAL_RATIO_COMPUTE)} a training example's arithmetic. Costing "
-            f"{_x(EVAL_RATIO_OVERHEAD)} or more, validation is *overhead-bound*: fetching and "
-            f"dispatching batches, not computing, sets the pace. Under {_x(EVAL_RATIO_BATCHED)}, "
-            "it runs in *fewer, larger steps* than training; in between, its cost is *roughly "
-            f"arithmetic*. *Unsteady*: the steady epochs spread over {UNSTEADY_SPREAD:.0%} or "
-            "more of their median, so read it beside the range. The first epoch's extra is "
-            "compile, warm-up and caches."]
+        out.append(
+            f"| {name} | {steady} | {r['train_share']:.0%} | {1 - r['train_share']:.0%} "
+            f"| {_x(r['eval_cost_ratio'])} | {eval_reading(r['eval_cost_ratio'])} "
+            f"| {f'{_s(extra)} s' if extra > 0 else 'none'} |"
+        )
+    out += [
+        "",
+        f"A validation example needs only the forward pass, about "
+        f"{_x(EVAL_RATIO_COMPUTE)} a training example's arithmetic. Costing "
+        f"{_x(EVAL_RATIO_OVERHEAD)} or more, validation is *overhead-bound*: fetching and "
+        f"dispatching batches, not computing, sets the pace. Under {_x(EVAL_RATIO_BATCHED)}, "
+        "it runs in *fewer, larger steps* than training; in between, its cost is *roughly "
+        f"arithmetic*. *Unsteady*: the steady epochs spread over {UNSTEADY_SPREAD:.0%} or "
+        "more of their median, so read it beside the range. The first epoch's extra is "
+        "compile, warm-up and caches.",
+    ]
     if "roofline" in summary:
-        out[-1] += (" Efficiency (above) is the share of the steady epoch that the arithmetic "
-                    "would take at the measured matmul peak; the rest goes to the loader, "
-                    "Python, dispatch and products running below the peak.")
+        out[-1] += (
+            " Efficiency (above) is the share of the steady epoch that the arithmetic "
+            "would take at the measured matmul peak; the rest goes to the loader, "
+            "Python, dispatch and products running below the peak."
+        )
     return out
 
 
@@ -65,33 +74,45 @@ def render_markdown(summary: dict) -> str:
     rows, settings, env = summary["backends"], summary["settings"], summary["env"]
     has_roofline = "roofline" in summary
     out = ["# mnistbench: this run beside the article", ""]
-    out.append("An epoch is one training pass plus one validation pass (the article's epoch). "
-               f"Steady s/epoch: {_steady_epochs(settings['epochs'])}, min-max across the steady "
-               f"epochs in brackets. This run: {settings['epochs']} epochs, batch "
-               f"{settings['batch_size']}, {settings['train_examples']} training / "
-               f"{settings['test_examples']} test examples. "
-               f"The article: {ARTICLE_SETUP}.")
+    out.append(
+        "An epoch is one training pass plus one validation pass (the article's epoch). "
+        f"Steady s/epoch: {_steady_epochs(settings['epochs'])}, min-max across the steady "
+        f"epochs in brackets. This run: {settings['epochs']} epochs, batch "
+        f"{settings['batch_size']}, {settings['train_examples']} training / "
+        f"{settings['test_examples']} test examples. "
+        f"The article: {ARTICLE_SETUP}."
+    )
     full = (metrics.MNIST_TRAIN, metrics.MNIST_TEST)
     if (settings["train_examples"], settings["test_examples"]) != full:
-        out += ["", f"**A subset of MNIST** ({settings['train_examples']} of {full[0]} training "
-                f"images): this run's s/epoch, and so \"this run vs article\", is not "
-                "comparable with the article's; the ratios between backends are."]
-    out += ["", "| backend | implementation | data loader | s/epoch, article | s/epoch, this run "
-            "| first epoch, article | first epoch, this run | train + eval, this run | val_acc |",
-            "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"**A subset of MNIST** ({settings['train_examples']} of {full[0]} training "
+            f'images): this run\'s s/epoch, and so "this run vs article", is not '
+            "comparable with the article's; the ratios between backends are.",
+        ]
+    out += [
+        "",
+        "| backend | implementation | data loader | s/epoch, article | s/epoch, this run "
+        "| first epoch, article | first epoch, this run | train + eval, this run | val_acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         a = r["article"]
         article_s = f"{a['epoch_s_min']:g}-{a['epoch_s_max']:g}" if a else "—"
         article_first = f"{a['first_epoch_s']:g}" if a and a["first_epoch_s"] is not None else "—"
-        out.append(f"| {name} | {r['framework']} | {r['loader']} | {article_s} "
-                   f"| {_s(r['epoch_time_median_s'])} ({_s(r['epoch_time_min_s'])}-"
-                   f"{_s(r['epoch_time_max_s'])}) | {article_first} | {_s(r['first_epoch_s'])} "
-                   f"| {_s(r['train_time_median_s'])} + {_s(r['eval_time_median_s'])} "
-                   f"| {r['val_acc']:.4f} |")
+        out.append(
+            f"| {name} | {r['framework']} | {r['loader']} | {article_s} "
+            f"| {_s(r['epoch_time_median_s'])} ({_s(r['epoch_time_min_s'])}-"
+            f"{_s(r['epoch_time_max_s'])}) | {article_first} | {_s(r['first_epoch_s'])} "
+            f"| {_s(r['train_time_median_s'])} + {_s(r['eval_time_median_s'])} "
+            f"| {r['val_acc']:.4f} |"
+        )
 
     out += ["", "## Ratios", ""]
-    head = (f"| backend | speed-up vs {BASELINE}, article | speed-up vs {BASELINE}, this run "
-            "| this run vs article |")
+    head = (
+        f"| backend | speed-up vs {BASELINE}, article | speed-up vs {BASELINE}, this run "
+        "| this run vs article |"
+    )
     rule = "|---|---|---|---|"
     if has_roofline:
         head += " roofline s/epoch | efficiency |"
@@ -99,15 +120,25 @@ def render_markdown(summary: dict) -> str:
     out += [head, rule]
     for name, r in rows.items():
         a = r["article"]
-        line = (f"| {name} | {_x(a[SPEEDUP_KEY]) if a else '—'} | {_x(r[SPEEDUP_KEY])} "
-                f"| {_x(r['speedup_vs_article'])} |")
+        line = (
+            f"| {name} | {_x(a[SPEEDUP_KEY]) if a else '—'} | {_x(r[SPEEDUP_KEY])} "
+            f"| {_x(r['speedup_vs_article'])} |"
+        )
         if has_roofline:
             line += f" {_s(r['roofline_epoch_s'])} | {_pct(r['efficiency'])} |"
         out.append(line)
-    out += ["", "Speed-ups divide s/epoch: the article's range midpoints, this run's medians. "
-            "\"This run vs article\" is the article's s/epoch over this run's (above 1: faster "
-            "here)." + (" Efficiency is the roofline epoch (the epoch's FLOPs at the measured "
-                        "float32 matmul rate) over the steady epoch." if has_roofline else "")]
+    out += [
+        "",
+        "Speed-ups divide s/epoch: the article's range midpoints, this run's medians. "
+        "\"This run vs article\" is the article's s/epoch over this run's (above 1: faster "
+        "here)."
+        + (
+            " Efficiency is the roofline epoch (the epoch's FLOPs at the measured "
+            "float32 matmul rate) over the steady epoch."
+            if has_roofline
+            else ""
+        ),
+    ]
     if BASELINE not in rows:
         out += ["", f"{BASELINE} is not among this run's backends: no speed-ups for this run."]
 
@@ -128,17 +159,32 @@ def render_markdown(summary: dict) -> str:
     if has_roofline:
         rf = summary["roofline"]
         threads = f", {rf['threads']} threads" if rf["threads"] is not None else ""
-        out.append(f"| roofline | {rf['matmul_gflops']:.1f} GFLOP/s float32 matmul{threads}, "
-                   f"{rf['gflop_per_epoch']:.1f} GFLOP per epoch |")
+        out.append(
+            f"| roofline | {rf['matmul_gflops']:.1f} GFLOP/s float32 matmul{threads}, "
+            f"{rf['gflop_per_epoch']:.1f} GFLOP per epoch |"
+        )
     if summary["env_differs"]:
-        out += ["", "**The backends' metrics were recorded in different environments** "
-                "(check before comparing their times):", ""]
-        out += [f"- {key}: " + ", ".join(f"{n} {'absent' if v is None else v}"
-                                         for n, v in values.items())
-                for key, values in summary["env_differs"].items()]
+        out += [
+            "",
+            "**The backends' metrics were recorded in different environments** "
+            "(check before comparing their times):",
+            "",
+        ]
+        out += [
+            f"- {key}: "
+            + ", ".join(f"{n} {'absent' if v is None else v}" for n, v in values.items())
+            for key, values in summary["env_differs"].items()
+        ]
 
-    out += ["", "## Plots", "", "![steady epoch time per backend](epoch_time.png)", "",
-            "![val_acc, loss and epoch time per epoch](curves.png)", ""]
+    out += [
+        "",
+        "## Plots",
+        "",
+        "![steady epoch time per backend](epoch_time.png)",
+        "",
+        "![val_acc, loss and epoch time per epoch](curves.png)",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -146,5 +192,3 @@ def _steady_epochs(epochs: int) -> str:
     if epochs == 1:
         return "epoch 1 alone (the only one, so compile and warm-up included)"
     return "epoch 2" if epochs == 2 else f"median over epochs 2..{epochs}"
-
-

@@ -46,29 +46,74 @@ def epoch_time_png(summary: dict) -> bytes:
         x = i - width / 2 if a else i  # alone and centred without an article bar
         median = r["epoch_time_median_s"]
         err = [[median - r["epoch_time_min_s"]], [r["epoch_time_max_s"] - median]]
-        ax.bar(x, median, width, yerr=err, capsize=4, color=colors[name],
-               label=label("this run: steady median, min-max"))
-        ax.annotate(_s(median), (x, r["epoch_time_max_s"]), ha="center", va="bottom",
-                    fontsize=8, xytext=(0, 2), textcoords="offset points")
-        ax.plot(x - width / 2 - 0.04, r["first_epoch_s"], marker=">", color="black",
-                linestyle="none", label=label("this run: first epoch"))
+        ax.bar(
+            x,
+            median,
+            width,
+            yerr=err,
+            capsize=4,
+            color=colors[name],
+            label=label("this run: steady median, min-max"),
+        )
+        ax.annotate(
+            _s(median),
+            (x, r["epoch_time_max_s"]),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
+        ax.plot(
+            x - width / 2 - 0.04,
+            r["first_epoch_s"],
+            marker=">",
+            color="black",
+            linestyle="none",
+            label=label("this run: first epoch"),
+        )
         if a:
             low, high = a["epoch_s_min"], a["epoch_s_max"]
-            ax.bar(i + width / 2, high - low, width, bottom=low, color="0.8", hatch="//",
-                   edgecolor="0.4", label=label("article (Colab CPU, full MNIST): range"))
-            ax.annotate(f"{low:g}-{high:g}", (i + width / 2, high), ha="center", va="bottom",
-                        fontsize=8, xytext=(0, 2), textcoords="offset points", color="0.3")
+            ax.bar(
+                i + width / 2,
+                high - low,
+                width,
+                bottom=low,
+                color="0.8",
+                hatch="//",
+                edgecolor="0.4",
+                label=label("article (Colab CPU, full MNIST): range"),
+            )
+            ax.annotate(
+                f"{low:g}-{high:g}",
+                (i + width / 2, high),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+                color="0.3",
+            )
             if a["first_epoch_s"] is not None:
-                ax.plot(i + width + 0.04, a["first_epoch_s"], marker="<", color="0.3",
-                        markerfacecolor="none", linestyle="none",
-                        label=label("article: first epoch"))
+                ax.plot(
+                    i + width + 0.04,
+                    a["first_epoch_s"],
+                    marker="<",
+                    color="0.3",
+                    markerfacecolor="none",
+                    linestyle="none",
+                    label=label("article: first epoch"),
+                )
     ax.set_yscale("log")
     ax.set_xticks(range(len(rows)), list(rows), rotation=15)
     ax.set_ylabel("seconds per epoch (log)")
     s = summary["settings"]
-    ax.set_title(f"Steady epoch time (train + validation pass)\n{s['train_examples']} train + "
-                 f"{s['test_examples']} test examples, batch {s['batch_size']}, "
-                 f"{s['epochs']} epochs", fontsize=10)
+    ax.set_title(
+        f"Steady epoch time (train + validation pass)\n{s['train_examples']} train + "
+        f"{s['test_examples']} test examples, batch {s['batch_size']}, "
+        f"{s['epochs']} epochs",
+        fontsize=10,
+    )
     fig.legend(fontsize=8, loc="outside lower center", ncols=4)
     ax.grid(axis="y", which="both", alpha=0.3)
     return _png(fig)
@@ -81,14 +126,23 @@ def curves_png(runs: dict[str, BackendRun]) -> bytes:
     for name, run in runs.items():
         steps = range(1, len(run.curves["val_acc"]) + 1)
         acc.plot(steps, run.curves["val_acc"], marker="o", color=colors[name], label=name)
-        loss.plot(steps, run.curves["train_loss"], marker="o", color=colors[name],
-                  label=f"{name} train")
-        loss.plot(steps, run.curves["val_loss"], marker="s", linestyle="--", color=colors[name],
-                  label=f"{name} val")
+        loss.plot(
+            steps, run.curves["train_loss"], marker="o", color=colors[name], label=f"{name} train"
+        )
+        loss.plot(
+            steps,
+            run.curves["val_loss"],
+            marker="s",
+            linestyle="--",
+            color=colors[name],
+            label=f"{name} val",
+        )
         time_ax.plot(steps, run.curves["epoch_time_s"], marker="o", color=colors[name], label=name)
-    for ax, title, ylabel in ((acc, "validation accuracy", "val_acc"),
-                              (loss, "loss (solid: train, dashed: validation)", "cross-entropy"),
-                              (time_ax, "epoch time (epoch 1: compile, warm-up)", "seconds (log)")):
+    for ax, title, ylabel in (
+        (acc, "validation accuracy", "val_acc"),
+        (loss, "loss (solid: train, dashed: validation)", "cross-entropy"),
+        (time_ax, "epoch time (epoch 1: compile, warm-up)", "seconds (log)"),
+    ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -97,5 +151,3 @@ def curves_png(runs: dict[str, BackendRun]) -> bytes:
         ax.legend(fontsize=7)
     time_ax.set_yscale("log")
     return _png(fig)
-
-

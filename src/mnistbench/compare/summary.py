@@ -35,10 +35,12 @@ class ArticleRow:
 
 ARTICLE_SETUP = "Google Colab CPU, 10 epochs, batch 32, full MNIST, val_acc 0.98 on every row"
 ARTICLE = {  # keyed by backend name; backends beyond the article have no row
-    "torch-dataloader": ArticleRow("PyTorch", "PyTorch DataLoader (torchvision MNIST + ToTensor)",
-                                   (14.3, 15.1), None),
-    "torch-tfds": ArticleRow("PyTorch", "TFDS (tf.data: shuffle, batch, map, prefetch)",
-                             (7.2, 10.9), 13.9),
+    "torch-dataloader": ArticleRow(
+        "PyTorch", "PyTorch DataLoader (torchvision MNIST + ToTensor)", (14.3, 15.1), None
+    ),
+    "torch-tfds": ArticleRow(
+        "PyTorch", "TFDS (tf.data: shuffle, batch, map, prefetch)", (7.2, 10.9), 13.9
+    ),
     "jax-tfds": ArticleRow("JAX: Flax linen + Optax, jitted step", "TFDS", (3.8, 6.4), 13.8),
 }
 
@@ -101,20 +103,28 @@ def _article_entry(row: ArticleRow | None) -> dict | None:
     if row is None:
         return None
     base = ARTICLE[BASELINE].mid_s
-    return {"epoch_s_min": row.epoch_s[0], "epoch_s_max": row.epoch_s[1],
-            "first_epoch_s": row.first_epoch_s, SPEEDUP_KEY: base / row.mid_s}
+    return {
+        "epoch_s_min": row.epoch_s[0],
+        "epoch_s_max": row.epoch_s[1],
+        "first_epoch_s": row.first_epoch_s,
+        SPEEDUP_KEY: base / row.mid_s,
+    }
 
 
 def _env_differences(runs: dict[str, BackendRun]) -> dict[str, dict[str, Any]]:
     """Machine keys (packages: each package) whose value differs between backends, e.g.
     metrics recorded on different hosts or before and after an upgrade."""
     envs = {name: run.metrics["env"] for name, run in runs.items()}
-    values = {key: {n: env[key] for n, env in envs.items()}
-              for key in metrics.ENV_MACHINE if key != "packages"}
+    values = {
+        key: {n: env[key] for n, env in envs.items()}
+        for key in metrics.ENV_MACHINE
+        if key != "packages"
+    }
     packages = {n: env["packages"] for n, env in envs.items()}
     for pkg in sorted({p for versions in packages.values() for p in versions}):
         values[f"packages.{pkg}"] = {n: versions.get(pkg) for n, versions in packages.items()}
-    return {key: by_backend for key, by_backend in values.items()
-            if len({json.dumps(v, sort_keys=True) for v in by_backend.values()}) > 1}
-
-
+    return {
+        key: by_backend
+        for key, by_backend in values.items()
+        if len({json.dumps(v, sort_keys=True) for v in by_backend.values()}) > 1
+    }
