@@ -490,34 +490,23 @@ def test_missing_or_bad_roofline_is_an_error(metrics_root, tmp_path):
 # ---------------------------------------------------------------- dvc.yaml wiring
 
 
-CONTRACT = "src/mnistbench/metrics.py"
-
-
 def _covered(item: str, listed: list, sep: str = "/") -> bool:
     """`item` is in `listed`, itself or through a folder (a params section) above it."""
     return any(item == d or item.startswith(f"{d}{sep}") for d in listed if isinstance(d, str))
 
 
-def test_dvc_yaml_compare_stage_covers_every_backend():
-    """A foreach cannot feed another stage's deps: compare's deps and the top-level plots list
-    each backend by hand. A backend in params.yaml missing here would let compare run before
-    its train stage (and leave it out of `dvc plots diff`)."""
+def test_dvc_yaml_compare_stage_params_outputs_and_plots():
+    """compare refuses results made with other params (metrics.PARAMS): those params must be
+    its DVC params too, or an edit would leave a report DVC thinks is current. (Its code and
+    metrics deps are checked against the imports and backends in tests/test_dvc_deps.py.)
+    Its outputs are compare's, and the top-level plots draw every backend's curves."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     names = list(config.load(ROOT / "params.yaml").backends)
     stage = dvc["stages"]["compare"]
-    assert stage["cmd"].startswith("mnistbench compare")
-    missing = [n for n in names if f"metrics/{n}" not in stage["deps"]]
-    assert not missing, f"dvc.yaml: add `- metrics/<name>` to compare's deps for {missing}"
-    code = [p.relative_to(ROOT).as_posix() for p in (ROOT / "src/mnistbench/compare").glob("*.py")]
-    uncovered = [f for f in code + [CONTRACT] if not _covered(f, stage["deps"])]
-    assert not uncovered, f"dvc.yaml: add to compare's deps: {sorted(uncovered)}"
     unread = [k for k in metrics.PARAMS if not _covered(k, stage["params"], sep=".")]
     assert not unread, f"dvc.yaml: compare checks params {unread}: list them in its params"
-    train_deps = dvc["stages"]["train"]["do"]["deps"]
-    assert CONTRACT in train_deps, f"dvc.yaml: train writes by the contract: add {CONTRACT}"
-    if "roofline" in dvc["stages"]:  # its metrics feed compare's efficiency column
-        assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
-        assert "metrics/roofline/metrics.json" in stage["deps"]
+    assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
+    assert "metrics/roofline/metrics.json" in stage["deps"]
     outs = [next(iter(o)) for section in ("metrics", "outs", "plots") for o in stage[section]]
     assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
     for out in outs:  # nothing compare writes is inside a train stage's output

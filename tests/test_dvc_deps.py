@@ -13,7 +13,6 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -186,15 +185,10 @@ def test_every_backend_of_params_has_its_train_stage_and_data():
         assert data in trained[name]["deps"], f"train@{name} must depend on {data}"
 
 
-def test_compare_and_the_plots_cover_every_backend():
+def test_compare_depends_on_every_backends_metrics():
     trained = [n.split("@", 1)[1] for n in STAGES if n.startswith("train@")]
     missing = [b for b in trained if f"metrics/{b}" not in STAGES["compare"]["deps"]]
     assert not missing, f"compare's deps lack metrics/ of {missing}"
-    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
-    for plot in plots:
-        ((name, spec),) = plot.items()
-        drawn = {Path(p).parts[1] for p in spec["y"]}
-        assert drawn == set(trained), f"plot {name} draws {sorted(drawn)}, not {sorted(trained)}"
 
 
 def test_every_timed_stage_depends_on_the_machine():

@@ -151,17 +151,6 @@ def test_kernel_bound_is_the_parts_summed_over_an_epoch():
     assert result["kernel_bound"]["jax"]["steps"] == 15
 
 
-def test_kernel_efficiency_uses_the_backends_framework():
-    metrics = {"kernel_bound_epoch_s": {"torch": 0.5, "jax": 0.4}}
-    assert roofline.kernel_efficiency(metrics, "torch-graph", 2.0) == pytest.approx(0.25)
-    assert roofline.kernel_efficiency(metrics, "torch-dataloader", 5.0) == pytest.approx(0.1)
-    assert roofline.kernel_efficiency(metrics, "jax-scan", 0.5) == pytest.approx(0.8)
-    assert (
-        roofline.kernel_efficiency({"kernel_bound_epoch_s": {"torch": 0.5}}, "jax-scan", 1) is None
-    )
-    assert roofline.kernel_efficiency({}, "torch-tensor", 1.0) is None  # a file from before
-
-
 def test_roofline_file_has_the_kernel_bound_only_when_measured():
     cfg = config.from_dict({"data": {"limit_train": 1000, "limit_test": 200}})
     measured = {

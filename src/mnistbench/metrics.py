@@ -104,6 +104,18 @@ def text_map(meaning: str) -> Kind:
     )
 
 
+def number_map(meaning: str) -> Kind:
+    """An object of names to finite numbers > 0 (e.g. seconds per framework)."""
+    return Kind(
+        meaning,
+        "an object of finite numbers > 0",
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(k, str) and number("", above=True).ok(x) for k, x in v.items())
+        ),
+    )
+
+
 def integers(meaning: str) -> Kind:
     return Kind(
         meaning,
@@ -197,7 +209,17 @@ ROOFLINE: dict[str, Kind] = {
     "gflop_per_epoch": number("matmul GFLOP of one epoch"),
     "roofline_epoch_s": number("the epoch at the matmul peak, s", above=True),
     "threads": optional(integer("threads the peak was measured with")),
+    # absent from files written before the kernel bound existed (older reference runs)
+    "kernel_bound_epoch_s": optional(
+        number_map("per framework, the epoch's products and optimizer updates timed alone, s")
+    ),
 }
+
+
+def framework_of(backend: str) -> str:
+    """The framework whose kernels a backend runs, as kernel_bound_epoch_s names it: the first
+    word of the backend's name (torch-tensor -> torch, jax-scan -> jax)."""
+    return backend.split("-", 1)[0]
 
 
 # ---------------------------------------------------------------- the folder layout
@@ -207,6 +229,7 @@ METRICS_FILE = "metrics.json"
 CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
 ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's, not a backend
 SUMMARY_FILES = ("summary.json", "summary.md", "epoch_time.png", "curves.png")  # compare's
+MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
 
 
 def metrics_path(root: str | Path, name: str) -> Path:

@@ -17,7 +17,7 @@ A second, tighter bound per framework, the kernel bound (`kernel_bound_epoch_s`,
 {"torch": 0.4, "jax": 0.5}): the step's own products and Adam's update, each timed alone at
 the model's shapes with that framework's kernels, summed per step, times the steps of an
 epoch, plus the evaluation pass's products. A backend's kernel efficiency is its framework's
-bound over its steady epoch (`kernel_efficiency`): how much of the epoch the kernels are,
+bound over its steady epoch (compare's `kernel_efficiency`): how much of the epoch the kernels are,
 the rest being what the framework does around them (docs/bounds.md).
 
 Output: <out>/roofline/metrics.json with the keys matmul_gflops, threads,
@@ -291,22 +291,6 @@ def kernel_bound(
         bound[fw] = steps * step_s + eval_s
         detail[fw] = {**p, "steps": steps, "step_s": step_s, "eval_s": eval_s}
     return {"kernel_bound_epoch_s": bound, "kernel_bound": detail}
-
-
-def framework_of(backend: str) -> str:
-    """The framework whose kernels a backend runs: the first word of its name (torch-tensor,
-    jax-scan, ...)."""
-    return backend.split("-", 1)[0]
-
-
-def kernel_efficiency(
-    roofline_metrics: dict[str, Any], backend: str, epoch_s: float
-) -> float | None:
-    """A backend's epoch against its framework's kernel bound (1 = nothing but those kernels);
-    None where the roofline file has no bound for that framework (older files, or a framework
-    that could not run on the device)."""
-    bound = roofline_metrics.get("kernel_bound_epoch_s", {}).get(framework_of(backend))
-    return None if bound is None else bound / epoch_s
 
 
 def measure_kernel_parts(

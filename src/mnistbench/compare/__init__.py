@@ -21,7 +21,13 @@ import json
 from pathlib import Path
 
 from mnistbench import metrics, outputs
-from mnistbench.compare.load import BackendRun, CompareError, load_roofline, load_runs
+from mnistbench.compare.load import (
+    BackendRun,
+    CompareError,
+    load_machine,
+    load_roofline,
+    load_runs,
+)
 from mnistbench.compare.markdown import render_markdown, where_time_goes
 from mnistbench.compare.plots import curves_png, epoch_time_png
 from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary
@@ -58,6 +64,9 @@ def compare(
     runs = load_runs(cfg, metrics_root)
     roofline = load_roofline(roofline_path) if roofline_path is not None else None
     summary = build_summary(runs, roofline)
+    machine = load_machine(metrics_root)
+    if machine is not None:
+        summary["machine"] = machine
     files = {
         "summary.json": (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode(),
         "summary.md": render_markdown(summary).encode(),

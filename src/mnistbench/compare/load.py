@@ -64,7 +64,25 @@ def load_roofline(path: str | Path) -> dict[str, float | int | None]:
     problems = metrics.value_problems(values, metrics.ROOFLINE)
     if problems:
         raise CompareError(f"{path}: {'; '.join(problems)}")
-    return {key: value if key == "threads" else float(value) for key, value in values.items()}
+    return {
+        key: value if key in ("threads", "kernel_bound_epoch_s") else float(value)
+        for key, value in values.items()
+    }
+
+
+def load_machine(metrics_root: str | Path) -> dict[str, str] | None:
+    """The machine stage's name and fingerprint id from <root>/machine.json, if there is one."""
+    path = Path(metrics_root) / metrics.MACHINE_FILE
+    if not path.is_file():
+        return None
+    raw = _read_json(path)
+    problems = metrics.value_problems(
+        {k: raw.get(k) for k in ("name", "id")},
+        {"name": metrics.text("machine name"), "id": metrics.text("fingerprint id")},
+    )
+    if problems:
+        raise CompareError(f"{path}: {'; '.join(problems)} (rewrite it: `mnistbench machine`)")
+    return {"name": raw["name"], "id": raw["id"]}
 
 
 def _read_json(path: Path) -> Any:

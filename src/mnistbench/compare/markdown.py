@@ -114,8 +114,12 @@ def render_markdown(summary: dict) -> str:
         "| this run vs article |"
     )
     rule = "|---|---|---|---|"
+    has_kernels = any("kernel_efficiency" in r for r in rows.values())
     if has_roofline:
         head += " roofline s/epoch | efficiency |"
+        rule += "---|---|"
+    if has_kernels:
+        head += " kernel bound s/epoch | vs kernel bound |"
         rule += "---|---|"
     out += [head, rule]
     for name, r in rows.items():
@@ -126,6 +130,9 @@ def render_markdown(summary: dict) -> str:
         )
         if has_roofline:
             line += f" {_s(r['roofline_epoch_s'])} | {_pct(r['efficiency'])} |"
+        if has_kernels:
+            bound = r.get("kernel_bound_epoch_s")
+            line += f" {_s(bound)} | {_pct(r['kernel_efficiency'])} |" if bound else " — | — |"
         out.append(line)
     out += [
         "",
@@ -137,6 +144,13 @@ def render_markdown(summary: dict) -> str:
             "float32 matmul rate) over the steady epoch."
             if has_roofline
             else ""
+        )
+        + (
+            " The kernel bound is the epoch's products and Adam updates, each timed alone "
+            "with the backend's framework at the model's shapes in the same run: \"vs kernel "
+            'bound" says how much of the steady epoch those kernels are.'
+            if has_kernels
+            else ""
         ),
     ]
     if BASELINE not in rows:
@@ -146,6 +160,9 @@ def render_markdown(summary: dict) -> str:
     out += where_time_goes(summary)
 
     out += ["", "## Environment", "", "| | |", "|---|---|"]
+    if "machine" in summary:
+        m = summary["machine"]
+        out.append(f"| machine | {m['name']}, fingerprint {m['id']} (machine.json) |")
     out.append(f"| CPU | {env['cpu']} ({env['cpus_usable']} of {env['cpu_count']} CPUs usable) |")
     out.append(f"| GPU | {', '.join(env['gpus']) if env['gpus'] else 'none'} |")
     out.append("| device | " + ", ".join(f"{n}: {r['device']}" for n, r in rows.items()) + " |")

@@ -79,6 +79,10 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
         if roofline is not None:
             entry["roofline_epoch_s"] = roofline["roofline_epoch_s"]
             entry["efficiency"] = roofline["roofline_epoch_s"] / median  # 1 = at the matmul peak
+            bound = kernel_bound(roofline, name)
+            if bound is not None:
+                entry["kernel_bound_epoch_s"] = bound
+                entry["kernel_efficiency"] = bound / median  # 1 = nothing but those kernels
         backends[name] = entry
     first = next(iter(runs.values())).metrics
     summary = {
@@ -91,6 +95,13 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
     if roofline is not None:
         summary["roofline"] = roofline
     return summary
+
+
+def kernel_bound(roofline: dict[str, Any], backend: str) -> float | None:
+    """The backend's framework's kernel bound (the step's products and optimizer update, each
+    timed alone, per epoch), or None: a roofline file from before the bound, or a framework
+    that could not run on the device."""
+    return (roofline.get("kernel_bound_epoch_s") or {}).get(metrics.framework_of(backend))
 
 
 def _eval_cost_ratio(m: dict) -> float:
