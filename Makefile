@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install repro test test-all lint format clean docker-cpu docker-cuda docker-test
+.PHONY: install repro quick test test-all lint format clean docker-cpu docker-cuda docker-test
 
 # The host gets the runtime requirements and the test and lint tools (requirements-dev.txt);
 # the images get the runtime ones only.
@@ -27,6 +27,24 @@ install: $(STAMP)
 
 repro: install
 	dvc repro
+
+# The whole pipeline on a subset (2,000 / 500 images, 2 epochs), every stage run as a plain
+# command into build/quick/, so metrics/ and DVC's records are left alone: a check that
+# everything runs here, in about two minutes on 2 cores. Report: build/quick/metrics/summary.md.
+QUICK := build/quick
+quick: install
+	mnistbench params $(QUICK)/params.yaml --set data.limit_train=2000 \
+		--set data.limit_test=500 --set train.epochs=2
+	mnistbench download --params $(QUICK)/params.yaml
+	mnistbench build-tfds --params $(QUICK)/params.yaml
+	mnistbench machine --out $(QUICK)/metrics/machine.json
+	for b in $$(mnistbench backends); do \
+		mnistbench train $$b --params $(QUICK)/params.yaml --out $(QUICK)/metrics || exit 1; \
+	done
+	mnistbench roofline --params $(QUICK)/params.yaml --out $(QUICK)/metrics
+	mnistbench compare --params $(QUICK)/params.yaml --metrics $(QUICK)/metrics \
+		--roofline $(QUICK)/metrics/roofline/metrics.json
+	mnistbench report --metrics $(QUICK)/metrics
 
 # ruff's settings: pyproject.toml. `make format` rewrites what `make lint` would reject.
 lint: install

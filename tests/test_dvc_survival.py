@@ -3,8 +3,8 @@
 DVC deletes a stage's outputs before it runs the stage; with `cache: false` (the results live
 in git) there is nothing to restore them from, so a run that fails or is stopped used to leave
 no results at all. dvc.yaml marks them `persist: true`, and the stages replace them whole
-themselves. Each test runs the repository's own dvc.yaml, src/ and committed metrics in a
-fresh git + DVC repository, breaks something as a user would, and checks that every result is
+themselves. Each test runs the repository's own dvc.yaml and src/ in a fresh git + DVC
+repository holding a reference machine's results as its metrics/, breaks something as a user would, and checks that every result is
 byte-for-byte what it was.
 """
 
@@ -39,11 +39,15 @@ def _results(repo: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """The project's dvc.yaml, src/, params and committed metrics, in a new git + DVC repo.
+    """The project's dvc.yaml, src/ and params, in a new git + DVC repo, with a reference
+    run's results (results/intel-xeon-2cpu/) as metrics/, laid out as the stages write them.
     params: the repository's, with two backends and the mirror in this checkout."""
     repo = tmp_path_factory.mktemp("dvc-repo")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "metrics", repo / "metrics")
+    reference = ROOT / "results" / "intel-xeon-2cpu"
+    shutil.copytree(reference / "metrics", repo / "metrics")
+    for name in ("summary.json", "summary.md", "epoch_time.png", "curves.png"):
+        shutil.copyfile(reference / name, repo / "metrics" / name)
     shutil.copyfile(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["mirrors"] = [str(ROOT / "data" / "mirror")]
@@ -55,6 +59,7 @@ def repo(tmp_path_factory) -> Path:
         ["dvc", "init", "-q"],
         ["dvc", "config", "core.analytics", "false"],
         ["dvc", "repro", "download"],  # up to date, as in a clone after `dvc pull`
+        ["dvc", "repro", "machine"],  # this machine's fingerprint, as after a first run
         ["git", "add", "-A"],
         ["git", "commit", "-qm", "base"],
     ):
