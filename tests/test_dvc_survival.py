@@ -4,8 +4,8 @@ DVC deletes a stage's outputs before it runs the stage; with `cache: false` (the
 in git) there is nothing to restore them from, so a run that fails or is stopped used to leave
 no results at all. dvc.yaml marks them `persist: true`, and the stages replace them whole
 themselves. Each test runs the repository's own dvc.yaml and src/ in a fresh git + DVC
-repository holding a reference machine's results as its metrics/, breaks something as a user would, and checks that every result is
-byte-for-byte what it was.
+repository holding a reference machine's results as its metrics/, breaks something as a user
+would, and checks that every result is byte-for-byte what it was.
 """
 
 from __future__ import annotations
