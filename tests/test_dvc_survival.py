@@ -40,11 +40,12 @@ def _results(repo: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """The project's dvc.yaml, src/ and params, in a new git + DVC repo, with a reference
-    run's results (results/intel-xeon-2cpu/) as metrics/, laid out as the stages write them.
+    run's results (results/amd-epyc-2cpu/, every backend) as metrics/, laid out as the
+    stages write them.
     params: the repository's, with two backends and the mirror in this checkout."""
     repo = tmp_path_factory.mktemp("dvc-repo")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    reference = ROOT / "results" / "intel-xeon-2cpu"
+    reference = ROOT / "results" / "amd-epyc-2cpu"
     shutil.copytree(reference / "metrics", repo / "metrics")
     for name in ("summary.json", "summary.md", "epoch_time.png", "curves.png"):
         shutil.copyfile(reference / name, repo / "metrics" / name)

@@ -25,8 +25,8 @@ def test_flops_of_a_small_model_match_a_hand_count():
     assert flops.total == flops.train + flops.eval
 
 
-def test_the_article_model_costs_what_design_md_says():
-    """DESIGN.md: about 39.5 GFLOP per epoch, 36.8 training and 2.7 evaluation."""
+def test_the_article_model_costs_39_5_gflop_per_epoch():
+    """About 39.5 GFLOP per epoch, 36.8 training and 2.7 evaluation (docs/bounds.md)."""
     flops = roofline.model_flops((128, 256), batch_size=32, num_train=60000, num_test=10000)
     assert flops.train == 613_376 * 60000  # 2*(100352+32768+2560) fwd, x2 bwd, less 2*100352
     assert round(flops.train / 1e9, 1) == 36.8

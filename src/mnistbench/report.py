@@ -332,6 +332,8 @@ def keep(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for item in sorted(metrics_dir.iterdir()):
+            if item.name in OUTPUTS:  # the cross-machine report is redrawn, not kept
+                continue
             target = staging / "metrics" / item.name if item.is_dir() else staging / item.name
             if item.is_dir():
                 shutil.copytree(item, target)
