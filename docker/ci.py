@@ -414,7 +414,8 @@ def step_disk(s: Settings) -> None:
     before building, naming the space needed and free."""
     docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
     needs = {docker_root: sum(IMAGE_GB[image] for image in s.images) + BUILD_TRANSIENT_GB}
-    needs[s.cache] = needs.get(s.cache, 0.0) + WHEELHOUSE_GB
+    kept = sum(f.stat().st_size for f in (s.cache / "wheelhouse").glob("*") if f.is_file())
+    needs[s.cache] = max(0.0, WHEELHOUSE_GB - kept / GB)  # what an earlier run left is reused
     short = disk_shortfall(
         needs,
         free=lambda p: shutil.disk_usage(_existing(p)).free,
@@ -422,8 +423,9 @@ def step_disk(s: Settings) -> None:
     )
     if short:
         raise StepError(
-            f"not enough free disk for {' and '.join(s.images)} image(s): {short} (free some with "
-            "`docker system prune`, or MNISTBENCH_DOCKER_CUDA=0 builds the CPU image only)",
+            f"not enough free disk for {' and '.join(s.images)} image(s): {short} "
+            "(`docker system df` shows what Docker keeps; MNISTBENCH_DOCKER_CUDA=0 builds the "
+            "CPU image only)",
             f"df -h {docker_root} {_existing(s.cache)}",
         )
     for path in needs:
@@ -735,8 +737,8 @@ def run_all(s: Settings) -> None:
                 url = step_serve(s, wheels, serving)
             version = image_version(s.root)
             (s.work / "image_version").write_text(version + "\n")
-            prune_untagged()  # left by a run that failed before its own prune
             for image in s.images:
+                prune_untagged()  # what the last build replaced (~9 GB), before the next one
                 with step(s, f"build {image}"):
                     step_build(s, image, url, version)
         prune_untagged()

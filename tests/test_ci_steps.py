@@ -172,6 +172,19 @@ def test_disk_step_error_names_space_and_remedy(tmp_path, monkeypatch):
     assert e.value.reproduce.startswith("df -h ")
 
 
+def test_disk_counts_the_images_and_what_the_wheelhouse_lacks(tmp_path, monkeypatch):
+    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache", build_cuda=False)
+    (settings.cache / "wheelhouse").mkdir(parents=True)
+    (settings.cache / "wheelhouse" / "a.whl").write_bytes(b"x" * 3000)
+    monkeypatch.setattr(ci, "WHEELHOUSE_GB", 5000 / ci.GB)  # 5000 bytes, 3000 of them kept
+    monkeypatch.setattr(ci, "sh", lambda *a, **k: "/var/lib/docker\n")
+    seen = {}
+    monkeypatch.setattr(ci, "disk_shortfall", lambda needs, **k: seen.update(needs) or "")
+    ci.step_disk(settings)
+    cpu_only = ci.IMAGE_GB["cpu"] + ci.BUILD_TRANSIENT_GB
+    assert seen == {Path("/var/lib/docker"): cpu_only, settings.cache: pytest.approx(2000 / ci.GB)}
+
+
 # ---- daemon: use, install only when allowed, else skip ---------------------------------------
 
 
