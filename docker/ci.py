@@ -229,7 +229,8 @@ def apt_install(s: Settings, packages: list[str]) -> None:
 
 
 def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
-    """dockerd with overlay2, else vfs (where overlay cannot mount); stopped when stack closes."""
+    """dockerd with overlay2, else vfs (where overlay cannot mount). Each one started is stopped
+    when stack closes, also if this script is stopped while waiting for it."""
     for driver in ("overlay2", "vfs"):
         log(f"starting dockerd (storage driver {driver})")
         log_file = s.logs / f"dockerd-{driver}.log"
@@ -241,12 +242,12 @@ def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        stack.callback(stop_dockerd, proc)
         for _ in range(60):  # up to ~30 s
             if proc.poll() is not None or answers(["docker", "info"], timeout=5):
                 break
             time.sleep(0.5)
         if proc.poll() is None and answers(["docker", "info"], timeout=5):
-            stack.callback(stop_dockerd, proc)
             return
         log(f"dockerd with {driver} did not come up:\n{_tail(log_file, 3)}")
         stop_dockerd(proc)
@@ -258,6 +259,8 @@ def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
 def stop_dockerd(proc: subprocess.Popen) -> None:
     """SIGTERM to dockerd (it stops its containers and its containerd), SIGKILL after 30 s;
     then the same to any child it left behind (its containerd), each by its pid."""
+    if proc.poll() is not None:  # stopped already (its pid may be another process's by now)
+        return
     children = child_pids(proc.pid)
     log(f"stopping dockerd (pid {proc.pid}) and its children ({children or 'none'})")
     for pid in [proc.pid, *children]:

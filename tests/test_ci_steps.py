@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -229,6 +230,25 @@ def test_allowed_as_root_installs_and_starts(tmp_path, monkeypatch):
     settings = ci.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"})
     ci.step_daemon(settings, contextlib.ExitStack())
     assert done == [("apt", ["docker.io"]), ("dockerd",)]
+
+
+def test_stop_dockerd_stops_the_process_and_its_children_once(tmp_path):
+    """A stand-in for dockerd with a child (its containerd): both end; a second stop (the exit
+    stack's, after a failed start) signals nothing, since the pid may be reused by then."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    for _ in range(50):
+        if ci.child_pids(proc.pid):
+            break
+        time.sleep(0.1)
+    (child,) = ci.child_pids(proc.pid)
+    ci.stop_dockerd(proc)
+    assert proc.returncode is not None
+    for _ in range(50):
+        if not ci.pid_alive(child):
+            break
+        time.sleep(0.1)
+    assert not ci.pid_alive(child)
+    ci.stop_dockerd(proc)  # no error, no signal
 
 
 def test_main_exits_77_and_writes_the_reason(tmp_path, no_daemon, monkeypatch):
