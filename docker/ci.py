@@ -756,8 +756,6 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="mnistbench-docker."))
     s = Settings.from_env(work.resolve(), dict(os.environ))
     s.logs.mkdir(parents=True, exist_ok=True)
-    # SIGTERM (a CI timeout, pytest killed) unwinds like an error: dockerd stopped, server closed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     try:
         run_all(s)
@@ -777,4 +775,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM (a CI timeout, pytest killed) unwinds like an error: dockerd stopped, server closed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())
