@@ -229,7 +229,8 @@ def apt_install(s: Settings, packages: list[str]) -> None:
 
 
 def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
-    """dockerd with overlay2, else vfs (where overlay cannot mount); stopped when stack closes."""
+    """dockerd with overlay2, else vfs (where overlay cannot mount). Each one started is stopped
+    when stack closes, also if this script is stopped while waiting for it."""
     for driver in ("overlay2", "vfs"):
         log(f"starting dockerd (storage driver {driver})")
         log_file = s.logs / f"dockerd-{driver}.log"
@@ -241,12 +242,12 @@ def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        stack.callback(stop_dockerd, proc)
         for _ in range(60):  # up to ~30 s
             if proc.poll() is not None or answers(["docker", "info"], timeout=5):
                 break
             time.sleep(0.5)
         if proc.poll() is None and answers(["docker", "info"], timeout=5):
-            stack.callback(stop_dockerd, proc)
             return
         log(f"dockerd with {driver} did not come up:\n{_tail(log_file, 3)}")
         stop_dockerd(proc)
@@ -258,6 +259,8 @@ def start_dockerd(s: Settings, stack: contextlib.ExitStack) -> None:
 def stop_dockerd(proc: subprocess.Popen) -> None:
     """SIGTERM to dockerd (it stops its containers and its containerd), SIGKILL after 30 s;
     then the same to any child it left behind (its containerd), each by its pid."""
+    if proc.poll() is not None:  # stopped already (its pid may be another process's by now)
+        return
     children = child_pids(proc.pid)
     log(f"stopping dockerd (pid {proc.pid}) and its children ({children or 'none'})")
     for pid in [proc.pid, *children]:
@@ -414,7 +417,8 @@ def step_disk(s: Settings) -> None:
     before building, naming the space needed and free."""
     docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
     needs = {docker_root: sum(IMAGE_GB[image] for image in s.images) + BUILD_TRANSIENT_GB}
-    needs[s.cache] = needs.get(s.cache, 0.0) + WHEELHOUSE_GB
+    kept = sum(f.stat().st_size for f in (s.cache / "wheelhouse").glob("*") if f.is_file())
+    needs[s.cache] = max(0.0, WHEELHOUSE_GB - kept / GB)  # what an earlier run left is reused
     short = disk_shortfall(
         needs,
         free=lambda p: shutil.disk_usage(_existing(p)).free,
@@ -422,8 +426,9 @@ def step_disk(s: Settings) -> None:
     )
     if short:
         raise StepError(
-            f"not enough free disk for {' and '.join(s.images)} image(s): {short} (free some with "
-            "`docker system prune`, or MNISTBENCH_DOCKER_CUDA=0 builds the CPU image only)",
+            f"not enough free disk for {' and '.join(s.images)} image(s): {short} "
+            "(`docker system df` shows what Docker keeps; MNISTBENCH_DOCKER_CUDA=0 builds the "
+            "CPU image only)",
             f"df -h {docker_root} {_existing(s.cache)}",
         )
     for path in needs:
@@ -735,8 +740,8 @@ def run_all(s: Settings) -> None:
                 url = step_serve(s, wheels, serving)
             version = image_version(s.root)
             (s.work / "image_version").write_text(version + "\n")
-            prune_untagged()  # left by a run that failed before its own prune
             for image in s.images:
+                prune_untagged()  # what the last build replaced (~9 GB), before the next one
                 with step(s, f"build {image}"):
                     step_build(s, image, url, version)
         prune_untagged()
@@ -751,8 +756,6 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="mnistbench-docker."))
     s = Settings.from_env(work.resolve(), dict(os.environ))
     s.logs.mkdir(parents=True, exist_ok=True)
-    # SIGTERM (a CI timeout, pytest killed) unwinds like an error: dockerd stopped, server closed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     try:
         run_all(s)
@@ -772,4 +775,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM (a CI timeout, pytest killed) unwinds like an error: dockerd stopped, server closed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

@@ -38,23 +38,37 @@ def tfds_dir(raw_dir, tmp_path_factory) -> Path:
     return out
 
 
-# `make test` is the contributors' check (minutes); `make test-all` (CI: .ci/run) sets
-# MNISTBENCH_TEST_ALL=1 and runs these too. Elsewhere they are skipped, and pytest's summary
-# names the command, rather than deselected without a word:
+# `make test` is the contributors' check (under 5 minutes on 2 cores); `make test-all` (CI:
+# .ci/run) sets MNISTBENCH_TEST_ALL=1 and runs these too. Elsewhere they are skipped, and
+# pytest's summary names the command, rather than deselected without a word:
 #   - tests marked docker: build and run the images (GBs of disk, a Docker daemon);
-#   - tests marked long, and those listed in LONG: whole workflows end to end (each a minute or
-#     more of CPU on 2 cores: `dvc repro` of every stage, twice, or a queued sweep), whose parts
-#     the other tests cover one by one.
+#   - tests marked long, and those listed in LONG: whole workflows end to end, or repeats of
+#     what `make test` already runs once per backend. CPU seconds measured on 2 cores.
 TEST_ALL_VAR = "MNISTBENCH_TEST_ALL"
-LONG = (
-    "tests/test_compare.py::test_branches_compare_with_dvc_metrics_and_plots_diff",
-    "tests/test_sweep.py::test_queued_sweep_end_to_end",
-    "tests/test_run_cuda.py::test_run_cuda_script_writes_a_complete_report",
-)
-SKIP_REASONS = {
-    "docker": "builds and runs the Docker images: `make test-all` runs it",
-    "long": "end-to-end run of a whole workflow (minutes): `make test-all` runs it",
+LONG = {
+    "tests/test_compare.py::test_branches_compare_with_dvc_metrics_and_plots_diff": (
+        "the README's branch workflow, `dvc repro` twice (~325 CPU-s)"
+    ),
+    "tests/test_sweep.py::test_queued_sweep_end_to_end": "a queued DVC sweep end to end (~1.5 min)",
+    "tests/test_run_cuda.py::test_run_cuda_script_writes_a_complete_report": (
+        "results/run-cuda.sh end to end (~50 CPU-s)"
+    ),
+    "tests/test_seed_check.py::test_seed_check_trains_once_per_seed_and_tabulates": (
+        "results/seed_check.sh end to end, one training per seed (~30 CPU-s)"
+    ),
+    "tests/test_backends.py::test_same_seed_gives_the_same_accuracy": (
+        "each backend trained twice, for determinism (~55 CPU-s in all)"
+    ),
 }
+
+
+def _skip_reason(item) -> str | None:
+    if "docker" in item.keywords:
+        return "builds and runs the Docker images: `make test-all` runs it"
+    why = LONG.get(item.nodeid.split("[")[0])
+    if why or "long" in item.keywords:
+        return f"{why or 'long'}: `make test-all` runs it"
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -64,7 +78,6 @@ def pytest_collection_modifyitems(config, items):
     if os.environ.get(TEST_ALL_VAR) == "1":
         return
     for item in items:
-        for marker, reason in SKIP_REASONS.items():
-            if marker in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
-                break
+        reason = _skip_reason(item)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -172,6 +173,19 @@ def test_disk_step_error_names_space_and_remedy(tmp_path, monkeypatch):
     assert e.value.reproduce.startswith("df -h ")
 
 
+def test_disk_counts_the_images_and_what_the_wheelhouse_lacks(tmp_path, monkeypatch):
+    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache", build_cuda=False)
+    (settings.cache / "wheelhouse").mkdir(parents=True)
+    (settings.cache / "wheelhouse" / "a.whl").write_bytes(b"x" * 3000)
+    monkeypatch.setattr(ci, "WHEELHOUSE_GB", 5000 / ci.GB)  # 5000 bytes, 3000 of them kept
+    monkeypatch.setattr(ci, "sh", lambda *a, **k: "/var/lib/docker\n")
+    seen = {}
+    monkeypatch.setattr(ci, "disk_shortfall", lambda needs, **k: seen.update(needs) or "")
+    ci.step_disk(settings)
+    cpu_only = ci.IMAGE_GB["cpu"] + ci.BUILD_TRANSIENT_GB
+    assert seen == {Path("/var/lib/docker"): cpu_only, settings.cache: pytest.approx(2000 / ci.GB)}
+
+
 # ---- daemon: use, install only when allowed, else skip ---------------------------------------
 
 
@@ -216,6 +230,25 @@ def test_allowed_as_root_installs_and_starts(tmp_path, monkeypatch):
     settings = ci.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"})
     ci.step_daemon(settings, contextlib.ExitStack())
     assert done == [("apt", ["docker.io"]), ("dockerd",)]
+
+
+def test_stop_dockerd_stops_the_process_and_its_children_once(tmp_path):
+    """A stand-in for dockerd with a child (its containerd): both end; a second stop (the exit
+    stack's, after a failed start) signals nothing, since the pid may be reused by then."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    for _ in range(50):
+        if ci.child_pids(proc.pid):
+            break
+        time.sleep(0.1)
+    (child,) = ci.child_pids(proc.pid)
+    ci.stop_dockerd(proc)
+    assert proc.returncode is not None
+    for _ in range(50):
+        if not ci.pid_alive(child):
+            break
+        time.sleep(0.1)
+    assert not ci.pid_alive(child)
+    ci.stop_dockerd(proc)  # no error, no signal
 
 
 def test_main_exits_77_and_writes_the_reason(tmp_path, no_daemon, monkeypatch):
