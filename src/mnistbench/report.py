@@ -12,7 +12,6 @@ per machine).
 from __future__ import annotations
 
 import io
-import json
 import math
 import shutil
 import statistics
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import outputs
+from mnistbench.compare.load import read_json
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
 from mnistbench.compare.summary import BASELINE
 from mnistbench.errors import UserError
@@ -120,15 +120,7 @@ def describe(machine: dict, settings: dict) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ReportError(f"{path}: missing")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(raw, dict):
-        raise ReportError(f"{path}: must hold a JSON object")
-    return raw
+    return read_json(path, ReportError)
 
 
 def reference_columns(results_dir: str | Path) -> list[Column]:

@@ -47,7 +47,7 @@ def load_runs(cfg: Config, metrics_root: str | Path = "metrics") -> dict[str, Ba
 
 def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
     path = metrics.metrics_path(metrics_root, name)
-    record = metrics.check(_read_json(path), path, backend=name)
+    record = metrics.check(read_json(path), path, backend=name)
     _check_params(record["params"], metrics.params_of(cfg), path)
     curves = {
         key: metrics.read_curve(metrics.curve_path(metrics_root, name, key), key, record["epochs"])
@@ -59,7 +59,7 @@ def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
 def load_roofline(path: str | Path) -> dict[str, float | int | None]:
     """The roofline stage's metrics.json: the keys compare uses (metrics.ROOFLINE), checked."""
     path = Path(path)
-    raw = _read_json(path)
+    raw = read_json(path)
     values = {key: raw.get(key) for key in metrics.ROOFLINE}  # absent: None, named if required
     problems = metrics.value_problems(values, metrics.ROOFLINE)
     if problems:
@@ -75,7 +75,7 @@ def load_machine(metrics_root: str | Path) -> dict[str, str] | None:
     path = Path(metrics_root) / metrics.MACHINE_FILE
     if not path.is_file():
         return None
-    raw = _read_json(path)
+    raw = read_json(path)
     problems = metrics.value_problems(
         {k: raw.get(k) for k in ("name", "id")},
         {"name": metrics.text("machine name"), "id": metrics.text("fingerprint id")},
@@ -85,15 +85,16 @@ def load_machine(metrics_root: str | Path) -> dict[str, str] | None:
     return {"name": raw["name"], "id": raw["id"]}
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path, error: type[Exception] = CompareError) -> Any:
+    """A JSON object from `path`, or `error` naming the file and what is wrong with it."""
     if not path.is_file():
-        raise CompareError(f"{path}: missing")
+        raise error(f"{path}: missing")
     try:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CompareError(f"{path}: not valid JSON ({e})") from e
+        raise error(f"{path}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
-        raise CompareError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
+        raise error(f"{path}: must hold a JSON object, got {type(raw).__name__}")
     return raw
 
 
