@@ -299,3 +299,18 @@ def test_keep_copies_a_run_into_its_own_folder_and_never_over_one(tmp_path):
     assert [c.name for c in report.reference_columns(tmp_path / "results")] == [dest.name]
     with pytest.raises(report.ReportError, match="exists"):
         report.keep(run, tmp_path / "results", extra=())
+
+
+def test_the_repository_commits_no_run_in_the_workspace_paths():
+    """metrics/ and dvc.lock are this machine's run: committed, a fresh clone elsewhere would
+    start from another machine's numbers. Reference runs go to results/<machine>/."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files", "metrics", "dvc.lock"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked == [], f"committed on this branch: {tracked[:5]} (keep runs in results/)"
