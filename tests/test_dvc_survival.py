@@ -165,6 +165,9 @@ def test_interrupted_training_keeps_the_previous_results(repo, restore):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # Ctrl-C as in a terminal: SIGINT at its default, even if the test runner's process
+        # ignores it (an ignored signal stays ignored across exec, down to the stage)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     try:
