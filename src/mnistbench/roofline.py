@@ -13,7 +13,7 @@ it assumes every product runs at the best rate seen, which small batch-32 produc
 reach. A backend's efficiency is roofline_epoch_s / its steady epoch time (compare's summary
 computes it from this file).
 
-A second, tighter bound per framework, the kernel bound (`kernel_bound_epoch_s`, e.g.
+A second bound per framework, nearer to what a step costs: the kernel bound (`kernel_bound_epoch_s`, e.g.
 {"torch": 0.4, "jax": 0.5}): the step's own products and Adam's update, each timed alone at
 the model's shapes with that framework's kernels, summed per step, times the steps of an
 epoch, plus the evaluation pass's products. A backend's kernel efficiency is its framework's
@@ -230,7 +230,7 @@ ADAM_CALLS = 64  # Adam updates per timed call
 class Product:
     """One matrix product of a step or of the evaluation pass: (m x k) @ (k x n)."""
 
-    kind: str  # "forward", "weight grad" (x^T @ dy) or "input grad" (dy @ W^T)
+    kind: str  # "forward", "weight grad" (x^T @ dy), "input grad" (dy @ W^T), "eval forward"
     layer: int  # 1-based
     m: int
     k: int
