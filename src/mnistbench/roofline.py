@@ -37,12 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench import envinfo, frameworks, models
+from mnistbench import envinfo, frameworks, metrics, models
 from mnistbench.config import Config
 
 log = logging.getLogger(__name__)
 
-MNIST_TRAIN, MNIST_TEST = 60000, 10000  # split sizes, before data.limit_*
 SQUARE = {"cpu": 2048, "cuda": 8192}  # the large square product's size per device kind
 MIN_TIME_S = 0.2  # each shape is repeated for at least this long; the best repeat counts
 REPEATS = 5  # timed repeats per shape (after one warm-up call)
@@ -101,7 +100,7 @@ def matmul_shapes(
     shapes = []
     for i, o in layer_shapes(hidden):
         shapes += [(batch_size, i, o), (i, batch_size, o)]
-    shapes.append((MNIST_TEST, models.IN_FEATURES, hidden[0]))
+    shapes.append((metrics.MNIST_TEST, models.IN_FEATURES, hidden[0]))
     n = SQUARE[device]
     shapes.append((n, n, n))
     return shapes
@@ -500,8 +499,8 @@ class _JaxKernels:
 def split_sizes(cfg: Config) -> tuple[int, int]:
     """(training, test) examples the backends use, after data.limit_*."""
     return (
-        min(cfg.data.limit_train or MNIST_TRAIN, MNIST_TRAIN),
-        min(cfg.data.limit_test or MNIST_TEST, MNIST_TEST),
+        min(cfg.data.limit_train or metrics.MNIST_TRAIN, metrics.MNIST_TRAIN),
+        min(cfg.data.limit_test or metrics.MNIST_TEST, metrics.MNIST_TEST),
     )
 
 

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mnistbench import download, frameworks
+from mnistbench import download, frameworks, metrics
 from mnistbench.config import ConfigError, DataConfig
 from mnistbench.download import FILES
 from mnistbench.errors import UserError
@@ -123,7 +123,7 @@ def _local_builder_class(raw: Path):
                 tfds.core.SplitGenerator(
                     name=tfds.Split.TRAIN,
                     gen_kwargs=dict(
-                        num_examples=60000,
+                        num_examples=metrics.MNIST_TRAIN,
                         data_path=str(raw / "train-images-idx3-ubyte"),
                         label_path=str(raw / "train-labels-idx1-ubyte"),
                     ),
@@ -131,7 +131,7 @@ def _local_builder_class(raw: Path):
                 tfds.core.SplitGenerator(
                     name=tfds.Split.TEST,
                     gen_kwargs=dict(
-                        num_examples=10000,
+                        num_examples=metrics.MNIST_TEST,
                         data_path=str(raw / "t10k-images-idx3-ubyte"),
                         label_path=str(raw / "t10k-labels-idx1-ubyte"),
                     ),
