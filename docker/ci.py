@@ -12,11 +12,15 @@ by hand):
                     MNISTBENCH_CI_INSTALL_DOCKER=1 (CI's disposable machines), docker.io from
                     apt when dockerd is missing, and a dockerd started here and stopped at exit
     2. base_image   the Dockerfiles' FROM image: present, else pulled, else a debootstrap stand-in
-    3. disk         free space where Docker keeps images and where the wheelhouse goes
+    3. disk         free space for the wheelhouse; before each build, for that image where
+                    Docker keeps images (make_room: removes this suite's own images if short,
+                    and on CI what interrupted builds left)
     4. wheelhouse   `pip download` of the pinned runtime requirements, on the host
     5. serve        the wheelhouse over HTTP on the host address that containers reach
-    6. build        mnistbench:cpu, then mnistbench:cuda (MNISTBENCH_DOCKER_CUDA=0 skips it)
-    7. clone        a clone of the repository on a subset (`mnistbench params`), MNIST apart
+    6. build        mnistbench:cpu, then mnistbench:cuda (MNISTBENCH_DOCKER_CUDA=0 skips it),
+                    each followed by its runs (8)
+    7. clone        a clone of the repository on a subset (`mnistbench params`), MNIST apart,
+                    made before the builds
     8. runs         `docker run --network=none` of the default command and a few others
 
 A failed step exits 1 with what failed, its log, and the command that reproduces it by hand.
@@ -388,22 +392,8 @@ def build_standin(s: Settings, base: str) -> None:
 # 3. disk -------------------------------------------------------------------------------------
 
 
-def disk_shortfall(
-    needs_gb: dict[Path, float], free: Callable[[Path], float], device: Callable[[Path], int]
-) -> str:
-    """'' when every filesystem has room for what goes there (GB, summed where two places
-    share one), else a message naming needed and available space."""
-    by_device: dict[int, tuple[list[Path], float]] = {}
-    for path, gb in needs_gb.items():
-        paths, total = by_device.get(device(path), ([], 0.0))
-        by_device[device(path)] = ([*paths, path], total + gb)
-    short = []
-    for paths, total in by_device.values():
-        available = free(paths[0]) / GB
-        if available < total:
-            where = " and ".join(str(p) for p in paths)
-            short.append(f"{where}: {total:.0f} GB needed, {available:.1f} GB free")
-    return "; ".join(short)
+def free_gb(path: Path) -> float:
+    return shutil.disk_usage(_existing(path)).free / GB
 
 
 def _existing(path: Path) -> Path:
@@ -413,26 +403,54 @@ def _existing(path: Path) -> Path:
 
 
 def step_disk(s: Settings) -> None:
-    """Room for the images to build where Docker keeps them, and for the wheelhouse, or stop
-    before building, naming the space needed and free."""
-    docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
-    needs = {docker_root: sum(IMAGE_GB[image] for image in s.images) + BUILD_TRANSIENT_GB}
+    """Room in the cache for the part of the wheelhouse not yet there, or stop before the
+    download. (Room for each image is checked just before its build: make_room.)"""
     kept = sum(f.stat().st_size for f in (s.cache / "wheelhouse").glob("*") if f.is_file())
-    needs[s.cache] = max(0.0, WHEELHOUSE_GB - kept / GB)  # what an earlier run left is reused
-    short = disk_shortfall(
-        needs,
-        free=lambda p: shutil.disk_usage(_existing(p)).free,
-        device=lambda p: _existing(p).stat().st_dev,
-    )
-    if short:
+    need, free = max(0.0, WHEELHOUSE_GB - kept / GB), free_gb(s.cache)
+    if free < need:
         raise StepError(
-            f"not enough free disk for {' and '.join(s.images)} image(s): {short} "
-            "(`docker system df` shows what Docker keeps; MNISTBENCH_DOCKER_CUDA=0 builds the "
-            "CPU image only)",
-            f"df -h {docker_root} {_existing(s.cache)}",
+            f"not enough free disk for the wheelhouse in {s.cache}: {need:.1f} GB needed, "
+            f"{free:.1f} GB free (MNISTBENCH_DOCKER_CACHE puts it elsewhere)",
+            f"df -h {_existing(s.cache)}",
         )
-    for path in needs:
-        log(f"free disk: {shutil.disk_usage(_existing(path)).free / GB:.1f} GB in {path}")
+    log(f"free disk: {free:.1f} GB in {s.cache}")
+
+
+def reclaimable(s: Settings, image: str) -> list[tuple[str, list[str]]]:
+    """(what, command) that free disk for building `image`, in the order tried: on a disposable
+    CI machine, what interrupted builds left (stopped build containers, ~9 GB each, and dangling
+    images); then this suite's own images, which it rebuilds anyway: the other one (its runs
+    are done, or it is rebuilt later), and last the one to build (its layers are the cache)."""
+    found: list[tuple[str, list[str]]] = []
+    if s.install_allowed:
+        found += [
+            ("stopped containers", ["docker", "container", "prune", "-f"]),
+            ("dangling images", ["docker", "image", "prune", "-f"]),
+        ]
+    for tag in [f"mnistbench:{i}" for i in IMAGES if i != image] + [f"mnistbench:{image}"]:
+        if answers(["docker", "image", "inspect", tag]):
+            found.append((tag, ["docker", "image", "rm", tag]))
+    return found
+
+
+def make_room(s: Settings, image: str, free: Callable[[], float]) -> None:
+    """Free disk where Docker keeps images for building `image` (IMAGE_GB + BUILD_TRANSIENT_GB),
+    removing what `reclaimable` lists, one at a time, only while short; else stop, naming the
+    space needed and free."""
+    need = IMAGE_GB[image] + BUILD_TRANSIENT_GB
+    removable = reclaimable(s, image) if free() < need else []
+    while free() < need:
+        if not removable:
+            raise StepError(
+                f"not enough free disk to build mnistbench:{image}: {need:.0f} GB needed, "
+                f"{free():.1f} GB free where Docker keeps images (`docker system df` shows what "
+                "Docker keeps; MNISTBENCH_DOCKER_CUDA=0 builds the CPU image only)",
+                "docker system df && df -h \"$(docker info -f '{{.DockerRootDir}}')\"",
+            )
+        what, cmd = removable.pop(0)
+        log(f"{free():.1f} GB free, {need:.0f} GB needed: removing {what}")
+        answers(cmd, timeout=300)
+    log(f"free disk: {free():.1f} GB, {need:.0f} GB needed to build mnistbench:{image}")
 
 
 # 4. wheelhouse -------------------------------------------------------------------------------
@@ -589,10 +607,42 @@ def prune_untagged() -> None:
         )
 
 
-def step_build(s: Settings, image: str, wheels_url: str, version: str) -> None:
+@contextlib.contextmanager
+def disk_watch(path: Path, label: str) -> Iterator[None]:
+    """Log the most disk `label` held at once in path's filesystem, and what it kept (GB;
+    free space sampled every 2 s): what IMAGE_GB and BUILD_TRANSIENT_GB estimate."""
+    start = lowest = free_gb(path)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal lowest
+        while not done.wait(2):
+            lowest = min(lowest, free_gb(path))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+        lowest = min(lowest, free_gb(path))
+        log(
+            f"{label}: {start - lowest:.1f} GB of disk at most, {start - free_gb(path):.1f} GB kept"
+        )
+
+
+def step_build(s: Settings, image: str, wheels_url: str, version: str, docker_root: Path) -> None:
     """docker build with the classic builder (what the Dockerfiles promise to work with)."""
     cmd = build_command(s, image, wheels_url, version)
     log(f"docker build -f docker/Dockerfile.{image} -t mnistbench:{image} (version {version})")
+    with disk_watch(docker_root, f"build of mnistbench:{image}"):
+        _build(s, image, cmd)
+    size = sh(["docker", "image", "inspect", "-f", "{{.Size}}", f"mnistbench:{image}"])
+    log(f"built mnistbench:{image}: {int(size) / GB:.1f} GB")
+
+
+def _build(s: Settings, image: str, cmd: list[str]) -> None:
     sh(
         cmd,
         s.logs / f"build-{image}.log",
@@ -601,8 +651,6 @@ def step_build(s: Settings, image: str, wheels_url: str, version: str) -> None:
         reproduce="DOCKER_BUILDKIT=0 " + shlex.join(cmd),
         env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
-    size = sh(["docker", "image", "inspect", "-f", "{{.Size}}", f"mnistbench:{image}"])
-    log(f"built mnistbench:{image}: {int(size) / GB:.1f} GB")
 
 
 # 7. clone ------------------------------------------------------------------------------------
@@ -690,10 +738,12 @@ def runs(s: Settings, clone: Path, mirror: Path) -> dict[str, list[str]]:
     return chosen
 
 
-def step_runs(s: Settings, clone: Path, mirror: Path) -> None:
-    """Each run's output in logs/<name>.log, its exit status in logs/<name>.rc: a non-zero one
-    is for the tests to judge (some runs must fail cleanly)."""
+def step_runs(s: Settings, clone: Path, mirror: Path, image: str) -> None:
+    """The runs of mnistbench:`image`, each one's output in logs/<name>.log, its exit status in
+    logs/<name>.rc: a non-zero one is for the tests to judge (some runs must fail cleanly)."""
     for name, args in runs(s, clone, mirror).items():
+        if f"mnistbench:{image}" not in args:
+            continue
         cmd = ["docker", "run", "--rm", "--network=none", *args]
         t0 = time.monotonic()
         try:
@@ -735,20 +785,25 @@ def run_all(s: Settings) -> None:
             step_disk(s)
         with step(s, "wheelhouse"):
             wheels = step_wheelhouse(s)
+        with step(s, "clone"):
+            clone, mirror = step_clone(s)
+        docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
         with contextlib.ExitStack() as serving:  # the wheelhouse is served while building
             with step(s, "serve"):
                 url = step_serve(s, wheels, serving)
             version = image_version(s.root)
             (s.work / "image_version").write_text(version + "\n")
+            # One image at a time, its runs right after its build: the one built first may
+            # then make room for the next (each needs ~2x its size while it builds).
             for image in s.images:
-                prune_untagged()  # what the last build replaced (~9 GB), before the next one
+                prune_untagged()  # what an earlier build replaced (~9 GB)
+                with step(s, f"room {image}"):
+                    make_room(s, image, lambda: free_gb(docker_root))
                 with step(s, f"build {image}"):
-                    step_build(s, image, url, version)
+                    step_build(s, image, url, version, docker_root)
+                with step(s, f"runs {image}"):
+                    step_runs(s, clone, mirror, image)
         prune_untagged()
-        with step(s, "clone"):
-            clone, mirror = step_clone(s)
-        with step(s, "runs"):
-            step_runs(s, clone, mirror)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,45 +145,85 @@ def test_host_from_docker0_does_not_ask_docker(tmp_path, monkeypatch):
 # ---- disk -----------------------------------------------------------------------------------
 
 
-def test_disk_shortfall_sums_what_shares_a_filesystem():
-    docker_root, cache = Path("/var/lib/docker"), Path("/root/.cache/mnistbench-docker")
-    needs = {docker_root: 40.0, cache: 6.0}
-    same_fs = {"device": lambda p: 1}
-    assert ci.disk_shortfall(needs, free=lambda p: 46e9, **same_fs) == ""
-    short = ci.disk_shortfall(needs, free=lambda p: 30e9, **same_fs)
-    assert short == f"{docker_root} and {cache}: 46 GB needed, 30.0 GB free"
-
-
-def test_disk_shortfall_per_filesystem():
-    docker_root, cache = Path("/var/lib/docker"), Path("/home/u/.cache")
-    needs = {docker_root: 40.0, cache: 6.0}
-    device = {docker_root: 1, cache: 2}.__getitem__
-    free = {docker_root: 41e9, cache: 5e9}.__getitem__
-    assert ci.disk_shortfall(needs, free, device) == f"{cache}: 6 GB needed, 5.0 GB free"
-
-
-def test_disk_step_error_names_space_and_remedy(tmp_path, monkeypatch):
+def test_wheelhouse_disk_error_names_space_and_remedy(tmp_path, monkeypatch):
     settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
-    monkeypatch.setattr(ci, "sh", lambda *a, **k: f"{tmp_path}\n")  # docker info's DockerRootDir
-    monkeypatch.setattr(ci, "BUILD_TRANSIENT_GB", 1e9)  # more than any disk
+    monkeypatch.setattr(ci, "WHEELHOUSE_GB", 1e9)  # more than any disk
     with pytest.raises(ci.StepError) as e:
         ci.step_disk(settings)
     assert "GB needed" in str(e.value) and "GB free" in str(e.value)
-    assert "MNISTBENCH_DOCKER_CUDA=0" in str(e.value)
-    assert e.value.reproduce.startswith("df -h ")
+    assert "MNISTBENCH_DOCKER_CACHE" in str(e.value) and e.value.reproduce.startswith("df -h ")
 
 
-def test_disk_counts_the_images_and_what_the_wheelhouse_lacks(tmp_path, monkeypatch):
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache", build_cuda=False)
+def test_wheelhouse_disk_counts_only_what_is_missing(tmp_path, monkeypatch):
+    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
     (settings.cache / "wheelhouse").mkdir(parents=True)
     (settings.cache / "wheelhouse" / "a.whl").write_bytes(b"x" * 3000)
-    monkeypatch.setattr(ci, "WHEELHOUSE_GB", 5000 / ci.GB)  # 5000 bytes, 3000 of them kept
-    monkeypatch.setattr(ci, "sh", lambda *a, **k: "/var/lib/docker\n")
-    seen = {}
-    monkeypatch.setattr(ci, "disk_shortfall", lambda needs, **k: seen.update(needs) or "")
+    free = ci.free_gb(tmp_path)
+    monkeypatch.setattr(ci, "WHEELHOUSE_GB", free + 2000 / ci.GB)  # all free disk, but 3000 B kept
     ci.step_disk(settings)
-    cpu_only = ci.IMAGE_GB["cpu"] + ci.BUILD_TRANSIENT_GB
-    assert seen == {Path("/var/lib/docker"): cpu_only, settings.cache: pytest.approx(2000 / ci.GB)}
+
+
+class FakeDocker:
+    """What make_room sees: free GB, and which of this suite's images exist. Removing one adds
+    its size to the free space; pruning adds `leftovers` GB."""
+
+    def __init__(self, free: float, images: dict[str, float], leftovers: float = 0.0):
+        self.free, self.images, self.leftovers = free, dict(images), leftovers
+        self.removed: list[str] = []
+
+    def answers(self, cmd, timeout=20):
+        if cmd[:3] == ["docker", "image", "inspect"]:
+            return cmd[3] in self.images
+        if cmd[:3] == ["docker", "image", "rm"]:
+            self.free += self.images.pop(cmd[3])
+        elif cmd[2] == "prune":
+            self.free += self.leftovers if cmd[1] == "container" else 0.0
+            self.leftovers = 0.0 if cmd[1] == "container" else self.leftovers
+        else:
+            raise AssertionError(f"unexpected command {cmd}")
+        self.removed.append(" ".join(cmd[1:]))
+        return True
+
+
+def _room(tmp_path, monkeypatch, docker: FakeDocker, image: str, ci_machine: bool = False):
+    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path, install_allowed=ci_machine)
+    monkeypatch.setattr(ci, "answers", docker.answers)
+    ci.make_room(settings, image, lambda: docker.free)
+    return docker.removed
+
+
+NEED = {image: ci.IMAGE_GB[image] + ci.BUILD_TRANSIENT_GB for image in ci.IMAGES}
+
+
+def test_room_enough_removes_nothing(tmp_path, monkeypatch):
+    docker = FakeDocker(free=NEED["cuda"], images={"mnistbench:cpu": 9.0, "mnistbench:cuda": 10.0})
+    assert _room(tmp_path, monkeypatch, docker, "cuda", ci_machine=True) == []
+
+
+def test_room_removes_the_other_image_first_and_stops_when_enough(tmp_path, monkeypatch):
+    # the CPU image is built and its runs are done; the CUDA build needs its space
+    docker = FakeDocker(
+        free=NEED["cuda"] - 5, images={"mnistbench:cpu": 9.0, "mnistbench:cuda": 10.0}
+    )
+    assert _room(tmp_path, monkeypatch, docker, "cuda") == ["image rm mnistbench:cpu"]
+    assert "mnistbench:cuda" in docker.images  # kept: its layers are the build's cache
+
+
+def test_room_never_prunes_outside_ci(tmp_path, monkeypatch):
+    docker = FakeDocker(free=NEED["cpu"] - 15, images={"mnistbench:cpu": 9.0}, leftovers=20.0)
+    with pytest.raises(ci.StepError) as e:
+        _room(tmp_path, monkeypatch, docker, "cpu")
+    assert docker.removed == ["image rm mnistbench:cpu"] and docker.leftovers == 20.0
+    message = str(e.value)
+    assert f"{NEED['cpu']:.0f} GB needed" in message and f"{docker.free:.1f} GB free" in message
+    assert "docker system df" in message and "MNISTBENCH_DOCKER_CUDA=0" in message
+
+
+def test_room_on_ci_clears_interrupted_builds_before_the_images(tmp_path, monkeypatch):
+    # what a killed build leaves: its pip container (~9 GB), stopped or dead
+    docker = FakeDocker(free=NEED["cpu"] - 5, images={"mnistbench:cuda": 10.0}, leftovers=9.0)
+    assert _room(tmp_path, monkeypatch, docker, "cpu", ci_machine=True) == ["container prune -f"]
+    assert "mnistbench:cuda" in docker.images
 
 
 # ---- daemon: use, install only when allowed, else skip ---------------------------------------
