@@ -59,6 +59,14 @@ LONG = {
     "tests/test_backends.py::test_same_seed_gives_the_same_accuracy": (
         "each backend trained twice, for determinism (~55 CPU-s in all)"
     ),
+    # `make test` measures the same kernels in-process (test_kernel_parts_are_timed_...)
+    "tests/test_roofline.py::test_cli_writes_the_file_compare_reads": (
+        "`mnistbench roofline` in its own process, every kernel timed (~31 CPU-s)"
+    ),
+    # `make test` checks each of its parts' logic on canned inputs
+    "tests/test_gpu_profile.py::test_runs_end_to_end_on_a_cpu": (
+        "results/gpu_profile.py end to end, each part in its own process (~21 CPU-s)"
+    ),
 }
 
 
