@@ -3,7 +3,7 @@
 #   make test       contributors' check: lint, then every test that needs no Docker (minutes);
 #                   writes only inside the clone (.venv/, caches) and installs nothing on the system
 #   make test-all   CI's suite (.ci/run): `make test` plus the Docker images built and run
-#                   (docker/ci.py, docs/docker.md: a Docker daemon, ~35 GB free disk, ~30 min)
+#                   (docker/ci.py, docs/docker.md: a Docker daemon, ~25 GB free disk, ~35 min)
 # Each creates .venv if missing and installs the pinned requirements into it first.
 PYTHON ?= python3
 VENV ?= .venv

@@ -26,8 +26,9 @@ by hand):
 A failed step exits 1 with what failed, its log, and the command that reproduces it by hand.
 Exit 77: skipped (no Docker daemon and no permission to install one), the reason printed.
 
-WORKDIR (default: a new temporary folder) receives logs/<name>.log and logs/<name>.rc of each
-run, clone/, image_version, owner_uid, times.json, and skipped when skipped.
+WORKDIR (default: a new temporary folder) receives logs/ci.log (what this script printed),
+logs/<name>.log and logs/<name>.rc of each run, clone/, image_version, owner_uid, times.json,
+and skipped when skipped.
 
 Environment: MNISTBENCH_CI_INSTALL_DOCKER (0), MNISTBENCH_DOCKER_CUDA (1),
 MNISTBENCH_DOCKER_CACHE (the wheelhouse; ~/.cache/mnistbench-docker), MNISTBENCH_DOCKER_PORT
@@ -65,10 +66,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP_EXIT = 77  # as automake's test drivers read it: skipped, not passed
 IMAGES = ("cpu", "cuda")
 GB = 1e9  # bytes; df and Docker report decimal GB
-# Free disk the builds need, GB, measured on a 2-core Debian host (docs/docker.md): each image
-# is ~9 GB (both hold PyPI's CUDA torch here: 8.8 GB cpu, 9.6 GB cuda), and while one builds, its
-# pip step's container holds another copy of that layer until it is committed (peak ~17 GB
-# for one image, ~33 GB for both with the wheelhouse and the stand-in).
+# Free disk where Docker keeps images for one build, GB (docs/docker.md): the image (both hold
+# PyPI's CUDA torch here: 8.8 GB cpu, 9.6 GB cuda) plus a second copy of its pip layer while the
+# build commits it; measured at most 17.3 GB (cpu) and 18.8 GB (cuda) on a 2-core Debian VM.
 IMAGE_GB = {"cpu": 9.5, "cuda": 10.5}
 BUILD_TRANSIENT_GB = 10.0  # one pip layer in its build container, before the commit
 WHEELHOUSE_GB = 5.0  # the pinned wheels, the CUDA image's included (3.7 GB measured)
@@ -130,8 +130,15 @@ class Settings:
         return IMAGES if self.build_cuda else ("cpu",)
 
 
+LOG_FILE: Path | None = None  # WORKDIR/logs/ci.log once main() knows WORKDIR: the lines below
+
+
 def log(message: str) -> None:
-    print(f"[docker/ci.py {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    line = f"[docker/ci.py {time.strftime('%H:%M:%S')}] {message}"
+    print(line, file=sys.stderr, flush=True)
+    if LOG_FILE is not None:
+        with open(LOG_FILE, "a") as out:
+            out.write(line + "\n")
 
 
 def sh(
@@ -442,15 +449,15 @@ def make_room(s: Settings, image: str, free: Callable[[], float]) -> None:
     while free() < need:
         if not removable:
             raise StepError(
-                f"not enough free disk to build mnistbench:{image}: {need:.0f} GB needed, "
+                f"not enough free disk to build mnistbench:{image}: {need:.1f} GB needed, "
                 f"{free():.1f} GB free where Docker keeps images (`docker system df` shows what "
                 "Docker keeps; MNISTBENCH_DOCKER_CUDA=0 builds the CPU image only)",
                 "docker system df && df -h \"$(docker info -f '{{.DockerRootDir}}')\"",
             )
         what, cmd = removable.pop(0)
-        log(f"{free():.1f} GB free, {need:.0f} GB needed: removing {what}")
+        log(f"{free():.1f} GB free, {need:.1f} GB needed: removing {what}")
         answers(cmd, timeout=300)
-    log(f"free disk: {free():.1f} GB, {need:.0f} GB needed to build mnistbench:{image}")
+    log(f"free disk: {free():.1f} GB, {need:.1f} GB needed to build mnistbench:{image}")
 
 
 # 4. wheelhouse -------------------------------------------------------------------------------
@@ -811,6 +818,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="mnistbench-docker."))
     s = Settings.from_env(work.resolve(), dict(os.environ))
     s.logs.mkdir(parents=True, exist_ok=True)
+    global LOG_FILE
+    LOG_FILE = s.logs / "ci.log"
     t0 = time.monotonic()
     try:
         run_all(s)

@@ -215,7 +215,7 @@ def test_room_never_prunes_outside_ci(tmp_path, monkeypatch):
         _room(tmp_path, monkeypatch, docker, "cpu")
     assert docker.removed == ["image rm mnistbench:cpu"] and docker.leftovers == 20.0
     message = str(e.value)
-    assert f"{NEED['cpu']:.0f} GB needed" in message and f"{docker.free:.1f} GB free" in message
+    assert f"{NEED['cpu']:.1f} GB needed" in message and f"{docker.free:.1f} GB free" in message
     assert "docker system df" in message and "MNISTBENCH_DOCKER_CUDA=0" in message
 
 

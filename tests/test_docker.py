@@ -153,6 +153,19 @@ def test_build_context_is_small(ci):
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_each_build_had_room_and_its_disk_is_logged(ci):
+    """Each image checked for room before its build; the most disk each build held is logged
+    (what docker/ci.py's IMAGE_GB and BUILD_TRANSIENT_GB estimate)."""
+    text = (ci / "logs" / "ci.log").read_text()
+    for log_file in sorted((ci / "logs").glob("build-*.log")):
+        image = log_file.stem.removeprefix("build-")
+        assert f"GB needed to build mnistbench:{image}" in text, text[-3000:]
+        held = re.search(rf"build of mnistbench:{image}: ([\d.]+) GB of disk at most", text)
+        assert held, text[-3000:]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_default_command_runs_the_pipeline_offline(ci):
     rc, log = _log(ci, "pipeline")
     assert rc == 0, log[-5000:]
