@@ -790,11 +790,11 @@ def run_all(s: Settings) -> None:
             step_base_image(s)
         with step(s, "disk"):
             step_disk(s)
+            docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
         with step(s, "wheelhouse"):
             wheels = step_wheelhouse(s)
         with step(s, "clone"):
             clone, mirror = step_clone(s)
-        docker_root = Path(sh(["docker", "info", "-f", "{{.DockerRootDir}}"]).strip())
         with contextlib.ExitStack() as serving:  # the wheelhouse is served while building
             with step(s, "serve"):
                 url = step_serve(s, wheels, serving)

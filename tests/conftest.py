@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,22 @@ if importlib.util.find_spec("torch") is not None:
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT / "data" / "mirror"
+
+
+def clone_env(repo: Path) -> dict[str, str]:
+    """The environment for running `dvc` and `mnistbench` in a clone of this repository at
+    repo: this Python's commands, the clone's src/, MNIST from its mirror copy, a git identity."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(repo / "src"),  # the clone's code, not the editable install's
+        "MNIST_MIRRORS": str(repo / "data" / "mirror"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,14 @@ and (slow) the README's branch workflow end to end: `dvc repro` on two branches,
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import clone_env
 
 from mnistbench import compare, config, harness, metrics
 from mnistbench.cli import main as cli
@@ -544,17 +543,7 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     branch with another train.batch_size, `dvc repro`, commit; then the two commits compare."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(repo / "src"),  # the clone's code, not the editable install's
-        "MNIST_MIRRORS": str(repo / "data" / "mirror"),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
+    env = clone_env(repo)
     git = ["git", "-c", "commit.gpgsign=false"]
     names = list(config.load(repo / "params.yaml").backends)
 

@@ -34,7 +34,8 @@ def test_the_article_model_costs_39_5_gflop_per_epoch():
     assert round(flops.total / 1e9, 1) == 39.5
 
 
-def test_roofline_time_is_flops_over_the_peak():
+def _small_run() -> tuple[config.Config, dict]:
+    """A 1,000 / 200 image config and a measured peak of 50 GFLOP/s (one torch shape)."""
     cfg = config.from_dict({"data": {"limit_train": 1000, "limit_test": 200}})
     measured = {
         "matmul_gflops": 50.0,
@@ -42,6 +43,11 @@ def test_roofline_time_is_flops_over_the_peak():
         "by_shape": {"torch": {"8x8x8": 50.0}},
         "device": "cpu",
     }
+    return cfg, measured
+
+
+def test_roofline_time_is_flops_over_the_peak():
+    cfg, measured = _small_run()
     result = roofline.roofline(cfg, measured, threads_used=2)
     flops = roofline.model_flops((128, 256), 32, 1000, 200)
     assert result["gflop_per_epoch"] == pytest.approx(flops.total / 1e9)
@@ -152,13 +158,7 @@ def test_kernel_bound_is_the_parts_summed_over_an_epoch():
 
 
 def test_roofline_file_has_the_kernel_bound_only_when_measured():
-    cfg = config.from_dict({"data": {"limit_train": 1000, "limit_test": 200}})
-    measured = {
-        "matmul_gflops": 50.0,
-        "peak_source": "torch 8x8x8",
-        "by_shape": {"torch": {"8x8x8": 50.0}},
-        "device": "cpu",
-    }
+    cfg, measured = _small_run()
     assert "kernel_bound_epoch_s" not in roofline.roofline(cfg, measured, threads_used=2)
     parts = {"torch": _parts([1e-5], 1e-5, [1e-4])}
     result = roofline.roofline(cfg, measured, 2, kernel_parts=parts)

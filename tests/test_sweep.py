@@ -4,7 +4,6 @@ README's queue commands run for real on a tiny subset."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import clone_env
 
 from mnistbench import sweep
 
@@ -176,17 +176,7 @@ def test_queued_sweep_end_to_end(tmp_path):
     Tiny: 500/100 images, 2 epochs, and only train@jax-scan (a target) to stay under a minute."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(repo / "src"),
-        "MNIST_MIRRORS": str(repo / "data" / "mirror"),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
+    env = clone_env(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(limit_train=500, limit_test=100)
     params["train"].update(epochs=2, device="cpu")
