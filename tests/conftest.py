@@ -3,9 +3,12 @@ after TensorFlow segfaults (seen with torch 2.14 and TensorFlow 2.21; see framew
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,15 +37,37 @@ def clone_env(repo: Path) -> dict[str, str]:
     }
 
 
+def _made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder that make(path) fills once per test run. Under pytest-xdist (make test runs
+    the tests in several processes) the first worker to ask makes it in the run's shared
+    temporary folder, and the others wait for it (a file lock) rather than each making a copy."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        path = tmp_path_factory.mktemp(name)
+        make(path)
+        return path
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's
+    path, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
+            path.mkdir()
+            make(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory) -> Path:
     """data/raw made by the real download code from the repository's mirror copy."""
     from mnistbench import config, download
 
-    raw = tmp_path_factory.mktemp("raw")
-    cfg = config.DataConfig(raw_dir=str(raw), mirrors=(str(MIRROR),))
-    download.download_all(cfg, environ={})
-    return raw
+    def make(raw: Path) -> None:
+        download.download_all(
+            config.DataConfig(raw_dir=str(raw), mirrors=(str(MIRROR),)), environ={}
+        )
+
+    return _made_once(tmp_path_factory, "raw", make)
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +75,10 @@ def tfds_dir(raw_dir, tmp_path_factory) -> Path:
     """data/tfds built by the real TFDS builder from raw_dir."""
     from mnistbench import config, tfds_build
 
-    out = tmp_path_factory.mktemp("tfds") / "tfds"
-    tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(out)))
-    return out
+    def make(parent: Path) -> None:
+        tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(parent / "tfds")))
+
+    return _made_once(tmp_path_factory, "tfds", make) / "tfds"
 
 
 # `make test` is the contributors' check (under 5 minutes on 2 cores); `make test-all` (CI:
@@ -79,6 +105,10 @@ LONG = {
     # `make test` measures the same kernels in-process (test_kernel_parts_are_timed_...)
     "tests/test_roofline.py::test_cli_writes_the_file_compare_reads": (
         "`mnistbench roofline` in its own process, every kernel timed (~31 CPU-s)"
+    ),
+    # `make test` checks the build's all-or-nothing swap with the child's work faked
+    "tests/test_tfds_build.py::test_a_failed_arrayrecord_child_fails_the_build": (
+        "a real ArrayRecord child process that fails (~14 s: it imports TensorFlow first)"
     ),
     # `make test` checks each of its parts' logic on canned inputs
     "tests/test_gpu_profile.py::test_runs_end_to_end_on_a_cpu": (

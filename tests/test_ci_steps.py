@@ -388,7 +388,8 @@ def test_make_test_changes_nothing_outside_the_clone():
     assert "pytest" in recipe and "ruff check" in recipe and "ruff format --check" in recipe
     assert "apt-get" not in recipe and "MNISTBENCH_CI_INSTALL_DOCKER" not in recipe
     assert "MNISTBENCH_TEST_ALL" not in recipe
-    assert "pip install -r requirements-dev.txt" in recipe  # into .venv, by its own python
+    assert "uv pip install --python" in recipe  # into .venv's python
+    assert "--compile-bytecode -r requirements-dev.txt" in recipe
 
 
 def test_make_test_all_runs_the_docker_tests_and_ci_opts_in():

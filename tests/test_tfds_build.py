@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -156,25 +156,58 @@ def _fake_build(tfds_dir: Path) -> None:
 
 
 def test_failed_build_keeps_the_previous_dataset(raw_dir, tmp_path, monkeypatch):
-    """TFDS fails halfway (here: the ArrayRecord pass, after the TFRecord one wrote files):
+    """TFDS fails halfway (here: the ArrayRecord build, after the TFRecord one wrote files):
     the previous build stays as it was, and no staging folder is left."""
     previous = tmp_path / "data" / "tfds"
     _fake_build(previous)
     before = _tree(previous)
 
-    def prepare(raw, data_dir, file_format):
-        (data_dir / "mnist").mkdir(parents=True, exist_ok=True)
-        (data_dir / "mnist" / f"half-{file_format}").write_text("written before the failure")
-        if file_format == "array_record":
-            raise RuntimeError("TFDS failed")
+    def prepare_formats(raw, staging):
+        (staging / "mnist").mkdir(parents=True, exist_ok=True)
+        (staging / "mnist" / "half-tfrecord").write_text("written before the failure")
+        raise RuntimeError("TFDS failed")
 
-    monkeypatch.setattr(tfds_build, "_prepare", prepare)
-    monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
+    monkeypatch.setattr(tfds_build, "_prepare_formats", prepare_formats)
     with pytest.raises(RuntimeError, match="TFDS failed"):
         tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(previous)))
 
     assert _tree(previous) == before
     assert sorted(os.listdir(previous.parent)) == ["tfds"]  # no staging left behind
+
+
+def _record_children(monkeypatch) -> list[subprocess.Popen]:
+    children = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            children.append(self)
+
+    monkeypatch.setattr(tfds_build.subprocess, "Popen", Recorded)
+    return children
+
+
+def test_a_failed_arrayrecord_child_fails_the_build(tmp_path, monkeypatch):
+    """The ArrayRecord build runs in a child Python (for real here: TFDS finds no IDX files);
+    its failure is the build's, even when the TFRecord build in this process went well."""
+    children = _record_children(monkeypatch)
+    monkeypatch.setattr(tfds_build, "_prepare", lambda raw, data_dir, fmt: None)
+    with pytest.raises(RuntimeError, match=r"the ArrayRecord build \(process \d+\) failed"):
+        tfds_build._prepare_formats(tmp_path / "no-raw", tmp_path / "staging")
+    assert [child.returncode for child in children] == [1]
+
+
+def test_a_failed_tfrecord_build_stops_the_child(tmp_path, monkeypatch):
+    """This process's build fails: the child is terminated, not waited for (~30 s)."""
+    children = _record_children(monkeypatch)
+
+    def prepare(raw, data_dir, fmt):
+        raise KeyboardInterrupt  # Ctrl-C during the TFRecord build
+
+    monkeypatch.setattr(tfds_build, "_prepare", prepare)
+    with pytest.raises(KeyboardInterrupt):
+        tfds_build._prepare_formats(tmp_path / "raw", tmp_path / "staging")
+    assert [child.returncode for child in children] == [-signal.SIGTERM]
 
 
 @pytest.mark.parametrize(
@@ -209,12 +242,7 @@ def test_stale_staging_folders_are_removed_and_live_ones_kept(raw_dir, tmp_path,
     live = tmp_path / f".tfds-build-{os.getppid()}-600dc0de"  # pytest's parent: alive
     for folder in (stale, live, tmp_path / f"{stale.name}-old"):
         (folder / "mnist").mkdir(parents=True)
-    monkeypatch.setattr(
-        tfds_build,
-        "_prepare",
-        lambda raw, data_dir, fmt: _fake_build(data_dir) if fmt == "tfrecord" else None,
-    )
-    monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
+    monkeypatch.setattr(tfds_build, "_prepare_formats", lambda raw, staging: _fake_build(staging))
 
     tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(tmp_path / "tfds")))
 
