@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if importlib.util.find_spec("torch") is not None:
-    import torch._dynamo  # noqa: F401  (loads triton first; TensorFlow then triton segfaults)
+
+
+def pytest_configure(config):
+    """Before any test module is imported, in each process that runs tests. pytest-xdist's
+    controller (make test) runs none, so it skips the import (~5 s, before the workers start)."""
+    controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    if not controller and importlib.util.find_spec("torch") is not None:
+        import torch._dynamo  # noqa: F401  (loads triton first; TensorFlow then triton segfaults)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT / "data" / "mirror"

@@ -102,8 +102,9 @@ def download(params: str) -> None:
 @_known_errors
 def build_tfds(params: str) -> None:
     """Build TFDS's `mnist` 3.0.1 (TFRecord + ArrayRecord) from data.raw_dir, offline."""
-    from mnistbench import tfds_build
+    from mnistbench import frameworks, tfds_build
 
+    frameworks.without_torch()
     cfg = _load(params)
     with locks.exclusive(cfg.data.tfds_dir, "build-tfds"):
         click.echo(f"built: {tfds_build.build(cfg.data)}")

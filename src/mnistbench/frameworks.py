@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from types import ModuleType
 
 from mnistbench.errors import UserError
@@ -54,6 +55,13 @@ def tensorflow() -> ModuleType:
     tf = require("tensorflow")
     tf.config.set_visible_devices([], "GPU")  # TF only feeds data; the GPU belongs to JAX/torch
     return tf
+
+
+def without_torch() -> None:
+    """For a process that will not use torch (the TFDS build): TensorFlow then loads without
+    triton first (~5 s less), and a later `import torch` is an ImportError, not a segfault.
+    Where torch is loaded already, nothing changes."""
+    sys.modules.setdefault("torch", None)  # None in sys.modules: Python refuses the import
 
 
 def tensorflow_datasets() -> ModuleType:

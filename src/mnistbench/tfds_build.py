@@ -267,6 +267,7 @@ CHILD = "import sys; from mnistbench import tfds_build; tfds_build._prepare_in_c
 
 
 def _prepare_in_child(raw: str, data_dir: str, file_format: str) -> None:
+    frameworks.without_torch()
     frameworks.tensorflow_datasets().disable_progress_bar()  # one progress bar: the parent's
     with _deterministic_examples():
         _prepare(Path(raw), Path(data_dir), file_format)
