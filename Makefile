@@ -75,8 +75,8 @@ test test-all docker-test: export DVC_SITE_CACHE_DIR ?= $(abspath $(VENV))/var/d
 
 # Tests marked docker or long (tests/conftest.py) are skipped here, each with the reason naming
 # `make test-all`. The tests run in TEST_JOBS processes (pytest-xdist), each test file in one of
-# them (its module fixtures are then made once): 2.8 min instead of 4.5 on 2 cores. Each
-# process holds ~1-2 GB (torch, TensorFlow and JAX are imported in each).
+# them (its module fixtures are then made once): ~2.4 min instead of ~4.2 in one process on 2
+# cores. Each process holds 1-2 GB (it imports torch, TensorFlow and JAX).
 TEST_JOBS ?= 2
 test: lint
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
