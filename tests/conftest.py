@@ -117,6 +117,9 @@ LONG = {
     "tests/test_tfds_build.py::test_a_failed_arrayrecord_child_fails_the_build": (
         "a real ArrayRecord child process that fails (~14 s: it imports TensorFlow first)"
     ),
+    "tests/test_tfds_build.py::test_a_killed_build_takes_its_child_with_it": (
+        "a real build killed once its child has started (~15 s)"
+    ),
     # `make test` checks each of its parts' logic on canned inputs
     "tests/test_gpu_profile.py::test_runs_end_to_end_on_a_cpu": (
         "results/gpu_profile.py end to end, each part in its own process (~21 CPU-s)"

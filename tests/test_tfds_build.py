@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -176,12 +178,15 @@ def test_failed_build_keeps_the_previous_dataset(raw_dir, tmp_path, monkeypatch)
 
 
 def _record_children(monkeypatch) -> list[subprocess.Popen]:
+    """The build's child processes, as they start (other programs started meanwhile are left
+    out)."""
     children = []
 
     class Recorded(subprocess.Popen):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            children.append(self)
+        def __init__(self, args, *rest, **kwargs):
+            super().__init__(args, *rest, **kwargs)
+            if tfds_build.CHILD in args:
+                children.append(self)
 
     monkeypatch.setattr(tfds_build.subprocess, "Popen", Recorded)
     return children
@@ -208,6 +213,41 @@ def test_a_failed_tfrecord_build_stops_the_child(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tfds_build._prepare_formats(tmp_path / "raw", tmp_path / "staging")
     assert [child.returncode for child in children] == [-signal.SIGTERM]
+
+
+def test_a_killed_build_takes_its_child_with_it(raw_dir, tmp_path):
+    """SIGKILL skips every cleanup: the ArrayRecord child sees it has lost its parent and
+    exits, rather than building on into a folder that nobody will read."""
+    import psutil  # a DVC dependency
+
+    program = (
+        "import sys; from mnistbench import config, tfds_build; "
+        "tfds_build.build(config.DataConfig(raw_dir=sys.argv[1], tfds_dir=sys.argv[2]))"
+    )
+    build = subprocess.Popen(
+        [sys.executable, "-c", program, str(raw_dir), str(tmp_path / "tfds")],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        children = []
+        deadline = time.monotonic() + 120
+        while not children and time.monotonic() < deadline and build.poll() is None:
+            time.sleep(0.2)
+            children = psutil.Process(build.pid).children()
+        assert len(children) == 1, "the build started no child"
+    finally:
+        build.kill()
+        build.wait()
+    (child,) = children
+    deadline = time.monotonic() + 30
+    try:
+        while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"child {child.pid} still runs, its parent killed"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()  # when the test fails: leave nothing running
 
 
 @pytest.mark.parametrize(
