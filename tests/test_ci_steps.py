@@ -389,7 +389,7 @@ def test_make_test_changes_nothing_outside_the_clone():
     assert "apt-get" not in recipe and "MNISTBENCH_CI_INSTALL_DOCKER" not in recipe
     assert "MNISTBENCH_TEST_ALL" not in recipe
     assert "uv pip install --python" in recipe  # into .venv's python
-    assert "--compile-bytecode -r requirements-dev.txt" in recipe
+    assert "-r requirements-dev.txt -c constraints.txt" in recipe
 
 
 def test_make_test_all_runs_the_docker_tests_and_ci_opts_in():
