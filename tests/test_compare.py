@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import clone_env
 
-from mnistbench import compare, config, harness, metrics
+from mnistbench import compare, config, harness, interference, metrics, quiet
 from mnistbench.cli import main as cli
 from mnistbench.compare import markdown
 
@@ -32,9 +32,11 @@ TIMES = {
 
 
 def make_cfg(names=tuple(TIMES), epochs: int = 3, batch_size: int = 32) -> config.Config:
-    """A Config without check(): "my-fast" is no backend module, compare needs none."""
+    """A Config without check(): "my-fast" is no backend module, compare needs none. TIMES'
+    steady epochs spread up to 40%: a spread limit of 0.5 keeps them quiet."""
     return config.Config(
         train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
+        bench=config.BenchConfig(max_spread=0.5),
         backends={n: "data/tfds" for n in names},
     )
 
@@ -62,12 +64,18 @@ def write_metrics(
     steady: list[tuple[float, float]],
     framework: str | None = None,
     cfg: config.Config | None = None,
+    foreign: float = 0.0,
 ) -> Path:
-    """metrics/<name>/ as the train stage writes it: harness.summarize, the contract's curve
-    writer, and the params of `cfg` (make_cfg() by default)."""
-    history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2)]
+    """metrics/<name>/ as the train stage writes it: harness.summarize, the verdict, the
+    contract's writers, and the params of `cfg` (make_cfg() by default). `foreign`: the share
+    of the CPUs others used in every epoch (0.0: a quiet machine)."""
+
+    def load(seconds: float) -> interference.Share:
+        return interference.Share(seconds, 0.9, foreign, 0.0, 30.0)
+
+    history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2, load(first))]
     history += [
-        harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e)
+        harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e, load(t + e))
         for i, (t, e) in enumerate(steady, start=2)
     ]
     out = root / name
@@ -80,7 +88,16 @@ def write_metrics(
     cfg = cfg or make_cfg(epochs=len(history))
     summary = harness.summarize(history, num_train=60000, batch_size=cfg.train.batch_size)
     framework = framework or ("PyTorch" if name.startswith("torch") else "JAX (Flax + Optax)")
+    limits = quiet.thresholds(cfg)
+    verdict = quiet.judge(
+        [e.epoch_time_s for e in history], [e.load for e in history], limits, None
+    )
     summary.update(
+        disturbed=int(verdict.label == "disturbed"),
+        busy_before=0.0,
+        probe_start_s=0.015,
+        probe_end_s=0.016,
+        quiet=quiet.section(verdict, limits, None),
         num_params=136074,
         train_examples=60000,
         test_examples=10000,
@@ -94,7 +111,7 @@ def write_metrics(
         params=metrics.params_of(cfg),
     )
     metrics.check(summary, name, backend=name)  # the fixture keeps the contract itself
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    metrics.write_record(out, summary)
     return out
 
 
@@ -142,7 +159,18 @@ def test_summary_numbers(metrics_root):
     }
     assert summary["env_differs"] == {}
     written = json.loads((metrics_root / "summary.json").read_text())
-    assert written == json.loads(json.dumps(summary))
+    assert written == json.loads(json.dumps(compare.compact(summary)))
+    assert written["backends"]["jax-tfds"]["epoch_time_s"] == pytest.approx(4.5)
+    assert _strings(written) == []  # numbers only: the words are summary.md's
+
+
+def _strings(value, where: str = "") -> list[str]:
+    """Every place in a JSON value that holds a string."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _strings(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _strings(v, f"{where}[{i}]")]
+    return [where] if isinstance(value, str) else []
 
 
 def test_report_puts_the_article_beside_this_run(metrics_root):
@@ -163,15 +191,24 @@ def test_report_puts_the_article_beside_this_run(metrics_root):
     assert ("| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) | — |") in md
     assert "| jax-tfds | 2.88x | 5.56x | 1.13x |" in md  # ratios: article, this run, vs article
     assert "| my-fast | — | 83.33x | — |" in md
-    for heading in ("## Ratios", "## Where the time goes", "## Environment", "## Plots"):
+    for heading in (
+        "## Ratios",
+        "## Where the time goes",
+        "## How quiet the machine was",
+        "## Environment",
+        "## Plots",
+    ):
         assert heading in md
     assert "| CPU | Test CPU (2 of 2 CPUs usable) |" in md
     assert "A subset of MNIST" not in md  # full splits here
-    where = md.split("## Where the time goes")[1].split("## Environment")[0]
+    where = md.split("## Where the time goes")[1].split("## How quiet")[0]
     rows = [line for line in where.splitlines() if line.startswith("| ")][1:]  # no header
     assert len(rows) == len(TIMES)  # one row per backend
     # 4 s for 10000 validation examples against 21 s for 60000 training ones: 1.14x
     assert "| torch-dataloader | 25.0 s | 84% | 16% | 1.14x | overhead-bound | 5.00 s |" in rows
+    quiet_rows = md.split("## How quiet the machine was")[1].split("## Environment")[0]
+    assert "| jax-tfds | quiet | 0.0% | 0.0% | 22.2% | 1: 4.50 s | 0.0% |" in quiet_rows
+    assert "Every backend was timed on a quiet machine" in md
 
 
 @pytest.mark.parametrize(
@@ -225,10 +262,9 @@ def test_subset_and_mixed_environments_are_flagged(tmp_path):
     root = tmp_path / "metrics"
     for name in ARTICLE_BACKENDS:
         write_metrics(root, name, *TIMES[name])
-    path = root / "jax-tfds" / "metrics.json"
-    m = json.loads(path.read_text())
+    m = metrics.read_record(root, "jax-tfds")
     m["train_examples"], m["env"]["cpu"] = 1000, "Other CPU"
-    path.write_text(json.dumps(m))
+    write_split(root / "jax-tfds", m)
     summary = compare.compare(make_cfg(ARTICLE_BACKENDS), root)
     assert summary["env_differs"]["cpu"] == {
         "torch-dataloader": "Test CPU",
@@ -397,16 +433,26 @@ BAD_METRICS = {
 }
 
 
+def write_split(folder: Path, record: dict) -> None:
+    """A record, however broken, into metrics.json and run.json as train splits a valid one.
+    NaN and Infinity are written bare, as JSON has no such numbers."""
+    sections = {k: record[k] for k in metrics.SECTIONS if k in record}
+    numbers = {k: v for k, v in record.items() if k in metrics.COMPARED}
+    details = {k: v for k, v in record.items() if k not in numbers and k not in sections}
+    (folder / metrics.METRICS_FILE).write_text(json.dumps(numbers))
+    (folder / metrics.RUN_FILE).write_text(json.dumps({"details": details, **sections}))
+
+
 @pytest.mark.parametrize("case", BAD_METRICS)
 def test_malformed_metrics_json_names_the_file(metrics_root, case):
     edit, message = BAD_METRICS[case]
     path = metrics_root / "jax-tfds" / "metrics.json"
-    m = json.loads(path.read_text())
+    m = metrics.read_record(metrics_root, "jax-tfds")
     edit(m)
-    path.write_text(json.dumps(m))  # NaN and Infinity as JSON has no such numbers: bare
+    write_split(metrics_root / "jax-tfds", m)
     with pytest.raises(compare.CompareError) as err:
         compare.compare(make_cfg(), metrics_root)
-    assert f"{path}: " in str(err.value) and message in str(err.value)
+    assert f"{path} (+ run.json): " in str(err.value) and message in str(err.value)
     assert not any((metrics_root / name).exists() for name in compare.OUTPUTS)
 
 
@@ -506,12 +552,13 @@ def test_dvc_yaml_compare_stage_params_outputs_and_plots():
     assert not unread, f"dvc.yaml: compare checks params {unread}: list them in its params"
     assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
     assert "metrics/roofline/metrics.json" in stage["deps"]
-    outs = [next(iter(o)) for section in ("metrics", "outs", "plots") for o in stage[section]]
+    assert "metrics" not in stage  # summary.json is the report's input, not a DVC metric
+    outs = [next(iter(o)) for section in ("outs", "plots") for o in stage[section]]
     assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
     for out in outs:  # nothing compare writes is inside a train stage's output
         assert Path(out).parent == Path("metrics") and Path(out).stem not in names
     plots = {next(iter(p)): next(iter(p.values())) for p in dvc["plots"]}
-    assert set(plots) >= {"val_acc", "val_loss", "train_loss", "epoch_time_s"}
+    assert set(plots) >= {"val_acc", "val_loss", "train_loss", "epoch_time_s", "foreign_share"}
     for key, plot in plots.items():
         want = {f"metrics/{n}/plots/metrics/{key}.tsv": key for n in names}
         assert plot["y"] == want, f"dvc.yaml plots: {key} must list every backend's {key}.tsv"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench import compare, config, harness, metrics, sweep, train
+from mnistbench import compare, config, harness, interference, metrics, sweep, train
 
 FAKE = "fake-mlp"  # a backend name no module has: backends.load is patched to return it
 
@@ -66,7 +66,16 @@ def fake_backend(monkeypatch):
         train.backends, "load", lambda name: module if name == FAKE else real_load(name)
     )
     monkeypatch.setattr(train, "_check_input", lambda cfg, name, reads: None)
+    quiet_machine(monkeypatch)
     return losses
+
+
+def quiet_machine(monkeypatch) -> None:
+    """train's sample of the machine before a stage (a second) and its drift probe, made
+    instant: what they measure is tests/test_interference.py's."""
+    idle = interference.Share(wall_s=1.0, own=0.0, foreign=0.0, steal=0.0, ctx_invol_per_s=0.0)
+    monkeypatch.setattr(train.interference, "wait_for_quiet", lambda *a, **k: idle)
+    monkeypatch.setattr(train.interference, "probe", lambda *a, **k: 0.015)
 
 
 # ---------------------------------------------------------------- train writes the contract
@@ -74,9 +83,16 @@ def fake_backend(monkeypatch):
 
 def test_train_writes_exactly_the_contracts_keys(fake_backend, tmp_path):
     record = train.train(make_cfg(), FAKE, tmp_path)
-    written = json.loads(metrics.metrics_path(tmp_path, FAKE).read_text())
+    numbers = json.loads(metrics.metrics_path(tmp_path, FAKE).read_text())
+    run = json.loads(metrics.run_path(tmp_path, FAKE).read_text())
+    assert list(numbers) == list(metrics.COMPARED)  # the numbers people compare, in order
+    assert all(isinstance(v, (int, float)) for v in numbers.values())  # no strings, no env
+    assert list(run) == ["details", *metrics.SECTIONS]
+    assert list(run["details"]) == list(metrics.DETAILS)
+    written = metrics.read_record(tmp_path, FAKE)
     assert written == record
     assert list(written) == list(metrics.KEYS)  # every key, none beside them, in order
+    assert written["quiet"]["verdict"] in metrics.VERDICTS
     assert set(written["env"]) == set(metrics.ENV)
     assert set(written["params"]) == set(metrics.PARAMS)
     assert written["params"]["train.lr"] == 1e-3 and written["params"]["model.hidden"] == [128, 256]
@@ -188,15 +204,17 @@ def test_compare_reads_only_the_contracts_keys(fake_backend, tmp_path, monkeypat
         run = real(cfg, root, name)
         record = {
             **run.metrics,
+            "quiet": Spy(run.metrics["quiet"], seen, "quiet."),
             "env": Spy(run.metrics["env"], seen, "env."),
             "params": Spy(run.metrics["params"], seen, "params."),
         }
-        return compare.BackendRun(run.name, Spy(record, seen), run.curves)
+        return compare.BackendRun(run.name, Spy(record, seen), run.curves, run.repeats)
 
     monkeypatch.setattr(compare.load, "load_run", spied)
     compare.compare(cfg, tmp_path, tmp_path / "out")
     contract = {
         *metrics.KEYS,
+        *(f"quiet.{k}" for k in metrics.QUIET),
         *(f"env.{k}" for k in metrics.ENV),
         *(f"params.{k}" for k in metrics.PARAMS),
     }
@@ -275,7 +293,7 @@ def test_params_of_names_params_yaml_keys():
 
 def test_validate_lists_every_problem():
     problems = metrics.validate({"val_acc": math.nan, "epochs": 0, "env": {}, "params": []})
-    assert problems[0].startswith("missing keys: val_loss, train_loss")
+    assert problems[0].startswith("missing keys: train_loss, epoch_time_median_s")
     assert "val_acc must be a finite number >= 0 and <= 1, got nan" in problems
     assert "epochs must be an integer >= 1, got 0" in problems
     assert any(p.startswith("missing keys: env.python") for p in problems)
@@ -285,6 +303,7 @@ def test_validate_lists_every_problem():
 
 def test_layout():
     assert metrics.metrics_path("m", "jax-scan") == Path("m/jax-scan/metrics.json")
+    assert metrics.run_path("m", "jax-scan") == Path("m/jax-scan/run.json")
     assert metrics.curve_path("m", "jax-scan", "val_acc") == Path(
         "m/jax-scan/plots/metrics/val_acc.tsv"
     )

@@ -143,6 +143,33 @@ def train(backend: str, params: str, out: str) -> None:
 @main.command()
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
 @click.option(
+    "--out",
+    default="metrics",
+    show_default=True,
+    help="Metrics root; repeats go to <out>/repeats/<round>/<backend>/.",
+)
+@_known_errors
+def repeat(params: str, out: str) -> None:
+    """Time every backend again, bench.repeats - 1 more rounds, each run a fresh process.
+
+    Rounds go through every backend in params' order (interleaved, so a slow spell of the
+    machine hits them all); the train stage's own run is round 1. compare then shows each
+    backend's spread across runs beside its spread across epochs, and calls a backend whose
+    runs disagree unstable. bench.repeats: 1 makes this a no-op.
+    """
+    from mnistbench import repeat as repeat_mod
+
+    cfg = _load(params)
+    with locks.exclusive(Path(out) / "repeats", "repeat"):
+        root = repeat_mod.run(cfg, params, out)
+    click.echo(
+        f"repeats: {cfg.bench.repeats - 1} more rounds of {len(cfg.backends)} backends in {root}/"
+    )
+
+
+@main.command()
+@click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
+@click.option(
     "--metrics",
     "metrics_root",
     default="metrics",
@@ -163,11 +190,13 @@ def train(backend: str, params: str, out: str) -> None:
 def compare(params: str, metrics_root: str, out: str | None, roofline: str | None) -> None:
     """Summarise every backend's metrics beside the article's table.
 
-    Writes summary.json (for `dvc metrics diff`), summary.md, epoch_time.png and curves.png.
+    Writes summary.md (with each backend's verdict: quiet, unsteady, unstable or disturbed),
+    summary.json (its numbers, for `mnistbench report`), epoch_time.png and curves.png.
     Every backend's metrics.json and curves are checked first: one missing or malformed
     file is an error naming it, and nothing is written.
     """
     from mnistbench import compare as compare_mod
+    from mnistbench.compare.fmt import seconds
 
     cfg = _load(params)
     with locks.exclusive(Path(out or metrics_root) / "summary.json", "compare"):
@@ -175,7 +204,11 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
     for name, row in summary["backends"].items():
         speedup = row[compare_mod.SPEEDUP_KEY]
         ratio = f", {speedup:.2f}x {compare_mod.BASELINE}" if speedup is not None else ""
-        click.echo(f"{name}: steady epoch {row['epoch_time_median_s']:.2f} s{ratio}")
+        runs = f" over {row['runs']} runs" if row["runs"] > 1 else ""
+        click.echo(
+            f"{name}: steady epoch {seconds(row['epoch_time_s'])} s{runs}{ratio}, "
+            f"{compare_mod.verdict_word(row)}"
+        )
     click.echo(f"wrote {', '.join(compare_mod.OUTPUTS)} to {out or metrics_root}/")
 
 
@@ -282,14 +315,21 @@ def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) 
     help="The folder's name [default: the machine's name "
     "from its fingerprint, e.g. amd-epyc-2cpu].",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Keep a disturbed run too (other processes took CPU time while it was timed); every "
+    "report then marks it disturbed.",
+)
 @_known_errors
-def keep(metrics_dir: str, results_dir: str, name: str | None) -> None:
+def keep(metrics_dir: str, results_dir: str, name: str | None, force: bool) -> None:
     """Keep this machine's run as a reference: copy metrics/ (and the params.yaml and dvc.lock
     it ran with) into results/<name>/, where no later run writes. Commit that folder to add
-    a column to every report; it never overwrites an existing one."""
+    a column to every report. It never overwrites an existing folder, and refuses a disturbed
+    run unless --force."""
     from mnistbench import report as report_mod
 
-    dest = report_mod.keep(metrics_dir, results_dir, name)
+    dest = report_mod.keep(metrics_dir, results_dir, name, force=force)
     click.echo(
         f"kept {metrics_dir}/ as {dest}/; `mnistbench report --no-local --out "
         f"{results_dir}` redraws the references' report"

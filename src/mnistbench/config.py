@@ -103,10 +103,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    """How each timing is judged (mnistbench.interference) and how often it is repeated."""
+
+    repeats: int = 3  # runs of every timed stage, each in a fresh process, interleaved
+    max_foreign: float = 0.05  # others' largest share of the CPUs in any steady epoch
+    max_steal: float = 0.02  # the hypervisor's largest share of the CPUs in any steady epoch
+    max_spread: float = 0.15  # (slowest - fastest) / median of the steady epochs, and repeats
+    wait_quiet_s: float = 0.0  # before a timed stage, wait up to this long for a quiet machine
+
+    def check(self) -> None:
+        _require(1 <= self.repeats <= 100, "bench.repeats", "must be between 1 and 100")
+        for key in ("max_foreign", "max_steal", "max_spread"):
+            _require(0 < getattr(self, key) <= 1, f"bench.{key}", "must be > 0 and <= 1")
+        _require(0 <= self.wait_quiet_s <= 3600, "bench.wait_quiet_s", "must be between 0 and 3600")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     # backend name -> the data stage output it reads (dvc.yaml's train@<name> depends on it)
     backends: dict[str, str] = field(
         default_factory=lambda: {
@@ -120,6 +138,7 @@ class Config:
         self.data.check()
         self.model.check()
         self.train.check()
+        self.bench.check()
         _require(len(self.backends) > 0, "backends", "must list at least one backend")
         from mnistbench import backends  # cheap: lists module files, imports no framework
 

@@ -4,6 +4,11 @@ An epoch is one training pass plus one validation pass (the article's definition
 each clock read the harness calls `Trainer.sync()`, which waits for all dispatched device work
 (`jax.block_until_ready`, `torch.cuda.synchronize`), so asynchronous dispatch cannot hide
 time. Epoch 1 (JIT compile, warm-up) is reported apart; steady = median of epochs 2..N.
+
+Around each epoch, outside the clock, it also reads the machine's counters
+(mnistbench.interference): how much of the CPUs the run's own process tree used, how much
+everything else did and how much the hypervisor stole, so every epoch carries how quiet the
+machine was while it was timed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from mnistbench import interference
 
 
 class Trainer(Protocol):
@@ -48,6 +55,7 @@ class Epoch:
     val_acc: float
     train_time_s: float  # wall clock of the training pass, device synchronised
     eval_time_s: float  # wall clock of the validation pass, device synchronised
+    load: interference.Share  # the machine's use while the epoch ran (read outside the clock)
 
     @property
     def epoch_time_s(self) -> float:
@@ -55,9 +63,14 @@ class Epoch:
 
     def curves(self) -> dict[str, float]:
         """This epoch's point on each per-epoch curve (mnistbench.metrics.CURVES' keys)."""
-        values = {**asdict(self), "epoch_time_s": self.epoch_time_s}
-        del values["epoch"]
-        return values
+        values = {k: v for k, v in asdict(self).items() if k not in ("epoch", "load")}
+        return {
+            **values,
+            "epoch_time_s": self.epoch_time_s,
+            "foreign_share": self.load.foreign,
+            "steal_share": self.load.steal,
+            "own_share": self.load.own,
+        }
 
 
 def seed_everything(seed: int) -> None:
@@ -71,9 +84,11 @@ def run(
     epochs: int,
     on_epoch: Callable[[Epoch], None] = lambda e: None,
     clock: Callable[[], float] = time.perf_counter,
+    meter: Callable[[], interference.Reading] = interference.read,
 ) -> list[Epoch]:
     history = []
     for epoch in range(1, epochs + 1):
+        before = meter()
         t0 = clock()
         train_loss = trainer.train_epoch()
         trainer.sync()
@@ -81,16 +96,20 @@ def run(
         val_loss, val_acc = trainer.evaluate()
         trainer.sync()
         t2 = clock()
-        record = Epoch(epoch, float(train_loss), float(val_loss), float(val_acc), t1 - t0, t2 - t1)
+        load = interference.between(before, meter())
+        losses = float(train_loss), float(val_loss), float(val_acc)
+        record = Epoch(epoch, *losses, t1 - t0, t2 - t1, load)
         history.append(record)
         on_epoch(record)
     return history
 
 
 def summarize(history: list[Epoch], num_train: int, batch_size: int) -> dict[str, float | int]:
-    """The harness's share of metrics.json (mnistbench.metrics.NUMBERS; train adds the rest).
-    Steady = epochs 2..N (epoch 1 alone if N == 1)."""
+    """The harness's share of the record (mnistbench.metrics.NUMBERS; train adds the verdict
+    and the rest). Steady = epochs 2..N (epoch 1 alone if N == 1). Shares are rounded to 0.01
+    (a percent): finer digits are noise, and would make every `dvc metrics diff` list them."""
     steady = history[1:] or history
+    loads = [e.load for e in steady]
     epoch_times = [e.epoch_time_s for e in steady]
     train_median = statistics.median(e.train_time_s for e in steady)
     last = history[-1]
@@ -104,7 +123,10 @@ def summarize(history: list[Epoch], num_train: int, batch_size: int) -> dict[str
         "first_epoch_s": history[0].epoch_time_s,
         "train_time_median_s": train_median,
         "eval_time_median_s": statistics.median(e.eval_time_s for e in steady),
+        "foreign_cpu_max": round(max(x.foreign for x in loads), 2),
+        "steal_max": round(max(x.steal for x in loads), 2),
         "samples_per_s": num_train / train_median,  # training images per second, steady
+        "own_cpu_mean": round(statistics.fmean(x.own for x in loads), 2),
         "epochs": len(history),
         "batch_size": batch_size,
     }

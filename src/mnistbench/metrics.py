@@ -1,15 +1,18 @@
 """The metrics contract: what `mnistbench train` writes and what compare and sweep read.
 
 One place for
-- the keys of metrics/<backend>/metrics.json, with their types and ranges: NUMBERS (the
-  results), ENV (where they were measured) and PARAMS (the parameters they were made with);
+- the keys of a backend's record, with their types and ranges: NUMBERS (the results, and how
+  quiet the machine was while they were timed), QUIET (the verdict and its causes), ENV (where
+  they were measured) and PARAMS (the parameters they were made with). On disk a record is two
+  files in metrics/<backend>/: metrics.json, the numbers people compare (COMPARED; what
+  `dvc metrics` shows), and run.json, everything else (a DVC output, not a metric);
 - the per-epoch curves, CURVES: train writes each as plots/metrics/<key>.tsv, compare reads
   every one of them;
 - the folder layout: metrics_path, curve_path, SUMMARY_FILES, ROOFLINE_DIR;
 - the roofline stage's keys that compare reads, ROOFLINE;
 - MNIST's split sizes, MNIST_TRAIN and MNIST_TEST.
 
-`validate(record)` lists every way a metrics.json breaks the contract: a missing or unknown
+`validate(record)` lists every way a record breaks the contract: a missing or unknown
 key, a wrong type, NaN or infinity, a value out of range, numbers that contradict each other.
 train validates before writing (so it cannot write a key this module lacks), compare before
 reading (so it cannot read one). Cheap to import: no framework, no config.
@@ -17,6 +20,7 @@ reading (so it cannot read one). Cheap to import: no framework, no config.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +79,11 @@ def integer(meaning: str, low: int = 1) -> Kind:
     return Kind(meaning, f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
 
 
+def flag(meaning: str) -> Kind:
+    """0 or 1: a yes/no that `dvc metrics` shows and diffs as a number."""
+    return Kind(meaning, "0 or 1", lambda v: _is_int(v) and v in (0, 1))
+
+
 def optional(kind: Kind) -> Kind:
     return Kind(kind.meaning, f"null or {kind.expected}", lambda v: v is None or kind.ok(v))
 
@@ -127,23 +136,63 @@ def integers(meaning: str) -> Kind:
 # ---------------------------------------------------------------- metrics.json
 
 # The results, in the order train writes them. Seconds are wall clock with the device
-# synchronised; "steady" means epochs 2..N (epoch 1 alone when N is 1).
+# synchronised; "steady" means epochs 2..N (epoch 1 alone when N is 1). Shares are of the CPUs
+# this process may use, over the wall time of one epoch (mnistbench.interference).
 NUMBERS: dict[str, Kind] = {
+    # metrics.json: the numbers people compare (`dvc metrics diff`, `dvc exp show`)
     "val_acc": number("accuracy on the test split after the last epoch", high=1),
-    "val_loss": number("mean cross-entropy on the test split after the last epoch"),
     "train_loss": number("mean cross-entropy over the last training pass"),
     "epoch_time_median_s": number("steady epoch (train + validation pass), median, s", above=True),
-    "epoch_time_min_s": number("fastest steady epoch, s"),
-    "epoch_time_max_s": number("slowest steady epoch, s"),
     "first_epoch_s": number("epoch 1, with JIT compile and warm-up, s"),
     "train_time_median_s": number("steady training pass, median, s", above=True),
     "eval_time_median_s": number("steady validation pass, median, s"),
-    "samples_per_s": number("training examples per second of the steady training pass", above=True),
+    "foreign_cpu_max": number("largest share of the CPUs others used in a steady epoch", high=1),
+    "steal_max": number("largest share of the CPUs the hypervisor took in a steady epoch", high=1),
+    "disturbed": flag("1 when others or steal slowed the timing (the verdict), else 0"),
     "epochs": integer("epochs run"),
     "batch_size": integer("examples per batch, training and validation"),
+    # run.json's `details`, beside the verdict, env and params
+    "val_loss": number("mean cross-entropy on the test split after the last epoch"),
+    "epoch_time_min_s": number("fastest steady epoch, s"),
+    "epoch_time_max_s": number("slowest steady epoch, s"),
+    "samples_per_s": number("training examples per second of the steady training pass", above=True),
+    "own_cpu_mean": number("the run's process tree, share of the CPUs, steady epochs' mean"),
+    "busy_before": number("share of the CPUs others used just before the stage started", high=1),
+    "probe_start_s": number("the fixed-work drift probe before the stage, s", above=True),
+    "probe_end_s": number("the same probe after the stage, s", above=True),
     "num_params": integer("trainable parameters"),
     "train_examples": integer(f"training examples per epoch (at most {MNIST_TRAIN})"),
     "test_examples": integer(f"validation examples per pass (at most {MNIST_TEST})"),
+}
+# metrics.json holds these, eleven per backend: a batch-size change diffs in about 50 rows
+COMPARED = tuple(list(NUMBERS)[: list(NUMBERS).index("batch_size") + 1])
+DETAILS = tuple(k for k in NUMBERS if k not in COMPARED)
+
+VERDICTS = ("quiet", "unsteady", "disturbed")  # mnistbench.interference.Verdict.label
+# How quiet the machine was (run.json's `quiet`): the verdict and why.
+QUIET: dict[str, Kind] = {
+    "verdict": text(
+        "quiet, unsteady (the backend varied, the machine was free) or disturbed", VERDICTS
+    ),
+    "causes": texts("one line per cause, naming the epochs; [] when quiet"),
+    "disturbed_epochs": Kind(
+        "1-based epochs others or steal disturbed",
+        "a list of integers >= 1",
+        lambda v: isinstance(v, list) and all(_is_int(i) and i >= 1 for i in v),
+    ),
+    "thresholds": Kind(
+        "the limits the verdict used (params' bench section)",
+        "an object of finite numbers >= 0",
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(k, str) and number("").ok(x) for k, x in v.items())
+        ),
+    ),
+    "gpu": Kind(
+        "the GPU's clocks, throttle reasons and other processes, or null on a CPU",
+        "null or an object",
+        lambda v: v is None or isinstance(v, dict),
+    ),
 }
 
 # The environment: first the machine (the same for every backend of one run; compare reports
@@ -186,8 +235,8 @@ PARAMS: dict[str, Kind] = {
     "train.device": text("device asked for", choices=("auto", "cpu", "cuda")),
 }
 
-KEYS = (*NUMBERS, "env", "params")  # every top-level key of metrics.json, in train's order
-SECTIONS = {"env": ENV, "params": PARAMS}
+SECTIONS = {"quiet": QUIET, "env": ENV, "params": PARAMS}
+KEYS = (*NUMBERS, *SECTIONS)  # every key of a run's record (metrics.json + run.json), in order
 
 # Per-epoch curves, one TSV each (columns step and <key>, one row per epoch 1..N), in the
 # order train writes them; harness.Epoch.curves() has exactly these keys.
@@ -198,6 +247,9 @@ CURVES: dict[str, Kind] = {
     "epoch_time_s": number("the epoch: training + validation pass, s"),
     "train_time_s": number("the training pass, s"),
     "eval_time_s": number("the validation pass, s"),
+    "foreign_share": number("share of the CPUs others used during the epoch", high=1),
+    "steal_share": number("share of the CPUs the hypervisor took during the epoch", high=1),
+    "own_share": number("share of the CPUs the run's process tree used during the epoch"),
 }
 LOSSES = ("train_loss", "val_loss")  # not finite: training diverged
 
@@ -209,6 +261,11 @@ ROOFLINE: dict[str, Kind] = {
     "gflop_per_epoch": number("matmul GFLOP of one epoch"),
     "roofline_epoch_s": number("the epoch at the matmul peak, s", above=True),
     "threads": optional(integer("threads the peak was measured with")),
+    # absent from files written before the verdict existed (older reference runs)
+    "disturbed": optional(flag("1 when others or steal slowed the measurement, else 0")),
+    "foreign_cpu_max": optional(number("share of the CPUs others used while it measured", high=1)),
+    "probe_start_s": optional(number("the drift probe before the stage, s", above=True)),
+    "probe_end_s": optional(number("the drift probe after the stage, s", above=True)),
     # absent from files written before the kernel bound existed (older reference runs)
     "kernel_bound_epoch_s": optional(
         number_map("per framework, the epoch's products and optimizer updates timed alone, s")
@@ -225,8 +282,12 @@ def framework_of(backend: str) -> str:
 # ---------------------------------------------------------------- the folder layout
 
 METRICS_ROOT = "metrics"  # the pipeline's metrics root (every command takes another)
-METRICS_FILE = "metrics.json"
+METRICS_FILE = "metrics.json"  # <root>/<backend>/: COMPARED, the numbers DVC shows and diffs
+RUN_FILE = (
+    "run.json"  # beside it: DETAILS, the verdict, env and params (a DVC output, not a metric)
+)
 CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
+REPEATS_DIR = "repeats"  # <root>/repeats/<round>/<backend>/: the repeats stage's runs
 ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's, not a backend
 SUMMARY_FILES = ("summary.json", "summary.md", "epoch_time.png", "curves.png")  # compare's
 MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
@@ -236,12 +297,28 @@ def metrics_path(root: str | Path, name: str) -> Path:
     return Path(root) / name / METRICS_FILE
 
 
+def run_path(root: str | Path, name: str) -> Path:
+    return Path(root) / name / RUN_FILE
+
+
 def curves_dir(root: str | Path, name: str) -> Path:
     return Path(root, name, *CURVES_DIR)
 
 
 def curve_path(root: str | Path, name: str, key: str) -> Path:
     return curves_dir(root, name) / f"{key}.tsv"
+
+
+def repeats_root(root: str | Path) -> Path:
+    return Path(root) / REPEATS_DIR
+
+
+def repeat_roots(root: str | Path, name: str) -> list[Path]:
+    """The metrics roots holding repeats of backend `name` (<root>/repeats/<round>/), in round
+    order; the train@ stage's own run, round 1, is <root> itself."""
+    top = repeats_root(root)
+    found = [d for d in top.iterdir() if d.name.isdigit()] if top.is_dir() else []
+    return [d for d in sorted(found, key=lambda d: int(d.name)) if (d / name).is_dir()]
 
 
 def backend_of(path: str) -> str | None:
@@ -326,6 +403,10 @@ def _consistency(record: dict, backend: str | None) -> list[str]:
     problems = []
     if backend is not None and env["backend"] != backend:
         problems.append(f"env.backend is {env['backend']!r}, not {backend!r}")
+    if record["disturbed"] != (record["quiet"]["verdict"] == "disturbed"):
+        problems.append(
+            f"disturbed is {record['disturbed']} but quiet.verdict is {record['quiet']['verdict']!r}"
+        )
     low, median, high = (record[f"epoch_time_{k}_s"] for k in ("min", "median", "max"))
     if not low <= median <= high:
         problems.append("epoch_time_min_s <= epoch_time_median_s <= epoch_time_max_s does not hold")
@@ -345,6 +426,51 @@ def _consistency(record: dict, backend: str | None) -> list[str]:
                 f"{params[limit]}, MNIST has {split})"
             )
     return problems
+
+
+# ---------------------------------------------------------------- a record on disk
+
+
+def split(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A valid record as its two files: {METRICS_FILE: COMPARED, RUN_FILE: the rest}."""
+    details = {k: record[k] for k in DETAILS}
+    return {
+        METRICS_FILE: {k: record[k] for k in COMPARED},
+        RUN_FILE: {"details": details, **{s: record[s] for s in SECTIONS}},
+    }
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
+    """Both files of a checked record into `folder` (a staging folder the caller swaps in)."""
+    for name, content in split(record).items():
+        text = json.dumps(content, indent=2, allow_nan=False) + "\n"  # no bare NaN, ever
+        (folder / name).write_text(text)
+
+
+def read_record(root: str | Path, name: str) -> dict[str, Any]:
+    """<root>/<name>/metrics.json and run.json as one record (not yet checked); MetricsError
+    names a missing or malformed file."""
+    numbers = _read_object(metrics_path(root, name))
+    run = _read_object(run_path(root, name))
+    details = run.pop("details", {})
+    if not isinstance(details, dict):
+        raise MetricsError(f"{run_path(root, name)}: details must be an object, got {details!r}")
+    clash = sorted(set(numbers) & (set(details) | set(run)))
+    if clash:
+        raise MetricsError(f"{run_path(root, name)}: {', '.join(clash)} also in {METRICS_FILE}")
+    return {**numbers, **details, **run}
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MetricsError(f"{path}: missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise MetricsError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise MetricsError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 # ---------------------------------------------------------------- curves on disk

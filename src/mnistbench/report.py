@@ -42,6 +42,21 @@ class Cell:
     low_s: float  # steady epochs' fastest (the article: its range)
     high_s: float
     val_acc: float
+    verdict: str = "quiet"  # compare's verdict word (VERDICT_MARKS); "unverified": not measured
+
+
+# The mark each verdict puts after a cell's seconds, and what it means (machines.md's legend).
+VERDICT_MARKS = {
+    "quiet": ("", ""),
+    "unsteady": ("*", "its steady epochs spread beyond the limit with the machine free"),
+    "unstable": ("†", "its runs disagree (two modes) with the machine free"),
+    "disturbed": (
+        "‡",
+        "other processes or the hypervisor took CPU time while it was timed: not this "
+        "machine's number",
+    ),
+    "unverified": ("?", "measured before mnistbench recorded interference: quiet or not, unknown"),
+}
 
 
 @dataclass(frozen=True)
@@ -77,18 +92,37 @@ def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
         raise ReportError(f"{summary_path}: no backends (write it with `mnistbench compare`)")
     cells = {}
     for backend, row in rows.items():
+        if not isinstance(row, dict):
+            raise ReportError(f"{summary_path}: backends.{backend} must be an object")
+        keys = _cell_keys(row)
         try:
-            values = [
-                float(row[k])
-                for k in ("epoch_time_median_s", "epoch_time_min_s", "epoch_time_max_s", "val_acc")
-            ]
+            values = [float(row[k]) for k in keys]
         except (KeyError, TypeError, ValueError) as e:
             raise ReportError(f"{summary_path}: backends.{backend} lacks a number ({e})") from e
         if not all(math.isfinite(v) for v in values) or values[0] <= 0:
             raise ReportError(f"{summary_path}: backends.{backend} has {values}: not finite > 0")
-        cells[backend] = Cell(*values)
+        cells[backend] = Cell(*values, verdict=_verdict(row))
     machine = _read_json(machine_path)
     return Column(name, describe(machine, summary.get("settings", {})), cells)
+
+
+def _cell_keys(row: dict) -> tuple[str, ...]:
+    """summary.json's keys for a cell: over every run (epoch_time_s, the runs' range) where
+    compare had repeats, else the one run's steady median and epochs' range."""
+    if row.get("runs", 1) > 1:
+        return ("epoch_time_s", "run_min_s", "run_max_s", "val_acc")
+    head = "epoch_time_s" if "epoch_time_s" in row else "epoch_time_median_s"
+    return (head, "epoch_time_min_s", "epoch_time_max_s", "val_acc")
+
+
+def _verdict(row: dict) -> str:
+    """The verdict word of a summary.json row (compare.markdown.verdict_word's rules); a row
+    from before verdicts were recorded is "unverified"."""
+    if "disturbed" not in row:
+        return "unverified"
+    if row["disturbed"]:
+        return "disturbed"
+    return "unstable" if row.get("unstable") else "unsteady" if row.get("unsteady") else "quiet"
 
 
 def describe(machine: dict, settings: dict) -> str:
@@ -164,7 +198,7 @@ def cell_text(col: Column, backend: str) -> str:
     seconds = (
         f"{cell.low_s:g}-{cell.high_s:g} s" if col.name == ARTICLE else f"{_s(cell.epoch_s)} s"
     )
-    return f"{seconds} · {ratio} · {cell.val_acc:.3f}"
+    return f"{seconds}{VERDICT_MARKS[cell.verdict][0]} · {ratio} · {cell.val_acc:.3f}"
 
 
 def markdown(cols: list[Column]) -> str:
@@ -175,6 +209,7 @@ def markdown(cols: list[Column]) -> str:
         "Each cell: steady seconds per epoch (train + validation pass) · speed-up over "
         f"`{BASELINE}` on the same machine · val_acc after the last epoch. {DASH}: the "
         "machine did not run that backend.",
+        *_legend(cols),
         "",
         "| backend | " + " | ".join(c.name for c in cols) + " |",
         "|---|" + "---|" * len(cols),
@@ -208,6 +243,17 @@ def markdown(cols: list[Column]) -> str:
     out += [f"- **{c.name}**: {c.about}" for c in cols]
     out += ["", "![steady s/epoch per backend and machine](machines.png)", ""]
     return "\n".join(out)
+
+
+def _legend(cols: list[Column]) -> list[str]:
+    """What each verdict mark present in the table means."""
+    present = {cell.verdict for col in cols[1:] for cell in col.cells.values()}
+    lines = [
+        f"- {mark} {word}: {meaning}."
+        for word, (mark, meaning) in VERDICT_MARKS.items()
+        if word in present and mark
+    ]
+    return ["", *lines] if lines else []
 
 
 def _distance_lines(cols: list[Column]) -> list[str]:
@@ -300,15 +346,28 @@ def write(
     return cols
 
 
+def disturbed_parts(summary: dict) -> list[str]:
+    """The backends (and the roofline) a summary.json calls disturbed; [] for a clean run."""
+    rows = summary.get("backends") if isinstance(summary.get("backends"), dict) else {}
+    names = [n for n, row in rows.items() if isinstance(row, dict) and row.get("disturbed")]
+    roofline = summary.get("roofline")
+    if isinstance(roofline, dict) and roofline.get("disturbed"):
+        names.append("roofline")
+    return names
+
+
 def keep(
     metrics_dir: str | Path,
     results_dir: str | Path,
     name: str | None = None,
     extra: tuple[str, ...] = ("params.yaml", "dvc.lock"),
+    force: bool = False,
 ) -> Path:
     """Copy this machine's run into results/<name>/ as a reference machine (default name: the
-    fingerprint's); never over an existing folder. Layout: the report files and machine.json
-    at the top, each stage's metrics under metrics/, and the params and lock it ran with."""
+    fingerprint's); never over an existing folder, and never a disturbed run unless `force`
+    (its verdict then shows in every report that reads it). Layout: the report files and
+    machine.json at the top, each stage's metrics under metrics/, and the params and lock it
+    ran with."""
     metrics_dir = Path(metrics_dir)
     for needed in ("summary.json", "machine.json"):
         if not (metrics_dir / needed).is_file():
@@ -316,6 +375,13 @@ def keep(
                 f"{metrics_dir / needed}: missing; run the pipeline first "
                 "(`make repro` or `dvc repro`)"
             )
+    disturbed = disturbed_parts(_read_json(metrics_dir / "summary.json"))
+    if disturbed and not force:
+        raise ReportError(
+            f"{metrics_dir}: a disturbed run ({', '.join(disturbed)}): other processes took "
+            "CPU time while it was timed (summary.md says when); rerun on a quiet machine, "
+            "or keep it anyway with --force (every report then marks it disturbed)"
+        )
     name = name or _read_json(metrics_dir / "machine.json").get("name")
     dest = Path(results_dir) / str(name)
     if dest.exists():

@@ -28,6 +28,7 @@ they were obtained (peak_source, by_shape, device, env).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench import envinfo, frameworks, metrics, models
+from mnistbench import envinfo, frameworks, interference, metrics, models, quiet
 from mnistbench.config import Config
 
 log = logging.getLogger(__name__)
@@ -532,9 +533,30 @@ def roofline(
     }
 
 
+def _quiet(
+    load: interference.Share, limits: interference.Thresholds, busy: interference.Share
+) -> tuple[dict[str, Any], interference.Verdict]:
+    """The verdict on the whole measurement, judged as one epoch (no spread: its timings are
+    best-of repeats already)."""
+    verdict = quiet.judge([load.wall_s], [load], limits, None)
+    if verdict.label == "unsteady":  # one "epoch" has no spread; guard the label anyway
+        verdict = dataclasses.replace(verdict, label="quiet", causes=())
+    fields = {
+        "disturbed": int(verdict.label == "disturbed"),
+        "foreign_cpu_max": round(min(load.foreign, 1.0), 2),
+        "busy_before": round(min(busy.foreign, 1.0), 2),
+        "quiet": quiet.section(verdict, limits, None),
+    }
+    return fields, verdict
+
+
 def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
     """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
     applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
+    limits = quiet.thresholds(cfg)
+    busy = interference.wait_for_quiet(limits, cfg.bench.wait_quiet_s)
+    probe_start_s = interference.probe()
+    before = interference.read()
     measured = measure_matmul_gflops(
         cfg.train.threads, cfg.train.device, cfg.model.hidden, cfg.train.batch_size
     )
@@ -544,7 +566,11 @@ def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
     )
     parts = measure_kernel_parts(cfg, measured["device"], split_sizes(cfg)[1])
     result = roofline(cfg, measured, threads_used, parts)
+    fields, verdict = _quiet(interference.between(before, interference.read()), limits, busy)
+    result |= fields
+    result["probe_start_s"], result["probe_end_s"] = probe_start_s, interference.probe()
     result["env"] = {**envinfo.collect(), **applied}
+    quiet.log_verdict("roofline", verdict)
     out = Path(out_root) / "roofline"
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".metrics.json.partial"

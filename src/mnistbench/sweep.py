@@ -111,12 +111,12 @@ def collect_roots(roots: list[str | Path]) -> list[Point]:
         if not found:
             raise SweepError(f"{root}: no <backend>/metrics.json here")
         for path in found:
-            try:
-                values = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise SweepError(f"{path}: not readable JSON ({e})") from e
             if path.parent.name == metrics.ROOFLINE_DIR:
                 continue  # the roofline stage's file: no backend result
+            try:
+                values = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise SweepError(f"{path}: not readable JSON ({e})") from e
             if _problems(values):
                 raise SweepError(f"{path}: {'; '.join(_problems(values))}")
             points.append(_point(path.parent.name, values, str(root)))

@@ -1,8 +1,13 @@
 """Stage `train@<backend>`: build one backend, time it with the harness, write its metrics.
 
 Output in metrics/<backend>/, in DVCLive's layout (mnistbench.metrics, the metrics contract):
-metrics.json (the results, `env`, the environment they came from, and `params`, the
-parameters they were made with) and plots/metrics/<key>.tsv (per-epoch curves). Every epoch's
+metrics.json (the numbers people compare), run.json (the other numbers, the verdict on how
+quiet the machine was, `env`, the environment they came from, and `params`, the parameters
+they were made with) and plots/metrics/<key>.tsv (per-epoch curves).
+
+Before the backend is built the machine is sampled (a busy one is named at once, and params
+may ask to wait for quiet) and a fixed-work probe is timed; the probe is timed again at the
+end, so a machine that changed speed during the stage shows. Every epoch's
 values are checked as they come: a loss that turns NaN or infinite stops the run (training
 diverged). The record is validated against the contract before it is written, and everything
 is written to a staging folder first and swapped in at the end, so a failed, diverged or
@@ -11,13 +16,12 @@ interrupted run never leaves half a result where the old one was.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 from pathlib import Path
 
-from mnistbench import backends, envinfo, frameworks, harness, metrics
+from mnistbench import backends, envinfo, frameworks, harness, interference, metrics, quiet
 from mnistbench.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,9 @@ def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
     backend = backends.load(name)
     _check_input(cfg, name, backend.DATA)
     threads = frameworks.configure_threads(cfg.train.threads)  # before any framework import
+    limits = quiet.thresholds(cfg)
+    busy = interference.wait_for_quiet(limits, cfg.bench.wait_quiet_s)
+    probe_start_s = interference.probe()
     harness.seed_everything(cfg.train.seed)
     trainer = backend.build(cfg, cfg.train.device)
     log.info(
@@ -44,21 +51,34 @@ def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
     staging = final.with_name(f".{name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        record = _train_logged(trainer, cfg, name, staging)
-        record["num_params"] = trainer.num_params()
-        record["train_examples"], record["test_examples"] = trainer.num_train, trainer.num_test
-        record["env"] = {
-            **envinfo.collect(),
-            **threads,
-            "backend": name,
-            "framework": backend.FRAMEWORK,
-            "loader": backend.LOADER,
-            "device": trainer.device,
-        }
-        record["params"] = metrics.params_of(cfg)
+        history, gpu = _train_logged(trainer, cfg, name, staging)
+        verdict = quiet.judge(
+            [e.epoch_time_s for e in history], [e.load for e in history], limits, gpu
+        )
+        record = harness.summarize(history, trainer.num_train, cfg.train.batch_size)
+        record.update(
+            disturbed=int(verdict.label == "disturbed"),
+            busy_before=round(busy.foreign, 2),
+            probe_start_s=probe_start_s,
+            probe_end_s=interference.probe(),
+            num_params=trainer.num_params(),
+            train_examples=trainer.num_train,
+            test_examples=trainer.num_test,
+            quiet=quiet.section(verdict, limits, gpu),
+            env={
+                **envinfo.collect(),
+                **threads,
+                "backend": name,
+                "framework": backend.FRAMEWORK,
+                "loader": backend.LOADER,
+                "device": trainer.device,
+            },
+            params=metrics.params_of(cfg),
+        )
         metrics.check(record, f"{name}: the metrics to write", backend=name)
-        text = json.dumps(record, indent=2, allow_nan=False) + "\n"  # no bare NaN, ever
-        (staging / metrics.METRICS_FILE).write_text(text)
+        record = {key: record[key] for key in metrics.KEYS}  # the contract's order
+        metrics.write_record(staging, record)
+        quiet.log_verdict(name, verdict)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
     finally:
@@ -76,18 +96,24 @@ def _check_input(cfg: Config, name: str, reads: str) -> None:
         )
 
 
-def _train_logged(trainer: harness.Trainer, cfg: Config, name: str, out: Path) -> dict:
+def _train_logged(
+    trainer: harness.Trainer, cfg: Config, name: str, out: Path
+) -> tuple[list[harness.Epoch], dict | None]:
+    """The timed epochs, their curves written as they come, and on a GPU its readings' summary."""
     plots = metrics.curves_dir(out.parent, out.name)
     plots.mkdir(parents=True)
+    gpu_readings = []
 
     def on_epoch(e: harness.Epoch) -> None:
+        if trainer.device == "cuda":  # after the clock: nvidia-smi takes ~0.1 s
+            gpu_readings.append(interference.gpu_reading())
         values = e.curves()
         _check_epoch(values, e.epoch, name, cfg)
         for key in metrics.CURVES:
             metrics.append_curve(plots / f"{key}.tsv", key, e.epoch, values[key])
         log.info(
             "epoch %d/%d: train_loss %.4f, val_loss %.4f, val_acc %.4f, "
-            "elapsed %.2f s (train %.2f + eval %.2f)",
+            "elapsed %.2f s (train %.2f + eval %.2f), others %.0f%% of the CPUs",
             e.epoch,
             cfg.train.epochs,
             e.train_loss,
@@ -96,10 +122,14 @@ def _train_logged(trainer: harness.Trainer, cfg: Config, name: str, out: Path) -
             e.epoch_time_s,
             e.train_time_s,
             e.eval_time_s,
+            100 * e.load.foreign,
         )
 
     history = harness.run(trainer, cfg.train.epochs, on_epoch)
-    return harness.summarize(history, trainer.num_train, cfg.train.batch_size)
+    if not any(gpu_readings):
+        return history, None
+    summary = interference.summarize([e.load for e in history], gpu_readings)
+    return history, {k: v for k, v in summary.items() if k.startswith("gpu_")}
 
 
 def _check_epoch(values: dict[str, float], epoch: int, name: str, cfg: Config) -> None:

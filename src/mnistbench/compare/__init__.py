@@ -6,7 +6,8 @@ per job, called in this order by `compare` below:
 
     load      read and validate every input; a missing or malformed one raises CompareError
               naming the file, and nothing is written
-    summary   the numbers (summary.json, for `dvc metrics diff`)
+    summary   the numbers and verdicts over every run of each backend (summary.json keeps
+              the numbers the cross-machine report reads)
     markdown  summary.md, the report
     plots     epoch_time.png (steady s/epoch with its spread, the article's ranges marked)
               and curves.png (per epoch)
@@ -28,9 +29,9 @@ from mnistbench.compare.load import (
     load_roofline,
     load_runs,
 )
-from mnistbench.compare.markdown import render_markdown, where_time_goes
+from mnistbench.compare.markdown import render_markdown, verdict_word, where_time_goes
 from mnistbench.compare.plots import curves_png, epoch_time_png
-from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary
+from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary, compact
 from mnistbench.config import Config
 
 OUTPUTS = metrics.SUMMARY_FILES  # written to the metrics root, or --out
@@ -42,12 +43,14 @@ __all__ = [
     "BackendRun",
     "CompareError",
     "build_summary",
+    "compact",
     "compare",
     "curves_png",
     "epoch_time_png",
     "load_roofline",
     "load_runs",
     "render_markdown",
+    "verdict_word",
     "where_time_goes",
 ]
 
@@ -60,7 +63,7 @@ def compare(
 ) -> dict:
     """Validate every input, render the four outputs in memory, then write them all.
 
-    Returns the summary (summary.json's content)."""
+    Returns the whole summary (summary.json holds its numbers)."""
     runs = load_runs(cfg, metrics_root)
     roofline = load_roofline(roofline_path) if roofline_path is not None else None
     summary = build_summary(runs, roofline)
@@ -68,7 +71,7 @@ def compare(
     if machine is not None:
         summary["machine"] = machine
     files = {
-        "summary.json": (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode(),
+        "summary.json": (json.dumps(compact(summary), indent=2, allow_nan=False) + "\n").encode(),
         "summary.md": render_markdown(summary).encode(),
         "epoch_time.png": epoch_time_png(summary),
         "curves.png": curves_png(runs),

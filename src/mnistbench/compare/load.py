@@ -1,6 +1,6 @@
 """compare, step 1: read and validate its inputs.
 
-Every backend's metrics.json and per-epoch curves (plots/metrics/*.tsv), and optionally the
+Every backend's record (metrics.json + run.json) and per-epoch curves (plots/metrics/*.tsv), and optionally the
 roofline stage's metrics.json, each checked against the metrics contract (mnistbench.metrics).
 A backend's params must be the current ones: results made with another limit_train, hidden,
 lr, seed, ... are not comparable. A missing or malformed file raises CompareError naming it;
@@ -25,8 +25,14 @@ class CompareError(metrics.MetricsError):
 @dataclass(frozen=True)
 class BackendRun:
     name: str
-    metrics: dict[str, Any]  # metrics.json, validated
+    metrics: dict[str, Any]  # the record: metrics.json and run.json in one, validated
     curves: dict[str, list[float]]  # metrics.CURVES key -> value per epoch (epochs 1..N)
+    repeats: tuple[dict[str, Any], ...] = ()  # the repeats stage's records, rounds 2..R
+
+    @property
+    def records(self) -> tuple[dict[str, Any], ...]:
+        """Every run of this backend: the train@ stage's, then each repeat."""
+        return (self.metrics, *self.repeats)
 
 
 def load_runs(cfg: Config, metrics_root: str | Path = "metrics") -> dict[str, BackendRun]:
@@ -47,13 +53,25 @@ def load_runs(cfg: Config, metrics_root: str | Path = "metrics") -> dict[str, Ba
 
 def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
     path = metrics.metrics_path(metrics_root, name)
-    record = metrics.check(read_json(path), path, backend=name)
-    _check_params(record["params"], metrics.params_of(cfg), path)
+    where = f"{path} (+ {metrics.RUN_FILE})"
+    record = metrics.check(metrics.read_record(metrics_root, name), where, backend=name)
+    _check_params(record["params"], metrics.params_of(cfg), where)
     curves = {
         key: metrics.read_curve(metrics.curve_path(metrics_root, name, key), key, record["epochs"])
         for key in metrics.CURVES
     }
-    return BackendRun(name, record, curves)
+    repeats = tuple(
+        _load_record(cfg, root, name) for root in metrics.repeat_roots(metrics_root, name)
+    )
+    return BackendRun(name, record, curves, repeats)
+
+
+def _load_record(cfg: Config, root: Path, name: str) -> dict[str, Any]:
+    """One repeat's record, checked and made with the current params."""
+    where = f"{metrics.metrics_path(root, name)} (+ {metrics.RUN_FILE})"
+    record = metrics.check(metrics.read_record(root, name), where, backend=name)
+    _check_params(record["params"], metrics.params_of(cfg), where)
+    return record
 
 
 def load_roofline(path: str | Path) -> dict[str, float | int | None]:
@@ -64,8 +82,9 @@ def load_roofline(path: str | Path) -> dict[str, float | int | None]:
     problems = metrics.value_problems(values, metrics.ROOFLINE)
     if problems:
         raise CompareError(f"{path}: {'; '.join(problems)}")
+    exact = ("threads", "kernel_bound_epoch_s", "disturbed")
     return {
-        key: value if key in ("threads", "kernel_bound_epoch_s") else float(value)
+        key: value if key in exact or value is None else float(value)
         for key, value in values.items()
     }
 
@@ -98,7 +117,7 @@ def read_json(path: Path, error: type[Exception] = CompareError) -> Any:
     return raw
 
 
-def _check_params(made_with: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+def _check_params(made_with: dict[str, Any], current: dict[str, Any], path: str) -> None:
     """Refuse results made with other params than the current ones, naming each key."""
     differ = [
         f"{key} {made_with[key]!r} (current params: {current[key]!r})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from mnistbench import metrics
 from mnistbench.compare.fmt import pct as _pct
 from mnistbench.compare.fmt import ratio as _x
@@ -21,6 +23,9 @@ EVAL_RATIO_BATCHED = 0.2
 # Steady epochs spread over at least this share of their median are "unsteady": the median
 # depends on how many epochs fall at each end, so read it beside the range.
 UNSTEADY_SPREAD = 0.3
+# The drift probe (the same work at the start and end of every timed stage) slower than this
+# times its fastest: the machine's speed changed during the run (a neighbour, throttling).
+DRIFT_LIMIT = 1.1
 
 
 def eval_reading(eval_cost_ratio: float) -> str:
@@ -70,6 +75,84 @@ def where_time_goes(summary: dict) -> list[str]:
     return out
 
 
+def verdict_word(r: dict) -> str:
+    """One word for a backend over its runs: disturbed (some run was), unstable (its clean
+    runs disagree), unsteady (a run's steady epochs spread with the machine free), or quiet."""
+    if r["disturbed"]:
+        return "disturbed"
+    return "unstable" if r["unstable"] else "unsteady" if r["unsteady"] else "quiet"
+
+
+MARKS = {"disturbed": " ‡", "unstable": " †", "unsteady": " *", "quiet": ""}
+
+
+def headline(r: dict) -> str:
+    """The steady s/epoch cell: the headline, its range, and the verdict's mark."""
+    if r["runs"] > 1:
+        text = (
+            f"{_s(r['epoch_time_s'])} ({_s(r['run_min_s'])}-{_s(r['run_max_s'])}, {r['runs']} runs)"
+        )
+    else:
+        text = f"{_s(r['epoch_time_s'])} ({_s(r['epoch_time_min_s'])}-{_s(r['epoch_time_max_s'])})"
+    return text + MARKS[verdict_word(r)]
+
+
+def legend(rows: dict) -> list[str]:
+    """What the marks in the table mean, for the marks present."""
+    present = {verdict_word(r) for r in rows.values()}
+    lines = {
+        "disturbed": "‡ disturbed: other processes or the hypervisor took CPU time while it "
+        "was timed (see below); the number is not this machine's.",
+        "unstable": "† unstable: its runs disagree beyond the spread allowed, with the "
+        "machine free; both modes are listed below.",
+        "unsteady": "* unsteady: its steady epochs spread beyond the limit with the machine free.",
+    }
+    return [lines[k] for k in lines if k in present] or [
+        "Every backend was timed on a quiet machine (nothing else beyond the limits below)."
+    ]
+
+
+def quiet_table(summary: dict) -> list[str]:
+    """Per backend: the verdict, others' and the hypervisor's largest CPU share, the spread
+    across epochs and across runs, and the causes; then the drift probe."""
+    out = [
+        "| backend | verdict | others, max | steal, max | spread across epochs "
+        "| runs | spread across runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in summary["backends"].items():
+        runs = ", ".join(_s(x) for x in r["runs_s"])
+        word = verdict_word(r)
+        if r["modes"]:
+            word += ": " + " and ".join(
+                f"{_s(statistics.median(m))} s ({len(m)})" for m in r["modes"]
+            )
+        out.append(
+            f"| {name} | {word} | {_pct(r['foreign_cpu_max'])} | {_pct(r['steal_max'])} "
+            f"| {_pct(r['epoch_time_spread'])} | {r['runs']}: {runs} s | {_pct(r['run_spread'])} |"
+        )
+    causes = [f"- {name}: {c}" for name, r in summary["backends"].items() for c in r["causes"]]
+    if causes:
+        out += ["", *causes]
+    drift = summary["drift"]
+    out += [
+        "",
+        "Others: the largest share of the CPUs that other processes used in any steady epoch; "
+        "steal: the share the hypervisor gave to other guests. Spreads are (slowest - "
+        "fastest) / median. Drift: a fixed piece of work timed at the start and end of every "
+        f"timed stage took {_s(drift['probe_min_s'])}-{_s(drift['probe_max_s'])} s, "
+        f"{_x(drift['probe_ratio'])} slowest over fastest"
+        + (
+            " (the machine kept its speed)."
+            if drift["probe_ratio"] < DRIFT_LIMIT
+            else ": **the machine changed speed during the run**."
+        ),
+    ]
+    if "roofline" in drift["disturbed_stages"]:
+        out.append("The roofline stage was disturbed too: its peak and kernel bounds are low.")
+    return out
+
+
 def render_markdown(summary: dict) -> str:
     rows, settings, env = summary["backends"], summary["settings"], summary["env"]
     has_roofline = "roofline" in summary
@@ -102,12 +185,12 @@ def render_markdown(summary: dict) -> str:
         article_first = f"{a['first_epoch_s']:g}" if a and a["first_epoch_s"] is not None else "—"
         out.append(
             f"| {name} | {r['framework']} | {r['loader']} | {article_s} "
-            f"| {_s(r['epoch_time_median_s'])} ({_s(r['epoch_time_min_s'])}-"
-            f"{_s(r['epoch_time_max_s'])}) | {article_first} | {_s(r['first_epoch_s'])} "
+            f"| {headline(r)} | {article_first} | {_s(r['first_epoch_s'])} "
             f"| {_s(r['train_time_median_s'])} + {_s(r['eval_time_median_s'])} "
             f"| {r['val_acc']:.4f} |"
         )
 
+    out += ["", *legend(rows)]
     out += ["", "## Ratios", ""]
     head = (
         f"| backend | speed-up vs {BASELINE}, article | speed-up vs {BASELINE}, this run "
@@ -158,6 +241,9 @@ def render_markdown(summary: dict) -> str:
 
     out += ["", "## Where the time goes", ""]
     out += where_time_goes(summary)
+
+    out += ["", "## How quiet the machine was", ""]
+    out += quiet_table(summary)
 
     out += ["", "## Environment", "", "| | |", "|---|---|"]
     if "machine" in summary:

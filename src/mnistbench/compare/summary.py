@@ -8,6 +8,7 @@ rows and the environment, with every machine key that differs between backends.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,56 +46,160 @@ ARTICLE = {  # keyed by backend name; backends beyond the article have no row
 }
 
 
-def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None = None) -> dict:
-    """summary.json: per backend numbers, plus the article's rows and the environment."""
-    baseline = runs.get(BASELINE)
-    base_s = baseline.metrics["epoch_time_median_s"] if baseline else None
+def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None = None) -> dict:
+    """The summary: per backend numbers and verdicts, plus the article's rows and the
+    environment. summary.json holds its numbers only (`compact`)."""
+    entries = {name: _runs_entry(run) for name, run in runs.items()}
+    base_s = entries[BASELINE]["epoch_time_s"] if BASELINE in entries else None
     backends = {}
     for name, run in runs.items():
-        m = run.metrics
-        median = m["epoch_time_median_s"]
+        m, entry = run.metrics, entries[name]
+        headline = entry["epoch_time_s"]
         train_s, eval_s = m["train_time_median_s"], m["eval_time_median_s"]
         row = ARTICLE.get(name)
-        entry = {
+        entry |= {
             "framework": m["env"]["framework"],
             "loader": m["env"]["loader"],
             "device": m["env"]["device"],
-            "epoch_time_median_s": median,  # steady: median of epochs 2..N
+            "epoch_time_median_s": m["epoch_time_median_s"],  # the train@ run: epochs 2..N
             "epoch_time_min_s": m["epoch_time_min_s"],
             "epoch_time_max_s": m["epoch_time_max_s"],
             # (max - min) / median of the steady epochs: 0.1 = they spread over 10% of the median
-            "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"]) / median,
+            "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"])
+            / m["epoch_time_median_s"],
             "first_epoch_s": m["first_epoch_s"],
-            "first_epoch_extra_s": m["first_epoch_s"] - median,  # compile, warm-up, caches
+            "first_epoch_extra_s": m["first_epoch_s"] - m["epoch_time_median_s"],
             "train_time_median_s": train_s,
             "eval_time_median_s": eval_s,
             "train_share": train_s / (train_s + eval_s),
             "eval_cost_ratio": _eval_cost_ratio(m),
             "samples_per_s": m["samples_per_s"],
             "val_acc": m["val_acc"],
-            SPEEDUP_KEY: base_s / median if base_s else None,
-            "speedup_vs_article": row.mid_s / median if row else None,  # > 1: faster than Colab
+            SPEEDUP_KEY: base_s / headline if base_s else None,
+            "speedup_vs_article": row.mid_s / headline if row else None,  # > 1: faster than Colab
             "article": _article_entry(row),
         }
         if roofline is not None:
             entry["roofline_epoch_s"] = roofline["roofline_epoch_s"]
-            entry["efficiency"] = roofline["roofline_epoch_s"] / median  # 1 = at the matmul peak
+            entry["efficiency"] = roofline["roofline_epoch_s"] / headline  # 1 = at the peak
             bound = kernel_bound(roofline, name)
             if bound is not None:
                 entry["kernel_bound_epoch_s"] = bound
-                entry["kernel_efficiency"] = bound / median  # 1 = nothing but those kernels
+                entry["kernel_efficiency"] = bound / headline  # 1 = nothing but those kernels
         backends[name] = entry
     first = next(iter(runs.values())).metrics
     summary = {
         "baseline": BASELINE,
         "settings": {k: first[k] for k in SETTINGS},
         "backends": backends,
+        "drift": _drift(runs, roofline),
         "env": {k: first["env"][k] for k in metrics.ENV_MACHINE},
         "env_differs": _env_differences(runs),
     }
     if roofline is not None:
         summary["roofline"] = roofline
     return summary
+
+
+# summary.json: per backend, the numbers the cross-machine report reads (no strings: those
+# are in summary.md); `dvc metrics` reads the backends' metrics.json, not this file.
+COMPACT = (
+    "epoch_time_s",
+    "epoch_time_median_s",
+    "epoch_time_min_s",
+    "epoch_time_max_s",
+    "first_epoch_s",
+    "val_acc",
+    SPEEDUP_KEY,
+    "runs",
+    "run_min_s",
+    "run_max_s",
+    "disturbed",
+    "unsteady",
+    "unstable",
+    "foreign_cpu_max",
+)
+
+
+def compact(summary: dict) -> dict:
+    """summary.json's content: settings, each backend's COMPACT numbers, the drift probe's."""
+    out = {
+        "settings": summary["settings"],
+        "backends": {
+            name: {k: row[k] for k in COMPACT} for name, row in summary["backends"].items()
+        },
+        "drift": {k: v for k, v in summary["drift"].items() if k != "disturbed_stages"},
+    }
+    if "roofline" in summary:
+        out["roofline"] = {
+            k: summary["roofline"][k] for k in ("roofline_epoch_s", "matmul_gflops", "disturbed")
+        }
+    return out
+
+
+def _runs_entry(run: BackendRun) -> dict[str, Any]:
+    """The backend over all its runs (the train@ stage's and the repeats'): the headline
+    s/epoch is the median of the undisturbed runs' steady medians (of all runs when every one
+    was disturbed); `unstable` when those runs spread over more than bench.max_spread."""
+    records = run.records
+    clean = [r for r in records if not r["disturbed"]]
+    medians = sorted(r["epoch_time_median_s"] for r in clean or records)
+    headline = statistics.median(medians)
+    limit = run.metrics["quiet"]["thresholds"].get("spread", 1.0)
+    spread = (medians[-1] - medians[0]) / headline
+    unstable = len(clean) > 1 and spread > limit  # only clean runs can show the backend's modes
+    verdicts = [r["quiet"]["verdict"] for r in records]
+    causes = [
+        f"run {i}: {cause}" if len(records) > 1 else cause
+        for i, r in enumerate(records, start=1)
+        for cause in r["quiet"]["causes"]
+    ]
+    return {
+        "name": run.name,
+        "epoch_time_s": headline,
+        "runs": len(records),
+        "runs_s": [r["epoch_time_median_s"] for r in records],  # in run order
+        "run_min_s": medians[0],
+        "run_max_s": medians[-1],
+        "run_spread": spread,
+        "disturbed": sum(v == "disturbed" for v in verdicts),  # runs; 0 = every run clean
+        "unsteady": sum(v == "unsteady" for v in verdicts),
+        "unstable": int(unstable),
+        "modes": modes(medians, limit) if unstable else [],
+        "foreign_cpu_max": max(r["foreign_cpu_max"] for r in records),
+        "steal_max": max(r["steal_max"] for r in records),
+        "verdicts": verdicts,
+        "causes": causes,
+    }
+
+
+def modes(medians: list[float], limit: float) -> list[list[float]]:
+    """Sorted run medians split where one is more than `limit` (relative) above the last:
+    [[1.31, 1.33], [2.38]] for a backend with a fast and a slow mode."""
+    groups = [[medians[0]]]
+    for value in medians[1:]:
+        if value > groups[-1][-1] * (1 + limit):
+            groups.append([])
+        groups[-1].append(value)
+    return groups
+
+
+def _drift(runs: dict[str, BackendRun], roofline: dict[str, Any] | None) -> dict[str, Any]:
+    """The fixed-work probe timed at the start and end of every timed stage: slowest over
+    fastest (1.0: the machine kept its speed through the run)."""
+    probes = [
+        r[k] for run in runs.values() for r in run.records for k in ("probe_start_s", "probe_end_s")
+    ]
+    if roofline is not None and roofline.get("probe_start_s"):
+        probes += [roofline["probe_start_s"], roofline["probe_end_s"]]
+    disturbed = [n for n, run in runs.items() if any(r["disturbed"] for r in run.records)]
+    return {
+        "probe_min_s": min(probes),
+        "probe_max_s": max(probes),
+        "probe_ratio": max(probes) / min(probes),
+        "disturbed_stages": disturbed
+        + (["roofline"] if roofline and roofline.get("disturbed") else []),
+    }
 
 
 def kernel_bound(roofline: dict[str, Any], backend: str) -> float | None:

@@ -1,0 +1,62 @@
+"""Stage `repeats`: every timed training stage again, each in a fresh process, interleaved.
+
+One run of a backend shows its spread across epochs, not across runs: eager PyTorch with two
+threads on a 2-vCPU VM settles into a fast or a slow mode for a whole run (1.3 or 2.4 s an
+epoch), and a noisy spell of the machine can slow one stage of the pipeline only. So params'
+bench.repeats - 1 more rounds are run after the train@<backend> stages, each round every
+backend in params' order (a slow spell of the machine then hits them all, not one), each a
+fresh `mnistbench train` process, into <root>/repeats/<round>/<backend>/ (round 2 onwards: the
+train@ stage's own result is round 1). compare reads them and shows each backend's spread
+across runs beside its spread across epochs, and calls a backend whose runs disagree unstable.
+
+The rounds are written to a staging folder and swapped in whole at the end: an interrupted
+or failed stage leaves the previous repeats as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mnistbench import metrics
+from mnistbench.config import Config
+from mnistbench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class RepeatError(UserError, RuntimeError):
+    """A repeat's training process failed; the message names the backend and the round."""
+
+
+def run(cfg: Config, params: str | Path, out_root: str | Path = metrics.METRICS_ROOT) -> Path:
+    """Rounds 2..bench.repeats of every backend into <out_root>/repeats/; returns that folder."""
+    final = metrics.repeats_root(out_root)
+    staging = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for round_ in range(2, cfg.bench.repeats + 1):
+            for name in cfg.backends:
+                log.info("repeat %d/%d: %s", round_, cfg.bench.repeats, name)
+                _train(name, params, staging / str(round_), round_)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _train(name: str, params: str | Path, out: Path, round_: int) -> None:
+    """`mnistbench train` in a fresh process: nothing of the last run (threads, JIT caches,
+    allocator state) carries over, as between the train@ stages."""
+    command = [sys.executable, "-m", "mnistbench", "train", name, "--params", str(params)]
+    done = subprocess.run([*command, "--out", str(out)], check=False)
+    if done.returncode != 0:
+        raise RepeatError(
+            f"repeat {round_} of {name} failed (exit {done.returncode}, its log above); "
+            "the previous repeats are as they were"
+        )

@@ -1,0 +1,191 @@
+"""Times you can trust, end to end: a training run beside a real CPU hog comes out disturbed and
+names its epochs; repeats in fresh processes feed compare's spread across runs; a disturbed
+run is marked in every report and `keep` refuses it unless forced.
+
+(The measuring itself, on canned /proc readings, is tests/test_interference.py's.)"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_compare import TIMES, make_cfg, write_metrics
+
+from mnistbench import compare, config, metrics, report, train
+from mnistbench.cli import main as cli
+
+FAKE = "numpy-mlp"
+
+
+def _spin() -> None:
+    os.nice(19)  # the lowest priority: what a "harmless" background job looks like
+    while True:
+        pass
+
+
+class NumpyTrainer:
+    """Real CPU work in every epoch (float32 products for ~0.4 s), no framework: the run the
+    interference is measured against."""
+
+    device, num_train, num_test = "cpu", 1000, 300
+
+    def __init__(self, seconds: float = 0.4):
+        self.seconds = seconds
+        self.a = np.random.default_rng(0).standard_normal((256, 256), dtype=np.float32)
+
+    def train_epoch(self) -> float:
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            self.a = np.tanh(self.a @ self.a / 256)
+        return 0.5
+
+    def evaluate(self) -> tuple[float, float]:
+        return 0.4, 0.9
+
+    def sync(self) -> None:
+        pass
+
+    def num_params(self) -> int:
+        return 65536
+
+
+@pytest.fixture
+def numpy_backend(monkeypatch):
+    module = type(
+        "Backend",
+        (),
+        {
+            "FRAMEWORK": "NumPy",
+            "LOADER": "none",
+            "DATA": "raw",
+            "build": lambda cfg, d: NumpyTrainer(),
+        },
+    )
+    monkeypatch.setattr(train.backends, "load", lambda name: module)
+    monkeypatch.setattr(train, "_check_input", lambda cfg, name, reads: None)
+
+
+def _cfg(epochs: int) -> config.Config:
+    return config.Config(
+        data=config.DataConfig(limit_train=1000, limit_test=300),
+        train=config.TrainConfig(epochs=epochs, device="cpu"),
+        backends={FAKE: "data/raw"},
+    )
+
+
+def test_a_run_beside_a_cpu_hog_is_disturbed_and_names_the_epochs(numpy_backend, tmp_path):
+    """Epochs 1-2 alone, then a hog on every usable CPU (nice 19) for epochs 3-5."""
+    hogs: list[multiprocessing.Process] = []
+
+    def start_hogs_after_epoch_2(e):
+        if e.epoch == 2:
+            for _ in os.sched_getaffinity(0):
+                hog = multiprocessing.Process(target=_spin, daemon=True)
+                hog.start()
+                hogs.append(hog)
+            time.sleep(0.3)  # let them reach the run queue
+
+    real = train.harness.run
+    try:
+        train.harness.run = lambda trainer, epochs, on_epoch: real(
+            trainer, epochs, lambda e: (on_epoch(e), start_hogs_after_epoch_2(e))
+        )
+        record = train.train(_cfg(5), FAKE, tmp_path)
+    finally:
+        train.harness.run = real
+        for hog in hogs:
+            hog.kill()
+            hog.join()
+    q = record["quiet"]
+    assert q["verdict"] == "disturbed" and record["disturbed"] == 1
+    assert {3, 4, 5} <= set(q["disturbed_epochs"]), q
+    named = [c.split(":")[0] for c in q["causes"] if "others used" in c]
+    assert named and {"3", "4", "5"} <= set(named[0].replace(",", " ").split()), q
+    assert record["foreign_cpu_max"] > 0.05
+    shares = metrics.read_curve(
+        metrics.curve_path(tmp_path, FAKE, "foreign_share"), "foreign_share", 5
+    )
+    if not {1, 2} & set(q["disturbed_epochs"]):  # a machine quiet before the hog (as on CI)
+        assert min(shares[2:]) > max(shares[:2])  # the hog's epochs stand out
+    assert json.loads(metrics.metrics_path(tmp_path, FAKE).read_text())["disturbed"] == 1
+
+
+# ---------------------------------------------------------------- repeats, compare, reports
+
+
+def _with_repeat(root, name, steady, round_=2, foreign=0.0):
+    write_metrics(metrics.repeats_root(root) / str(round_), name, 30.0, steady, foreign=foreign)
+
+
+def test_compare_shows_the_spread_across_runs_and_two_modes(tmp_path):
+    root = tmp_path / "metrics"
+    for name, (first, steady) in TIMES.items():
+        write_metrics(root, name, first, steady)
+    slow = [(t * 2, e * 2) for t, e in TIMES["jax-tfds"][1]]  # a slow mode: twice the time
+    _with_repeat(root, "jax-tfds", slow, 2)
+    _with_repeat(root, "jax-tfds", TIMES["jax-tfds"][1], 3)
+    summary = compare.compare(make_cfg(), root)
+    jax = summary["backends"]["jax-tfds"]
+    assert jax["runs"] == 3 and jax["runs_s"] == pytest.approx([4.5, 9.0, 4.5])
+    assert jax["epoch_time_s"] == pytest.approx(4.5)  # the median run
+    assert jax["unstable"] == 1 and jax["modes"] == [[4.5, 4.5], [9.0]]
+    md = (root / "summary.md").read_text()
+    assert "| jax-tfds | unstable: 4.50 s (2) and 9.00 s (1) |" in md
+    assert "4.50 (4.50-9.00, 3 runs) †" in md
+
+
+def test_a_disturbed_repeat_is_left_out_of_the_headline_and_marked(tmp_path):
+    root = tmp_path / "metrics"
+    for name, (first, steady) in TIMES.items():
+        write_metrics(root, name, first, steady)
+    slow = [(t * 3, e * 3) for t, e in TIMES["torch-tfds"][1]]
+    _with_repeat(root, "torch-tfds", slow, 2, foreign=0.4)
+    summary = compare.compare(make_cfg(), root)
+    row = summary["backends"]["torch-tfds"]
+    assert row["disturbed"] == 1 and row["epoch_time_s"] == pytest.approx(10.5)
+    md = (root / "summary.md").read_text()
+    assert "‡ disturbed" in md and "torch-tfds: run 2: epochs 1, 2, 3: others used 40%" in md
+    assert report.disturbed_parts(json.loads((root / "summary.json").read_text())) == ["torch-tfds"]
+
+
+def _machine(root) -> None:
+    (root / "machine.json").write_text(
+        json.dumps({"name": "test-2cpu", "id": "abc", "fingerprint": {"cpu": "Test CPU"}})
+    )
+
+
+def test_keep_refuses_a_disturbed_run_unless_forced_and_reports_mark_it(tmp_path):
+    root = tmp_path / "metrics"
+    for name, (first, steady) in TIMES.items():
+        write_metrics(root, name, first, steady, foreign=0.3 if name == "jax-tfds" else 0.0)
+    compare.compare(make_cfg(), root)
+    _machine(root)
+    results = tmp_path / "results"
+    results.mkdir()
+    args = ["keep", "--metrics", str(root), "--results", str(results)]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    assert "a disturbed run (jax-tfds)" in refused.output and "--force" in refused.output
+    assert not list(results.iterdir())
+    kept = CliRunner().invoke(cli, [*args, "--force"])
+    assert kept.exit_code == 0, kept.output
+    report.write(results, root, tmp_path / "out")
+    md = (tmp_path / "out" / "machines.md").read_text()
+    assert "‡ disturbed:" in md
+    line = next(row for row in md.splitlines() if row.startswith("| `jax-tfds`"))
+    assert line.count("s‡ ·") == 2  # the kept reference and this machine's column
+
+
+def test_a_quiet_run_is_kept(tmp_path):
+    root = tmp_path / "metrics"
+    for name, (first, steady) in TIMES.items():
+        write_metrics(root, name, first, steady)
+    compare.compare(make_cfg(), root)
+    _machine(root)
+    dest = report.keep(root, tmp_path / "results", extra=())
+    assert (dest / "summary.json").is_file()
