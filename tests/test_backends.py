@@ -160,3 +160,28 @@ def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path)
     env = json.loads((out / "torch-dataloader" / "metrics.json").read_text())["env"]
     assert env["threads"] == 1 and env["cpus_usable"] == 1
     assert env["thread_env"]["OMP_NUM_THREADS"] == "1"
+
+
+def test_each_backend_keeps_its_colour_whatever_else_is_added(monkeypatch):
+    known = {name: backends.color(name) for name in backends.names()}
+    assert known["jax-scan"] == "C1" and known["torch-tfds"] == "C6"  # the colours of the plots
+    assert len(set(known.values())) == len(known)  # no two known backends share a colour
+    # A new backend file (here one named to sort first) changes nobody else's colour.
+    monkeypatch.setattr(backends, "names", lambda: ["aaa-new", *known])
+    assert {name: backends.color(name) for name in known} == known
+    assert backends.color("aaa-new") in backends.SPARE_COLORS
+
+
+def test_an_unknown_backend_has_the_same_colour_in_every_process():
+    code = "from mnistbench import backends; print(backends.color('my-backend'))"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(seen) == 1 and seen <= set(backends.SPARE_COLORS)
