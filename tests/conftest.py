@@ -101,10 +101,10 @@ LONG = {
     ),
     "tests/test_sweep.py::test_queued_sweep_end_to_end": "a queued DVC sweep end to end (~1.5 min)",
     "tests/test_run_cuda.py::test_run_cuda_script_writes_a_complete_report": (
-        "results/run-cuda.sh end to end (~50 CPU-s)"
+        "scripts/gpu/run-cuda.sh end to end (~50 CPU-s)"
     ),
     "tests/test_seed_check.py::test_seed_check_trains_once_per_seed_and_tabulates": (
-        "results/seed_check.sh end to end, one training per seed (~30 CPU-s)"
+        "scripts/cpu/seed_check.sh end to end, one training per seed (~30 CPU-s)"
     ),
     "tests/test_backends.py::test_same_seed_gives_the_same_accuracy": (
         "each backend trained twice, for determinism (~55 CPU-s in all)"
@@ -122,7 +122,7 @@ LONG = {
     ),
     # `make test` checks each of its parts' logic on canned inputs
     "tests/test_gpu_profile.py::test_runs_end_to_end_on_a_cpu": (
-        "results/gpu_profile.py end to end, each part in its own process (~21 CPU-s)"
+        "scripts/gpu/gpu_profile.py end to end, each part in its own process (~21 CPU-s)"
     ),
 }
 

@@ -1,4 +1,4 @@
-"""results/gpu_profile.py: its trace and HLO readers on hand-made inputs, and (slow) its
+"""scripts/gpu/gpu_profile.py: its trace and HLO readers on hand-made inputs, and (slow) its
 plumbing run on the CPU, so that a device session spends its minutes on measuring."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "results" / "gpu_profile.py"
+SCRIPT = ROOT / "scripts" / "gpu" / "gpu_profile.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""results/seed_check.sh, the script behind results/cpu-seeds/, run on a small subset."""
+"""scripts/cpu/seed_check.sh, the script behind results/cpu-seeds/, run on a small subset."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "results" / "seed_check.sh"
+SCRIPT = ROOT / "scripts" / "cpu" / "seed_check.sh"
 
 
 def _run(out: Path, raw_dir: Path, backends: str, *overrides: str) -> subprocess.CompletedProcess:
