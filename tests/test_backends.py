@@ -39,7 +39,6 @@ def cfg(raw_dir, tfds_dir) -> config.Config:
     return small_config(raw_dir, tfds_dir)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
     summary = train.train(cfg, name, out_root=tmp_path)
@@ -64,7 +63,7 @@ def test_parameter_count_matches_the_article(name, cfg):
     assert trainer.num_params() == ARTICLE_PARAMS
 
 
-@pytest.mark.slow
+@pytest.mark.long("each backend trained twice, for determinism (~55 CPU-s in all)")
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_gives_the_same_accuracy(name, cfg, tmp_path):
     first = train.train(cfg, name, out_root=tmp_path / "a")
@@ -124,7 +123,6 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback():
         frameworks.torch(None, "cuda")
 
 
-@pytest.mark.slow
 def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path):
     """The command a DVC stage runs, in its own process: train.threads pins every framework."""
     params = tmp_path / "params.yaml"

@@ -408,10 +408,31 @@ def test_make_test_all_runs_the_docker_tests_and_ci_opts_in():
     assert ci_run.rstrip().endswith("make test-all")
 
 
-def test_every_long_test_listed_exists():
-    """conftest.LONG names tests by id: a renamed one would silently join `make test`."""
+class _Item:
+    """What conftest reads of a collected test: its id, keywords and markers."""
+
+    def __init__(self, *marks):
+        self.nodeid = "tests/test_x.py::test_x"
+        self.marks = {m.mark.name: m.mark for m in marks}
+        self.keywords = dict(self.marks)
+
+    def get_closest_marker(self, name):
+        return self.marks.get(name)
+
+
+def test_a_long_test_is_skipped_with_its_own_reason():
     import conftest
 
-    for nodeid in conftest.LONG:
-        path, name = nodeid.split("::")
-        assert f"def {name}(" in (ROOT / path).read_text(), f"{nodeid} is not a test"
+    item = _Item(pytest.mark.long("a DVC sweep end to end (~90 CPU-s)"))
+    assert (
+        conftest._skip_reason(item) == "a DVC sweep end to end (~90 CPU-s): `make test-all` runs it"
+    )
+    assert conftest._skip_reason(_Item()) is None
+
+
+@pytest.mark.parametrize("mark", [pytest.mark.long, pytest.mark.long(""), pytest.mark.long(3)])
+def test_a_long_test_without_its_reason_is_refused(mark):
+    import conftest
+
+    with pytest.raises(pytest.UsageError, match="say why it is long"):
+        conftest._skip_reason(_Item(mark))

@@ -313,8 +313,7 @@ def _commit_branch(repo: Path, branch: str, env: dict) -> None:
         _run(cmd, repo, env)
 
 
-@pytest.mark.slow
-@pytest.mark.long  # two real pipelines (~100 CPU-s): `make test-all`
+@pytest.mark.long("two real pipelines, on two machines, compared (~100 CPU-s)")
 def test_each_machine_measures_itself_and_machines_compare_across_branches(repo):
     references = _tree_hash(repo / "results")
     dvc = str(BIN / "dvc")

@@ -13,11 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long("scripts/gpu/run-cuda.sh end to end (~50 CPU-s)")
 def test_run_cuda_script_writes_a_complete_report(tmp_path):
     out = tmp_path / "out"
     env = {
