@@ -92,57 +92,35 @@ def tfds_dir(raw_dir, tmp_path_factory) -> Path:
 # .ci/run) sets MNISTBENCH_TEST_ALL=1 and runs these too. Elsewhere they are skipped, and
 # pytest's summary names the command, rather than deselected without a word:
 #   - tests marked docker: build and run the images (GBs of disk, a Docker daemon);
-#   - tests marked long, and those listed in LONG: whole workflows end to end, or repeats of
-#     what `make test` already runs once per backend. CPU seconds measured on 2 cores.
+#   - tests marked long("why"): whole workflows end to end, or repeats of what `make test`
+#     already runs once per backend; the reason says which, with its CPU seconds on 2 cores.
 TEST_ALL_VAR = "MNISTBENCH_TEST_ALL"
-LONG = {
-    "tests/test_compare.py::test_branches_compare_with_dvc_metrics_and_plots_diff": (
-        "the README's branch workflow, `dvc repro` twice (~325 CPU-s)"
-    ),
-    "tests/test_sweep.py::test_queued_sweep_end_to_end": "a queued DVC sweep end to end (~1.5 min)",
-    "tests/test_run_cuda.py::test_run_cuda_script_writes_a_complete_report": (
-        "results/run-cuda.sh end to end (~50 CPU-s)"
-    ),
-    "tests/test_seed_check.py::test_seed_check_trains_once_per_seed_and_tabulates": (
-        "results/seed_check.sh end to end, one training per seed (~30 CPU-s)"
-    ),
-    "tests/test_backends.py::test_same_seed_gives_the_same_accuracy": (
-        "each backend trained twice, for determinism (~55 CPU-s in all)"
-    ),
-    # `make test` measures the same kernels in-process (test_kernel_parts_are_timed_...)
-    "tests/test_roofline.py::test_cli_writes_the_file_compare_reads": (
-        "`mnistbench roofline` in its own process, every kernel timed (~31 CPU-s)"
-    ),
-    # `make test` checks the build's all-or-nothing swap with the child's work faked
-    "tests/test_tfds_build.py::test_a_failed_arrayrecord_child_fails_the_build": (
-        "a real ArrayRecord child process that fails (~14 s: it imports TensorFlow first)"
-    ),
-    "tests/test_tfds_build.py::test_a_killed_build_takes_its_child_with_it": (
-        "a real build killed once its child has started (~15 s)"
-    ),
-    # `make test` checks each of its parts' logic on canned inputs
-    "tests/test_gpu_profile.py::test_runs_end_to_end_on_a_cpu": (
-        "results/gpu_profile.py end to end, each part in its own process (~21 CPU-s)"
-    ),
-}
+
+
+def long_reason(item) -> str | None:
+    """Why a test is left to `make test-all` (its long marker's reason), None if it is not."""
+    marker = item.get_closest_marker("long")
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str) or not marker.args[0]:
+        raise pytest.UsageError(
+            f"{item.nodeid}: say why it is long, with its CPU seconds: "
+            '@pytest.mark.long("what it runs (~30 CPU-s)")'
+        )
+    return marker.args[0]
 
 
 def _skip_reason(item) -> str | None:
     if "docker" in item.keywords:
         return "builds and runs the Docker images: `make test-all` runs it"
-    why = LONG.get(item.nodeid.split("[")[0])
-    if why or "long" in item.keywords:
-        return f"{why or 'long'}: `make test-all` runs it"
-    return None
+    why = long_reason(item)
+    return f"{why}: `make test-all` runs it" if why else None
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.split("[")[0] in LONG:
-            item.add_marker(pytest.mark.long)
+    reasons = {item.nodeid: _skip_reason(item) for item in items}  # every marker checked
     if os.environ.get(TEST_ALL_VAR) == "1":
         return
     for item in items:
-        reason = _skip_reason(item)
-        if reason:
-            item.add_marker(pytest.mark.skip(reason=reason))
+        if reasons[item.nodeid]:
+            item.add_marker(pytest.mark.skip(reason=reasons[item.nodeid]))

@@ -39,7 +39,6 @@ def cfg(raw_dir, tfds_dir) -> config.Config:
     return small_config(raw_dir, tfds_dir)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
     summary = train.train(cfg, name, out_root=tmp_path)
@@ -64,7 +63,7 @@ def test_parameter_count_matches_the_article(name, cfg):
     assert trainer.num_params() == ARTICLE_PARAMS
 
 
-@pytest.mark.slow
+@pytest.mark.long("each backend trained twice, for determinism (~55 CPU-s in all)")
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_gives_the_same_accuracy(name, cfg, tmp_path):
     first = train.train(cfg, name, out_root=tmp_path / "a")
@@ -124,7 +123,6 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback():
         frameworks.torch(None, "cuda")
 
 
-@pytest.mark.slow
 def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path):
     """The command a DVC stage runs, in its own process: train.threads pins every framework."""
     params = tmp_path / "params.yaml"
@@ -160,3 +158,28 @@ def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path)
     env = json.loads((out / "torch-dataloader" / "metrics.json").read_text())["env"]
     assert env["threads"] == 1 and env["cpus_usable"] == 1
     assert env["thread_env"]["OMP_NUM_THREADS"] == "1"
+
+
+def test_each_backend_keeps_its_colour_whatever_else_is_added(monkeypatch):
+    known = {name: backends.color(name) for name in backends.names()}
+    assert known["jax-scan"] == "C1" and known["torch-tfds"] == "C6"  # the colours of the plots
+    assert len(set(known.values())) == len(known)  # no two known backends share a colour
+    # A new backend file (here one named to sort first) changes nobody else's colour.
+    monkeypatch.setattr(backends, "names", lambda: ["aaa-new", *known])
+    assert {name: backends.color(name) for name in known} == known
+    assert backends.color("aaa-new") in backends.SPARE_COLORS
+
+
+def test_an_unknown_backend_has_the_same_colour_in_every_process():
+    code = "from mnistbench import backends; print(backends.color('my-backend'))"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(seen) == 1 and seen <= set(backends.SPARE_COLORS)

@@ -1,5 +1,8 @@
 """docker/ci.py's logic without Docker: host address, disk check, skip rules, commands.
 
+Each step is tested in its module of docker/ci_steps/, and patched there (where it looks up
+what it calls); the entry point's main() through docker/ci.py.
+
 The Docker suite itself (tests/test_docker.py, `make test-all`) runs these steps for real; here
 each decision is fed the command outputs it would read, including the ones seen on machines
 where the suite used to fail (an empty gateway from `docker network inspect`).
@@ -30,7 +33,8 @@ def _load_ci():
     return module
 
 
-ci = _load_ci()
+ci = _load_ci()  # puts docker/ on sys.path, for its ci_steps package
+from ci_steps import base, build, common, daemon, disk, runs, wheels  # noqa: E402
 
 
 def _inspect(config: list[dict], options: dict | None = None) -> str:
@@ -47,7 +51,7 @@ def _no_interface(name: str) -> None:
 
 def test_host_address_is_the_bridge_gateway():
     out = _inspect([{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}])
-    address, source = ci.host_address(out, _no_interface)
+    address, source = wheels.host_address(out, _no_interface)
     assert address == "172.17.0.1"
     assert "gateway" in source
 
@@ -59,7 +63,7 @@ def test_host_address_skips_an_ipv6_gateway():
             {"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"},
         ]
     )
-    assert ci.host_address(out, _no_interface)[0] == "172.18.0.1"
+    assert wheels.host_address(out, _no_interface)[0] == "172.18.0.1"
 
 
 @pytest.mark.parametrize(
@@ -82,7 +86,7 @@ def test_host_address_falls_back_to_docker0(inspect_output):
         asked.append(name)
         return "172.17.0.1"
 
-    address, source = ci.host_address(inspect_output, docker0)
+    address, source = wheels.host_address(inspect_output, docker0)
     assert (address, asked) == ("172.17.0.1", ["docker0"])
     assert "docker0 interface" in source
 
@@ -90,37 +94,37 @@ def test_host_address_falls_back_to_docker0(inspect_output):
 def test_host_address_falls_back_to_the_interface_the_network_names():
     """The fallback reads a real interface's address (lo, through the ioctl), not a stub."""
     out = _inspect([{"Subnet": "10.0.0.0/8"}], {"com.docker.network.bridge.name": "lo"})
-    assert ci.host_address(out, ci.interface_ipv4) == (
+    assert wheels.host_address(out, wheels.interface_ipv4) == (
         "127.0.0.1",
         "the lo interface's address (the bridge network lists no gateway)",
     )
 
 
 def test_host_address_names_both_sources_when_neither_has_one():
-    with pytest.raises(ci.StepError) as e:
-        ci.host_address("", lambda name: None)
+    with pytest.raises(common.StepError) as e:
+        wheels.host_address("", lambda name: None)
     message = str(e.value)
     assert "docker network inspect bridge" in message and "docker0" in message
     assert "ip -4 addr show docker0" in e.value.reproduce
 
 
 def test_interface_ipv4_reads_the_kernel():
-    assert ci.interface_ipv4("lo") == "127.0.0.1"
-    assert ci.interface_ipv4("nosuchif0") is None
+    assert wheels.interface_ipv4("lo") == "127.0.0.1"
+    assert wheels.interface_ipv4("nosuchif0") is None
 
 
 def test_serve_uses_the_fallback_and_serves_the_wheelhouse(tmp_path, monkeypatch):
     """step_serve end to end on loopback: the inspect output names no gateway, the address
     comes from the interface, and pip's URL answers with the wheelhouse's files."""
-    wheels = tmp_path / "wheelhouse"
-    wheels.mkdir()
-    (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"wheel")
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path, port=0)
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    (wheelhouse / "demo-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path, port=0)
     settings.logs.mkdir()
     inspect = _inspect([{"Subnet": "127.0.0.0/8"}], {"com.docker.network.bridge.name": "lo"})
-    monkeypatch.setattr(ci, "sh", lambda cmd, *a, **k: inspect)
+    monkeypatch.setattr(wheels, "sh", lambda cmd, *a, **k: inspect)
     with contextlib.ExitStack() as stack:
-        url = ci.step_serve(settings, wheels, stack)
+        url = wheels.step_serve(settings, wheelhouse, stack)
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "demo-1.0-py3-none-any.whl", timeout=10) as r:
             assert r.read() == b"wheel"
@@ -131,36 +135,38 @@ def test_serve_uses_the_fallback_and_serves_the_wheelhouse(tmp_path, monkeypatch
 
 def test_host_from_docker0_does_not_ask_docker(tmp_path, monkeypatch):
     """MNISTBENCH_DOCKER_HOST_FROM=docker0 forces the fallback (to exercise it for real)."""
-    settings = ci.Settings.from_env(tmp_path, {"MNISTBENCH_DOCKER_HOST_FROM": "docker0"})
+    settings = common.Settings.from_env(tmp_path, {"MNISTBENCH_DOCKER_HOST_FROM": "docker0"})
     settings.port = 0
     settings.logs.mkdir()
-    monkeypatch.setattr(ci, "sh", lambda *a, **k: pytest.fail("docker network inspect ran"))
+    monkeypatch.setattr(wheels, "sh", lambda *a, **k: pytest.fail("docker network inspect ran"))
     monkeypatch.setattr(
-        ci, "interface_ipv4", lambda name: "127.0.0.1" if name == "docker0" else None
+        wheels, "interface_ipv4", lambda name: "127.0.0.1" if name == "docker0" else None
     )
     with contextlib.ExitStack() as stack:
-        assert ci.step_serve(settings, tmp_path, stack).startswith("http://127.0.0.1:")
+        assert wheels.step_serve(settings, tmp_path, stack).startswith("http://127.0.0.1:")
 
 
 # ---- disk -----------------------------------------------------------------------------------
 
 
 def test_wheelhouse_disk_error_names_space_and_remedy(tmp_path, monkeypatch):
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
-    monkeypatch.setattr(ci, "WHEELHOUSE_GB", 1e9)  # more than any disk
-    with pytest.raises(ci.StepError) as e:
-        ci.step_disk(settings)
+    settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
+    monkeypatch.setattr(disk, "WHEELHOUSE_GB", 1e9)  # more than any disk
+    with pytest.raises(common.StepError) as e:
+        disk.step_disk(settings)
     assert "GB needed" in str(e.value) and "GB free" in str(e.value)
     assert "MNISTBENCH_DOCKER_CACHE" in str(e.value) and e.value.reproduce.startswith("df -h ")
 
 
 def test_wheelhouse_disk_counts_only_what_is_missing(tmp_path, monkeypatch):
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
+    settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path / "cache")
     (settings.cache / "wheelhouse").mkdir(parents=True)
     (settings.cache / "wheelhouse" / "a.whl").write_bytes(b"x" * 3000)
-    free = ci.free_gb(tmp_path)
-    monkeypatch.setattr(ci, "WHEELHOUSE_GB", free + 2000 / ci.GB)  # all free disk, but 3000 B kept
-    ci.step_disk(settings)
+    free = disk.free_gb(tmp_path)
+    monkeypatch.setattr(
+        disk, "WHEELHOUSE_GB", free + 2000 / common.GB
+    )  # all free disk, but 3000 B kept
+    disk.step_disk(settings)
 
 
 class FakeDocker:
@@ -186,13 +192,13 @@ class FakeDocker:
 
 
 def _room(tmp_path, monkeypatch, docker: FakeDocker, image: str, ci_machine: bool = False):
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path, install_allowed=ci_machine)
-    monkeypatch.setattr(ci, "answers", docker.answers)
-    ci.make_room(settings, image, lambda: docker.free)
+    settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path, install_allowed=ci_machine)
+    monkeypatch.setattr(disk, "answers", docker.answers)
+    disk.make_room(settings, image, lambda: docker.free)
     return docker.removed
 
 
-NEED = {image: ci.IMAGE_GB[image] + ci.BUILD_TRANSIENT_GB for image in ci.IMAGES}
+NEED = {image: disk.IMAGE_GB[image] + disk.BUILD_TRANSIENT_GB for image in common.IMAGES}
 
 
 def test_room_enough_removes_nothing(tmp_path, monkeypatch):
@@ -211,7 +217,7 @@ def test_room_removes_the_other_image_first_and_stops_when_enough(tmp_path, monk
 
 def test_room_never_prunes_outside_ci(tmp_path, monkeypatch):
     docker = FakeDocker(free=NEED["cpu"] - 15, images={"mnistbench:cpu": 9.0}, leftovers=20.0)
-    with pytest.raises(ci.StepError) as e:
+    with pytest.raises(common.StepError) as e:
         _room(tmp_path, monkeypatch, docker, "cpu")
     assert docker.removed == ["image rm mnistbench:cpu"] and docker.leftovers == 20.0
     message = str(e.value)
@@ -232,43 +238,43 @@ def test_room_on_ci_clears_interrupted_builds_before_the_images(tmp_path, monkey
 @pytest.fixture
 def no_daemon(monkeypatch):
     """No Docker daemon answers; installing or starting one fails the test."""
-    monkeypatch.setattr(ci, "answers", lambda cmd, timeout=20: False)
-    monkeypatch.setattr(ci, "apt_install", lambda *a: pytest.fail("apt-get install ran"))
-    monkeypatch.setattr(ci, "start_dockerd", lambda *a: pytest.fail("dockerd started"))
+    monkeypatch.setattr(daemon, "answers", lambda cmd, timeout=20: False)
+    monkeypatch.setattr(daemon, "apt_install", lambda *a: pytest.fail("apt-get install ran"))
+    monkeypatch.setattr(daemon, "start_dockerd", lambda *a: pytest.fail("dockerd started"))
 
 
 def test_no_daemon_without_permission_skips_with_the_reason(tmp_path, no_daemon):
-    settings = ci.Settings.from_env(tmp_path, {})
+    settings = common.Settings.from_env(tmp_path, {})
     assert not settings.install_allowed
-    with pytest.raises(ci.Skipped, match=r"no Docker daemon answers.*make test-all"):
-        ci.step_daemon(settings, contextlib.ExitStack())
+    with pytest.raises(common.Skipped, match=r"no Docker daemon answers.*make test-all"):
+        daemon.step_daemon(settings, contextlib.ExitStack())
 
 
 @pytest.mark.parametrize("value", ["", "0", "yes", "true"])
 def test_only_1_allows_installing(tmp_path, value):
-    assert not ci.Settings.from_env(
+    assert not common.Settings.from_env(
         tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": value}
     ).install_allowed
-    assert ci.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"}).install_allowed
+    assert common.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"}).install_allowed
 
 
 def test_allowed_but_not_root_is_an_error(tmp_path, no_daemon, monkeypatch):
-    monkeypatch.setattr(ci.os, "geteuid", lambda: 1000)
-    settings = ci.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"})
-    with pytest.raises(ci.StepError, match="run as root"):
-        ci.step_daemon(settings, contextlib.ExitStack())
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 1000)
+    settings = common.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"})
+    with pytest.raises(common.StepError, match="run as root"):
+        daemon.step_daemon(settings, contextlib.ExitStack())
 
 
 def test_allowed_as_root_installs_and_starts(tmp_path, monkeypatch):
     done = []
-    monkeypatch.setattr(ci, "answers", lambda cmd, timeout=20: False)
-    monkeypatch.setattr(ci.shutil, "which", lambda name: None)  # neither docker nor dockerd
-    monkeypatch.setattr(ci.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(ci, "apt_install", lambda s, pkgs: done.append(("apt", pkgs)))
-    monkeypatch.setattr(ci, "start_dockerd", lambda s, stack: done.append(("dockerd",)))
-    monkeypatch.setattr(ci, "sh", lambda *a, **k: "docker client 28.2.2, daemon 20.10.24")
-    settings = ci.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"})
-    ci.step_daemon(settings, contextlib.ExitStack())
+    monkeypatch.setattr(daemon, "answers", lambda cmd, timeout=20: False)
+    monkeypatch.setattr(daemon.shutil, "which", lambda name: None)  # neither docker nor dockerd
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(daemon, "apt_install", lambda s, pkgs: done.append(("apt", pkgs)))
+    monkeypatch.setattr(daemon, "start_dockerd", lambda s, stack: done.append(("dockerd",)))
+    monkeypatch.setattr(daemon, "sh", lambda *a, **k: "docker client 28.2.2, daemon 20.10.24")
+    settings = common.Settings.from_env(tmp_path, {"MNISTBENCH_CI_INSTALL_DOCKER": "1"})
+    daemon.step_daemon(settings, contextlib.ExitStack())
     assert done == [("apt", ["docker.io"]), ("dockerd",)]
 
 
@@ -277,18 +283,18 @@ def test_stop_dockerd_stops_the_process_and_its_children_once(tmp_path):
     stack's, after a failed start) signals nothing, since the pid may be reused by then."""
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
     for _ in range(50):
-        if ci.child_pids(proc.pid):
+        if daemon.child_pids(proc.pid):
             break
         time.sleep(0.1)
-    (child,) = ci.child_pids(proc.pid)
-    ci.stop_dockerd(proc)
+    (child,) = daemon.child_pids(proc.pid)
+    daemon.stop_dockerd(proc)
     assert proc.returncode is not None
     for _ in range(50):
-        if not ci.pid_alive(child):
+        if not daemon.pid_alive(child):
             break
         time.sleep(0.1)
-    assert not ci.pid_alive(child)
-    ci.stop_dockerd(proc)  # no error, no signal
+    assert not daemon.pid_alive(child)
+    daemon.stop_dockerd(proc)  # no error, no signal
 
 
 def test_main_exits_77_and_writes_the_reason(tmp_path, no_daemon, monkeypatch):
@@ -303,7 +309,7 @@ def test_main_reports_the_failed_step_and_how_to_reproduce(tmp_path, monkeypatch
     monkeypatch.setenv("MNISTBENCH_DOCKER_CACHE", str(tmp_path / "cache"))
 
     def fail(s, stack):
-        raise ci.StepError("docker info exited 1", "docker info", tmp_path / "x.log")
+        raise common.StepError("docker info exited 1", "docker info", tmp_path / "x.log")
 
     monkeypatch.setattr(ci, "step_daemon", fail)
     assert ci.main([str(tmp_path / "work")]) == 1
@@ -318,30 +324,30 @@ def test_main_reports_the_failed_step_and_how_to_reproduce(tmp_path, monkeypatch
 
 def test_sh_failure_names_what_and_the_log_tail(tmp_path):
     log = tmp_path / "step.log"
-    with pytest.raises(ci.StepError) as e:
-        ci.sh(["sh", "-c", "echo first; echo last words; exit 3"], log, what="demo step")
+    with pytest.raises(common.StepError) as e:
+        common.sh(["sh", "-c", "echo first; echo last words; exit 3"], log, what="demo step")
     assert str(e.value).startswith("demo step exited 3:") and "last words" in str(e.value)
     assert e.value.reproduce == "sh -c 'echo first; echo last words; exit 3'"
     assert e.value.log == log
 
 
 def test_sh_timeout_is_a_step_error():
-    with pytest.raises(ci.StepError, match="no answer in 1 s"):
-        ci.sh(["sleep", "5"], timeout=1, what="sleep")
+    with pytest.raises(common.StepError, match="no answer in 1 s"):
+        common.sh(["sleep", "5"], timeout=1, what="sleep")
 
 
 def test_base_image_is_one_name(tmp_path):
-    assert ci.base_image(ROOT) == "python:3.11-slim-bookworm"
+    assert base.base_image(ROOT) == "python:3.11-slim-bookworm"
     (tmp_path / "docker").mkdir()
     (tmp_path / "docker" / "Dockerfile.a").write_text("# c\nFROM debian:12\nRUN true\n")
     (tmp_path / "docker" / "Dockerfile.b").write_text("FROM debian:11\n")
-    with pytest.raises(ci.StepError, match="one image"):
-        ci.base_image(tmp_path)
+    with pytest.raises(common.StepError, match="one image"):
+        base.base_image(tmp_path)
 
 
 def test_build_command_installs_from_the_wheelhouse_only(tmp_path):
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path)
-    cmd = ci.build_command(settings, "cpu", "http://172.17.0.1:38717/", "abc123")
+    settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path)
+    cmd = build.build_command(settings, "cpu", "http://172.17.0.1:38717/", "abc123")
     args = " ".join(cmd)
     for arg in (
         "PIP_NO_INDEX=1",
@@ -352,19 +358,21 @@ def test_build_command_installs_from_the_wheelhouse_only(tmp_path):
         assert f"--build-arg {arg}" in args
     assert cmd[-1] == str(ROOT) and "--no-cache" not in cmd
     settings.no_cache = True
-    assert "--no-cache" in ci.build_command(settings, "cuda", "http://h:1/", "v")
+    assert "--no-cache" in build.build_command(settings, "cuda", "http://h:1/", "v")
 
 
 def test_runs_cover_both_images_and_the_pipeline(tmp_path):
     clone = tmp_path / "clone"
     clone.mkdir()
     (clone / "params.yaml").write_text("backends:\n  jax-scan: data/raw\n  torch-tfds: data/tfds\n")
-    settings = ci.Settings(root=ROOT, work=tmp_path, cache=tmp_path)
-    chosen = ci.runs(settings, clone, tmp_path / "mnist")
+    settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path)
+    chosen = runs.runs(settings, clone, tmp_path / "mnist")
     assert chosen["pipeline"][-1] == "mnistbench:cpu"  # the image's default command: dvc repro
     assert "jax-scan" in chosen["cuda-param-cuda-image"]  # the first backend of the params
     settings.build_cuda = False
-    assert not any("cuda-image" in n or "frameworks" in n for n in ci.runs(settings, clone, clone))
+    assert not any(
+        "cuda-image" in n or "frameworks" in n for n in runs.runs(settings, clone, clone)
+    )
 
 
 # ---- entry points ---------------------------------------------------------------------------
@@ -400,10 +408,31 @@ def test_make_test_all_runs_the_docker_tests_and_ci_opts_in():
     assert ci_run.rstrip().endswith("make test-all")
 
 
-def test_every_long_test_listed_exists():
-    """conftest.LONG names tests by id: a renamed one would silently join `make test`."""
+class _Item:
+    """What conftest reads of a collected test: its id, keywords and markers."""
+
+    def __init__(self, *marks):
+        self.nodeid = "tests/test_x.py::test_x"
+        self.marks = {m.mark.name: m.mark for m in marks}
+        self.keywords = dict(self.marks)
+
+    def get_closest_marker(self, name):
+        return self.marks.get(name)
+
+
+def test_a_long_test_is_skipped_with_its_own_reason():
     import conftest
 
-    for nodeid in conftest.LONG:
-        path, name = nodeid.split("::")
-        assert f"def {name}(" in (ROOT / path).read_text(), f"{nodeid} is not a test"
+    item = _Item(pytest.mark.long("a DVC sweep end to end (~90 CPU-s)"))
+    assert (
+        conftest._skip_reason(item) == "a DVC sweep end to end (~90 CPU-s): `make test-all` runs it"
+    )
+    assert conftest._skip_reason(_Item()) is None
+
+
+@pytest.mark.parametrize("mark", [pytest.mark.long, pytest.mark.long(""), pytest.mark.long(3)])
+def test_a_long_test_without_its_reason_is_refused(mark):
+    import conftest
+
+    with pytest.raises(pytest.UsageError, match="say why it is long"):
+        conftest._skip_reason(_Item(mark))

@@ -161,7 +161,6 @@ def test_sweep_plot_given_a_json_object_is_an_error(tmp_path):
     assert "expected a JSON list of objects" in line and "got a JSON object" in line
 
 
-@pytest.mark.slow
 def test_roofline_on_cuda_without_a_gpu_is_an_error(tmp_path):
     """Both frameworks refuse the device; it used to end in `max() arg is an empty sequence`."""
     torch = pytest.importorskip("torch")
@@ -189,7 +188,6 @@ def _damaged_raw(tmp_path: Path, raw_dir: Path, how: str) -> Path:
     return raw
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "how, named",
     [

@@ -584,7 +584,7 @@ def _set_params(repo: Path, **train_keys) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.mark.slow
+@pytest.mark.long("the README's branch workflow, `dvc repro` twice (~325 CPU-s)")
 def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     """Clone of this repository's HEAD (commit first), small params, `dvc repro`, commit; a
     branch with another train.batch_size, `dvc repro`, commit; then the two commits compare."""

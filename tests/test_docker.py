@@ -140,7 +140,6 @@ def _pins() -> dict[str, str]:
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_build_context_is_small(ci):
     """.dockerignore keeps data/, .venv/, .git/ and caches out: a few hundred kB, not GBs."""
     for log_file in sorted((ci / "logs").glob("build-*.log")):
@@ -152,7 +151,6 @@ def test_build_context_is_small(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_each_build_had_room_and_its_disk_is_logged(ci):
     """Each image checked for room before its build; the most disk each build held is logged
     (what docker/ci.py's IMAGE_GB and BUILD_TRANSIENT_GB estimate)."""
@@ -165,7 +163,6 @@ def test_each_build_had_room_and_its_disk_is_logged(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_default_command_runs_the_pipeline_offline(ci):
     rc, log = _log(ci, "pipeline")
     assert rc == 0, log[-5000:]
@@ -187,7 +184,6 @@ def test_default_command_runs_the_pipeline_offline(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_mnist_came_from_the_mounted_mirror(ci):
     """data/mirror is deleted from the clone and the run has no network: only MNIST_MIRRORS."""
     _, log = _log(ci, "pipeline")
@@ -204,7 +200,6 @@ def test_mnist_came_from_the_mounted_mirror(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_files_written_belong_to_the_clones_owner(ci):
     clone = ci / "clone"
     written = [p for p in (clone / "metrics").rglob("*")] + [clone / "dvc.lock"]
@@ -216,7 +211,6 @@ def test_files_written_belong_to_the_clones_owner(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_git_and_dvc_work_for_another_uid(ci):
     """--user that does not own the mounted repository: git's safe.directory, a user name."""
     rc, log = _log(ci, "other-user")
@@ -232,7 +226,6 @@ def test_git_and_dvc_work_for_another_uid(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_any_command_runs(ci):
     rc, log = _log(ci, "help")
     assert rc == 0 and "Usage: mnistbench" in log, log
@@ -244,7 +237,6 @@ def test_any_command_runs(ci):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 @pytest.mark.parametrize("image", ["cpu", "cuda"])
 def test_cuda_without_gpu_is_a_clear_error(ci, image):
     rc, log = _log(ci, f"cuda-param-{image}-image")
@@ -253,7 +245,6 @@ def test_cuda_without_gpu_is_a_clear_error(ci, image):
 
 
 @pytest.mark.docker
-@pytest.mark.slow
 def test_cuda_image_frameworks(ci):
     """What can be checked without a GPU: jax's CUDA plugin, torch's CUDA build, no
     preallocation, and the image's name; JAX falls back to the CPU when no GPU is visible."""

@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)  # dvc and mnistbench of this environment
 BACKENDS = {"jax-scan": "data/raw", "torch-tensor": "data/raw"}  # fast ones, on data/raw

@@ -35,7 +35,6 @@ def tiny_config(raw_dir: Path, tfds_dir: Path, **train_keys) -> config.Config:
     )
 
 
-@pytest.mark.slow
 def test_jax_grain_never_imports_tensorflow(raw_dir, tfds_dir, tmp_path):
     """In a fresh process (this one has TensorFlow from other tests): build, two epochs."""
     params = tmp_path / "params.json"

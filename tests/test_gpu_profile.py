@@ -1,4 +1,4 @@
-"""results/gpu_profile.py: its trace and HLO readers on hand-made inputs, and (slow) its
+"""scripts/gpu/gpu_profile.py: its trace and HLO readers on hand-made inputs, and (slow) its
 plumbing run on the CPU, so that a device session spends its minutes on measuring."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "results" / "gpu_profile.py"
+SCRIPT = ROOT / "scripts" / "gpu" / "gpu_profile.py"
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,8 @@ def test_while_body_ops_counts_the_work_of_the_largest_loop(gp):
     assert gp.while_body_ops("ENTRY %m () -> f32[] {\n}\n") == {}
 
 
-@pytest.mark.slow
+# `make test` checks each of its parts' logic on canned inputs
+@pytest.mark.long("scripts/gpu/gpu_profile.py end to end, each part in its own process (~21 CPU-s)")
 def test_runs_end_to_end_on_a_cpu(raw_dir, tmp_path):
     """Every part in its own process, on 512 examples: JSON per part, the report, and the
     CUDA-only part saying why it did not run."""

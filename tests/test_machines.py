@@ -3,6 +3,7 @@ on two "machines" kept on two branches and compared with `dvc metrics diff`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench import machine, report
+from mnistbench import envinfo, machine, metrics, report
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,6 +65,70 @@ def test_another_framework_version_is_another_fingerprint(monkeypatch):
     real = machine.envinfo.versions
     monkeypatch.setattr(machine.envinfo, "versions", lambda: {**real(), "jax": "0.0.1"})
     assert machine.record()["id"] != before
+
+
+def _snapshot_of(committed: dict, **extra) -> envinfo.Snapshot:
+    """The environment a committed fingerprint was taken in, with dvc and click installed too."""
+    fp = committed["fingerprint"]
+    snap = envinfo.Snapshot(
+        python=fp["python"],
+        implementation="cpython",
+        platform="Linux-6.8.0-x86_64-with-glibc2.39",
+        arch=fp["arch"],
+        packages={**fp["frameworks"], "dvc": "3.66.1", "click": "8.3.1"},
+        cpu=fp["cpu"],
+        cpu_flags=fp["cpu_flags"],
+        cpu_count=64,
+        cpus_usable=fp["cpus_usable"],
+        cpu_quota=fp["cpu_quota"],
+        memory_gib=fp["memory_gib"],
+        gpus=fp["gpus"],
+        thread_env=fp["thread_env"],
+        image=fp["image"],
+        image_version=fp["image_version"],
+    )
+    return dataclasses.replace(snap, **extra)
+
+
+@pytest.mark.parametrize("name", ["intel-xeon-2cpu", "nvidia-h200", "amd-epyc-2cpu"])
+def test_a_committed_environment_gives_its_committed_fingerprint_and_id(name):
+    committed = json.loads((ROOT / "results" / name / "machine.json").read_text())
+    fp = machine.fingerprint(_snapshot_of(committed))
+    assert fp == committed["fingerprint"]  # dvc and click are no part of it
+    assert machine.fingerprint_id(fp) == committed["id"]
+    assert machine.machine_name(fp) == committed["name"]
+
+
+def test_the_fingerprint_of_a_canned_environment_is_byte_for_byte_unchanged():
+    """metrics/machine.json's bytes are every timing stage's input: the same environment must
+    keep writing the same bytes, key order included, or DVC reruns every stage."""
+    committed = json.loads((ROOT / "results" / "intel-xeon-2cpu" / "machine.json").read_text())
+    snap = _snapshot_of(committed)
+    snap = dataclasses.replace(
+        snap,
+        packages={"numpy": "2.4.6", "jax-cuda12-plugin": "0.10.2", "torch": "2.14.1", "dvc": "3"},
+    )
+    text = json.dumps(machine.record(machine.fingerprint(snap)), indent=2)
+    assert (
+        hashlib.sha256(text.encode()).hexdigest()[:12] == "9f0427285f3f"
+    )  # as written before envinfo had one snapshot, text
+
+
+def test_the_run_env_and_the_fingerprint_read_one_snapshot():
+    committed = json.loads((ROOT / "results" / "nvidia-h200" / "machine.json").read_text())
+    snap = _snapshot_of(committed, thread_env={"OMP_NUM_THREADS": "4"})
+    env, fp = envinfo.collect(snap), machine.fingerprint(snap)
+    assert set(env) == set(metrics.ENV_MACHINE) - {"threads"}  # threads: frameworks applies it
+    for key in ("cpu", "cpus_usable", "gpus", "image", "image_version", "python", "thread_env"):
+        assert env[key] == fp[key], key
+    assert env["packages"] == {**fp["frameworks"], "dvc": "3.66.1", "click": "8.3.1"}
+    assert env["cpu_count"] == 64
+
+
+def test_without_an_affinity_api_every_cpu_is_usable():
+    committed = json.loads((ROOT / "results" / "intel-xeon-2cpu" / "machine.json").read_text())
+    fp = machine.fingerprint(_snapshot_of(committed, cpus_usable=None))
+    assert fp["cpus_usable"] == 64
 
 
 @pytest.mark.parametrize(
@@ -248,8 +313,7 @@ def _commit_branch(repo: Path, branch: str, env: dict) -> None:
         _run(cmd, repo, env)
 
 
-@pytest.mark.slow
-@pytest.mark.long  # two real pipelines (~100 CPU-s): `make test-all`
+@pytest.mark.long("two real pipelines, on two machines, compared (~100 CPU-s)")
 def test_each_machine_measures_itself_and_machines_compare_across_branches(repo):
     references = _tree_hash(repo / "results")
     dvc = str(BIN / "dvc")

@@ -135,7 +135,6 @@ def test_a_diverged_run_writes_nothing_and_names_the_epoch_and_lr(fake_backend, 
     assert sorted(p.name for p in tmp_path.iterdir()) == [FAKE]  # no staging folder left
 
 
-@pytest.mark.slow
 def test_cli_train_that_diverges_is_a_one_line_error(raw_dir, tmp_path):
     """A real backend in its own process, with a learning rate that overflows float32."""
     params = tmp_path / "params.yaml"

@@ -7,11 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from mnistbench import frameworks
 

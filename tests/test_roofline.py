@@ -71,7 +71,8 @@ def test_measurement_reports_the_peak_and_where_it_came_from(monkeypatch):
     assert measured["device"] == "cpu"
 
 
-@pytest.mark.slow
+# `make test` measures the same kernels in-process (test_kernel_parts_are_timed_...)
+@pytest.mark.long("`mnistbench roofline` in its own process, every kernel timed (~31 CPU-s)")
 def test_cli_writes_the_file_compare_reads(tmp_path):
     """`mnistbench roofline` in its own process (as the DVC stage runs it), one thread."""
     params = tmp_path / "params.yaml"

@@ -1,4 +1,4 @@
-"""results/run-cuda.sh, the script behind results/<gpu>/, run end to end on the CPU.
+"""scripts/gpu/run-cuda.sh, the script behind results/<gpu>/, run end to end on the CPU.
 
 CI has no GPU, so the test overrides train.device back to cpu on a small subset: what it
 checks is the script's plumbing (params written, MNIST fetched from a mirror, roofline, each
@@ -13,11 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long("scripts/gpu/run-cuda.sh end to end (~50 CPU-s)")
 def test_run_cuda_script_writes_a_complete_report(tmp_path):
     out = tmp_path / "out"
     env = {
@@ -28,7 +30,7 @@ def test_run_cuda_script_writes_a_complete_report(tmp_path):
     }
     proc = subprocess.run(
         [
-            str(ROOT / "results" / "run-cuda.sh"),
+            str(ROOT / "scripts" / "gpu" / "run-cuda.sh"),
             str(out),
             "train.device=cpu",
             "train.epochs=2",

@@ -1,4 +1,4 @@
-"""results/seed_check.sh, the script behind results/cpu-seeds/, run on a small subset."""
+"""scripts/cpu/seed_check.sh, the script behind results/cpu-seeds/, run on a small subset."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "results" / "seed_check.sh"
+SCRIPT = ROOT / "scripts" / "cpu" / "seed_check.sh"
 
 
 def _run(out: Path, raw_dir: Path, backends: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -34,6 +35,7 @@ def _run(out: Path, raw_dir: Path, backends: str, *overrides: str) -> subprocess
     )
 
 
+@pytest.mark.long("scripts/cpu/seed_check.sh end to end, one training per seed (~30 CPU-s)")
 def test_seed_check_trains_once_per_seed_and_tabulates(tmp_path, raw_dir):
     out = tmp_path / "out"
     proc = _run(out, raw_dir, "jax-scan")

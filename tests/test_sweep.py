@@ -169,7 +169,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
     return done.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.long("a queued DVC sweep end to end (~1.5 min)")
 def test_queued_sweep_end_to_end(tmp_path):
     """The README's commands on a clone of HEAD (commit first): two batch sizes queued with
     `dvc exp run --queue -S`, run by `dvc queue start`, then plotted from `dvc exp show`.

@@ -93,7 +93,6 @@ def _tree(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow
 def test_built_dataset_loads_offline(tfds_dir, tmp_path):
     cmd, env, connect_log = _offline([sys.executable, "-c", OFFLINE_READ, str(tfds_dir)], tmp_path)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -112,7 +111,6 @@ def test_built_dataset_loads_offline(tfds_dir, tmp_path):
         assert connect_log.read_text() == "", "something tried to reach the network"
 
 
-@pytest.mark.slow
 def test_build_output_layout(tfds_dir):
     assert (tfds_dir / "mnist" / "3.0.1" / "dataset_info.json").is_file()
     assert (
@@ -192,6 +190,10 @@ def _record_children(monkeypatch) -> list[subprocess.Popen]:
     return children
 
 
+# `make test` checks the build's all-or-nothing swap with the child's work faked
+@pytest.mark.long(
+    "a real ArrayRecord child process that fails (~14 s: it imports TensorFlow first)"
+)
 def test_a_failed_arrayrecord_child_fails_the_build(tmp_path, monkeypatch):
     """The ArrayRecord build runs in a child Python (for real here: TFDS finds no IDX files);
     its failure is the build's, even when the TFRecord build in this process went well."""
@@ -216,6 +218,8 @@ def test_a_failed_tfrecord_build_stops_the_child(tmp_path, monkeypatch):
     assert [child.returncode for child in children] == [-signal.SIGTERM]
 
 
+# `make test` checks the build's all-or-nothing swap with the child's work faked
+@pytest.mark.long("a real build killed once its child has started (~15 s)")
 def test_a_killed_build_takes_its_child_with_it(raw_dir, tmp_path):
     """SIGKILL skips every cleanup: the ArrayRecord child sees it has lost its parent and
     exits, rather than building on into a folder that nobody will read."""
@@ -300,7 +304,6 @@ def test_tfds_dir_holding_other_files_is_not_replaced(raw_dir, tmp_path):
     assert (mine / "thesis.tex").read_text() == "years of work"
 
 
-@pytest.mark.slow
 def test_a_deleted_or_cut_shard_is_named_with_the_build_command(tfds_dir, tmp_path):
     copy = tmp_path / "tfds"
     shutil.copytree(tfds_dir, copy)
@@ -335,7 +338,6 @@ def _dvc_dir_md5(root: Path) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
-@pytest.mark.slow
 def test_build_is_byte_for_byte_reproducible(tfds_dir):
     """protobuf writes tf.Example's feature map in an order that changes per process, so two
     builds used to differ (and data/tfds's hash with them). Every record is now in canonical

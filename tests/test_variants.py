@@ -1,4 +1,4 @@
-"""Params files derived from params.yaml (`mnistbench params`, used by results/*.sh)."""
+"""Params files derived from params.yaml (`mnistbench params`, used by scripts/*/*.sh)."""
 
 from __future__ import annotations
 

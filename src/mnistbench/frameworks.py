@@ -1,7 +1,12 @@
-"""Framework imports, in the one order that works, with clear errors when one is missing.
+"""Loading a framework, with what must come with it: the one import order that works (triton
+before TensorFlow), TensorFlow kept off the GPU, the device choice and the thread settings, and
+an error naming the pip package when one is missing.
 
-Frameworks are imported only here and only when a stage needs them: the CLI and the other
-backends never pay for (or require) a framework they do not use.
+Backends and stages load each framework through here first (torch(), jax(), tensorflow(),
+tensorflow_datasets(), or require() for the others); after that they import its submodules
+directly (jax.numpy, optax, torch.nn.functional...). Every framework import, here or there, is
+inside a function, never at a module's top level: the CLI and the other backends never pay for
+(or require) a framework they do not use.
 """
 
 from __future__ import annotations

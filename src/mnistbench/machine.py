@@ -17,110 +17,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import re
 from pathlib import Path
 
 from mnistbench import envinfo, outputs
 
 FINGERPRINT_FILE = Path("metrics") / "machine.json"  # cli.py's default names it too
-# The distributions whose version changes the numbers (not dvc, click: they only orchestrate).
-FRAMEWORKS = (
-    "torch",
-    "torchvision",
-    "jax",
-    "jaxlib",
-    "jax-cuda12-plugin",
-    "jax-cuda13-plugin",
-    "flax",
-    "optax",
-    "tensorflow",
-    "tensorflow-cpu",
-    "tensorflow-datasets",
-    "grain",
-    "numpy",
-    "opencv-python-headless",
-)
-# Instruction-set extensions that change matmul and element-wise kernel speed.
-CPU_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",  # x86
-    "asimd",
-    "asimdhp",
-    "sve",
-    "sve2",
-    "bf16",
-    "i8mm",
-)  # Arm
-GIB = 2**30
 
 
-def cpu_flags() -> list[str]:
-    """The CPU_FLAGS this CPU has, from /proc/cpuinfo (x86: flags, Arm: Features); [] elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    have = set(value.split())
-                    return [flag for flag in CPU_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
+def fingerprint(snap: envinfo.Snapshot | None = None) -> dict:
+    """What decides the timings on this machine; equal on every call on the same machine.
 
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def cpu_quota() -> float | None:
-    """A cgroup v2 CPU limit in CPUs (`docker run --cpus 1.5` gives 1.5), or None for none."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-    except (OSError, ValueError):
-        return None
-    return None if quota == "max" else round(int(quota) / int(period), 2)
-
-
-def memory_gib() -> int | None:
-    """Physical memory, whole GiB (MemTotal moves by a few kB between boots: rounded away)."""
-    try:
-        return round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB)
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def fingerprint() -> dict:
-    """What decides the timings on this machine; equal on every call on the same machine."""
-    versions = envinfo.versions()
+    Made from envinfo's snapshot (this machine now when none is given); its frameworks are the
+    snapshot's packages less the orchestration ones (dvc, click), which change no number."""
+    snap = envinfo.snapshot() if snap is None else snap
     return {
-        "cpu": envinfo.cpu_model(),
-        "arch": platform.machine(),
-        "cpu_flags": cpu_flags(),
-        "cpus_usable": usable_cpus(),
-        "cpu_quota": cpu_quota(),
-        "memory_gib": memory_gib(),
-        "gpus": envinfo.gpus(),  # "name, memory, driver" per GPU
-        "image": os.environ.get("MNISTBENCH_IMAGE", "none (host)"),
-        "image_version": os.environ.get("MNISTBENCH_IMAGE_VERSION", ""),
-        "python": platform.python_version(),
-        "frameworks": {name: versions[name] for name in FRAMEWORKS if name in versions},
-        "thread_env": {k: os.environ[k] for k in envinfo.THREAD_VARS if k in os.environ},
+        "cpu": snap.cpu,
+        "arch": snap.arch,
+        "cpu_flags": snap.cpu_flags,
+        # without an affinity API (macOS), every CPU of the machine
+        "cpus_usable": snap.cpus_usable or snap.cpu_count or 1,
+        "cpu_quota": snap.cpu_quota,
+        "memory_gib": snap.memory_gib,
+        "gpus": snap.gpus,  # "name, memory, driver" per GPU
+        "image": snap.image,
+        "image_version": snap.image_version,
+        "python": snap.python,
+        "frameworks": {  # in PACKAGES' order, whatever the snapshot's: the same bytes
+            name: snap.packages[name]
+            for name in envinfo.PACKAGES
+            if name in snap.packages and name not in envinfo.ORCHESTRATION
+        },
+        "thread_env": snap.thread_env,
     }
 
 
@@ -157,11 +85,3 @@ def write(path: str | Path = FINGERPRINT_FILE) -> dict:
     path = Path(path)
     outputs.write_files(path.parent, {path.name: (json.dumps(rec, indent=2) + "\n").encode()})
     return rec
-
-
-def read(path: str | Path) -> dict | None:
-    """A machine.json written by `write`, or None when there is none."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())

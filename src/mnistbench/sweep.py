@@ -103,7 +103,7 @@ def collect(entries: list[dict]) -> list[Point]:
 
 def collect_roots(roots: list[str | Path]) -> list[Point]:
     """Every <root>/<backend>/metrics.json under the given metrics roots: runs made without DVC
-    (e.g. results/run-cuda.sh once per batch size on a machine with no DVC). A root with no
+    (e.g. scripts/gpu/run-cuda.sh once per batch size on a machine with no DVC). A root with no
     results, or a malformed metrics.json, is an error naming it."""
     points = []
     for root in map(Path, roots):

@@ -1,4 +1,4 @@
-"""Params files derived from params.yaml for runs made outside DVC (results/*.sh).
+"""Params files derived from params.yaml for runs made outside DVC (scripts/*/*.sh).
 
 `derive` applies `section.key=value` overrides (each value parsed as YAML, so `2` is an int
 and `null` is None), keeps only the named backends, and lets each backend follow its data

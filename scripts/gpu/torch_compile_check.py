@@ -1,7 +1,7 @@
 """Measurement only (not a backend): torch-tensor's loop on the GPU, eager vs torch.compile.
 
-Run from the repository root: python3 results/nvidia-h200/torch_compile_check.py data/raw
-(output of the H200 run: torch_compile_check.log beside this file)."""
+Run from the repository root: python3 scripts/gpu/torch_compile_check.py data/raw
+(output of the H200 run: results/nvidia-h200/torch_compile_check.log)."""
 
 import sys
 import time

@@ -8,7 +8,7 @@ wall clock also counts the time spent waiting for a core, the CPU clock does not
 Reported: µs a step, the kernels' µs a step, and their ratio (the kernel efficiency's
 inverse) per round and their medians.
 
-    python results/cpu-torch-graph/bound_check.py RAW_DIR [--rounds R]
+    python scripts/cpu/bound_check.py RAW_DIR [--rounds R]
 """
 
 import argparse

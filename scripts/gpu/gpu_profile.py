@@ -2,10 +2,10 @@
 torch-graph (and torch-tensor, eager, for reference), and torch-graph's choice of one CUDA graph
 per epoch against one per step. Measurement only, not a pipeline stage (docs/bounds.md).
 
-    python results/gpu_profile.py OUT [--raw-dir data/raw] [--parts ...] [--device cuda]
+    python scripts/gpu/gpu_profile.py OUT [--raw-dir data/raw] [--parts ...] [--device cuda]
 
 Run from the repository root with torch (CUDA), JAX (CUDA), Flax, Optax and PyYAML, after
-`mnistbench download` (results/run-cuda.sh does it). Model, batch size, Adam and seed come from
+`mnistbench download` (scripts/gpu/run-cuda.sh does it). Model, batch size, Adam and seed come from
 params.yaml. Each part runs in a process of its own (two CUDA profilers must not share one,
 and a part that fails does not stop the others):
 
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # scripts/gpu/ -> the repository root
 PARTS = ("torch-graph", "torch-step", "torch-tensor", "jax-scan", "jax-kineto", "jax-hlo")
 KERNEL_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")  # torch.profiler's device events
 TOP = 12  # kernels listed per part

@@ -18,7 +18,7 @@ of them alike. Reported per variant: the median over rounds of wall and CPU µs 
 its speed relative to eager-fused (above 1: faster). Compile time is not in these numbers
 (it is in a backend's first epoch).
 
-    python results/cpu-torch-graph/variants.py RAW_DIR [--threads N] [--rounds R] [--variants a,b]
+    python scripts/cpu/variants.py RAW_DIR [--threads N] [--rounds R] [--variants a,b]
 """
 
 import argparse

@@ -1,5 +1,6 @@
 """jax-scan's scan unroll (1 against 4) on a GPU, in one process: steady training-pass time
-and val_acc. Run from the checkout root after `mnistbench download` (see unroll_check.log)."""
+and val_acc. Run from the checkout root after `mnistbench download`
+(python3 scripts/gpu/unroll_check.py; its H200 output: results/nvidia-h200/unroll_check.log)."""
 
 import importlib
 import statistics

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # What a session with an NVIDIA GPU owes torch-graph and docs/bounds.md, in one go (a few
 # minutes): the CUDA rows with torch-graph, the roofline with its kernel bound, compare's
-# report (results/run-cuda.sh), then where a step goes (results/gpu_profile.py).
+# report (scripts/gpu/run-cuda.sh), then where a step goes (scripts/gpu/gpu_profile.py).
 #
-#   results/gpu-session.sh OUT_DIR        e.g. results/nvidia-h100
+#   scripts/gpu/gpu-session.sh OUT_DIR        e.g. results/nvidia-h100
 #
-# Run from the repository root with what results/run-cuda.sh needs. BACKENDS (default:
+# Run from the repository root with what scripts/gpu/run-cuda.sh needs. BACKENDS (default:
 # torch-tensor jax-scan torch-graph) picks the rows; torch-dataloader is left out by default
 # (1.5 minutes, and already in results/nvidia-h200). The MNIST files come from data/mirror/
 # unless MNIST_MIRRORS says otherwise (device machines are offline).
 set -euo pipefail
-out=${1:?usage: results/gpu-session.sh OUT_DIR}
+out=${1:?usage: scripts/gpu/gpu-session.sh OUT_DIR}
 py=${PYTHON:-python3}
 export MNIST_MIRRORS=${MNIST_MIRRORS:-data/mirror/}
-BACKENDS=${BACKENDS:-torch-tensor jax-scan torch-graph} results/run-cuda.sh "$out"
-"$py" results/gpu_profile.py "$out/profile" --raw-dir data/raw
+BACKENDS=${BACKENDS:-torch-tensor jax-scan torch-graph} scripts/gpu/run-cuda.sh "$out"
+"$py" scripts/gpu/gpu_profile.py "$out/profile" --raw-dir data/raw

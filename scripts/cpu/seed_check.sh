@@ -2,7 +2,7 @@
 # How much val_acc moves with the seed alone: train each backend once per seed, params.yaml
 # otherwise unchanged (10 epochs, batch 32), and print each backend's range over the seeds.
 #
-#   results/seed_check.sh OUT_DIR [section.key=value ...]
+#   scripts/cpu/seed_check.sh OUT_DIR [section.key=value ...]
 #
 # Run from the repository root after `make install` and the data stages (`dvc repro
 # build_tfds` for the TFDS rows). SEEDS (default: 0 1 2 3 4) and BACKENDS (default: jax-scan
@@ -14,7 +14,7 @@
 # "Backends and the harness"); on a CPU a run is repeatable, so each line is that seed's
 # result. PYTHON (default python3) is the interpreter with mnistbench installed.
 set -euo pipefail
-out=${1:?usage: results/seed_check.sh OUT_DIR [section.key=value ...]}
+out=${1:?usage: scripts/cpu/seed_check.sh OUT_DIR [section.key=value ...]}
 shift
 seeds=${SEEDS:-0 1 2 3 4}
 backends=${BACKENDS:-jax-scan torch-tensor jax-tfds}

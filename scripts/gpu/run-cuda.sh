@@ -2,7 +2,7 @@
 # Reproduce results/<gpu>/: the backends that need no TensorFlow, trained on an NVIDIA GPU
 # (train.device: cuda), the GPU's float32 matmul roofline, and compare's summary of them.
 #
-#   results/run-cuda.sh OUT_DIR [section.key=value ...]
+#   scripts/gpu/run-cuda.sh OUT_DIR [section.key=value ...]
 #
 # Run from the repository root, with torch (CUDA), JAX (CUDA), Flax, Optax, torchvision,
 # click, PyYAML and matplotlib installed (the mnistbench:cuda image has them; so does a
@@ -17,7 +17,7 @@
 # need TensorFlow, and jax-grain needs TFDS's ArrayRecord build, so they are left to the
 # CPU pipeline.
 set -euo pipefail
-out=${1:?usage: results/run-cuda.sh OUT_DIR [section.key=value ...]}
+out=${1:?usage: scripts/gpu/run-cuda.sh OUT_DIR [section.key=value ...]}
 shift
 backends=${BACKENDS:-torch-dataloader torch-tensor jax-scan torch-graph}
 export PYTHONUNBUFFERED=1
