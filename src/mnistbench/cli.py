@@ -410,7 +410,7 @@ def sweep_plot(
 def params_file(
     out: str, params: str, overrides: tuple[str, ...], backend_names: str | None
 ) -> None:
-    """Write OUT: --params with overrides, for runs made without DVC (results/*.sh).
+    """Write OUT: --params with overrides, for runs made without DVC (scripts/gpu/run-cuda.sh).
 
     Backends follow their data directory when --set moves data.raw_dir or data.tfds_dir.
     OUT is validated as every command validates params before it is written, so a mistyped
