@@ -44,7 +44,10 @@ def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
     summary = train.train(cfg, name, out_root=tmp_path)
     assert summary["val_acc"] >= 0.80  # an untrained 10-class model sits near 0.10
     assert summary["train_examples"] <= 4000 and summary["test_examples"] == 500
-    written = json.loads(metrics.metrics_path(tmp_path, name).read_text())
+    assert list(json.loads(metrics.metrics_path(tmp_path, name).read_text())) == list(
+        metrics.COMPARED
+    )
+    written = metrics.read_record(tmp_path, name)
     assert list(written) == list(metrics.KEYS) and set(written["env"]) == set(metrics.ENV)
     assert metrics.validate(written, backend=name) == []
     assert written["epochs"] == 1 and written["batch_size"] == 32
@@ -155,7 +158,7 @@ def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path)
         ],
         check=True,
     )
-    env = json.loads((out / "torch-dataloader" / "metrics.json").read_text())["env"]
+    env = metrics.read_record(out, "torch-dataloader")["env"]
     assert env["threads"] == 1 and env["cpus_usable"] == 1
     assert env["thread_env"]["OMP_NUM_THREADS"] == "1"
 

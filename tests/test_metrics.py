@@ -59,6 +59,7 @@ def fake_backend(monkeypatch):
         FRAMEWORK="Fake",
         LOADER="fake loader",
         DATA="raw",
+        CPU_THREADS=None,
         build=lambda cfg, device: FakeTrainer(losses),
     )
     real_load = train.backends.load

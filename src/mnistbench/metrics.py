@@ -209,15 +209,15 @@ ENV_MACHINE: dict[str, Kind] = {
     "gpus": texts("each visible GPU as nvidia-smi names it; [] when none"),
     "image": text("Docker image, or 'none (host)'"),
     "image_version": text("the image's version ('' on the host)"),
-    "threads": optional(
-        integer("train.threads as applied to every framework; null = their defaults")
-    ),
 }
 ENV_BACKEND: dict[str, Kind] = {
     "backend": text("backend name, the folder's name"),
     "framework": text("the table's implementation column"),
     "loader": text("the table's data loader column"),
     "device": text("where it computed", choices=("cpu", "cuda")),
+    "threads": optional(
+        integer("intra-op threads applied to every framework; null = their defaults")
+    ),
 }
 ENV = {**ENV_MACHINE, **ENV_BACKEND}
 

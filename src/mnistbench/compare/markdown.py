@@ -252,8 +252,14 @@ def render_markdown(summary: dict) -> str:
     out.append(f"| CPU | {env['cpu']} ({env['cpus_usable']} of {env['cpu_count']} CPUs usable) |")
     out.append(f"| GPU | {', '.join(env['gpus']) if env['gpus'] else 'none'} |")
     out.append("| device | " + ", ".join(f"{n}: {r['device']}" for n, r in rows.items()) + " |")
-    threads = env["threads"] if env["threads"] is not None else "framework default"
-    out.append(f"| threads | {threads} |")
+    out.append(
+        "| threads | "
+        + ", ".join(
+            f"{n}: {r['threads'] if r['threads'] is not None else 'framework default'}"
+            for n, r in rows.items()
+        )
+        + " |"
+    )
     image = f"{env['image']} {env['image_version'] or ''}".strip()
     out.append(f"| image | {image} |")
     out.append(f"| Python | {env['python']} |")

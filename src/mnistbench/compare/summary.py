@@ -61,6 +61,7 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None =
             "framework": m["env"]["framework"],
             "loader": m["env"]["loader"],
             "device": m["env"]["device"],
+            "threads": m["env"]["threads"],
             "epoch_time_median_s": m["epoch_time_median_s"],  # the train@ run: epochs 2..N
             "epoch_time_min_s": m["epoch_time_min_s"],
             "epoch_time_max_s": m["epoch_time_max_s"],

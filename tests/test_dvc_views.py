@@ -1,0 +1,67 @@
+"""DVC's own views on a fresh clone: `dvc metrics show` and `dvc plots show` work (the
+committed reference run is the workspace's), and `dvc params diff` names a changed param. A
+real DVC in a real clone. (That a batch-size change's `dvc metrics diff` fits on a screen is
+the branch workflow's test, tests/test_compare.py.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import clone_env
+
+from mnistbench import config, metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["dvc", *args], cwd=repo, env=clone_env(repo), capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    repo = tmp_path_factory.mktemp("views") / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    return repo
+
+
+def test_metrics_show_works_on_a_fresh_clone(clone):
+    done = _dvc(clone, "metrics", "show", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "failed to load" not in done.stderr + done.stdout
+    shown = json.loads(done.stdout)
+    files = next(iter(shown.values()))["data"]
+    for name in config.load(clone / "params.yaml").backends:
+        data = files[f"metrics/{name}/metrics.json"]["data"]
+        assert set(data) == set(metrics.COMPARED), name  # the numbers, nothing else
+        assert all(isinstance(v, (int, float)) for v in data.values()), name
+
+
+def test_plots_show_works_on_a_fresh_clone(clone, tmp_path):
+    done = _dvc(clone, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert done.returncode == 0, done.stderr
+    assert "failed to load" not in done.stderr + done.stdout
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for title in ("validation accuracy per epoch", "share of the CPUs other processes used"):
+        assert title in html
+
+
+def test_params_diff_names_a_changed_param(clone):
+    git = ["git", "-c", "commit.gpgsign=false"]
+    env = clone_env(clone)
+    subprocess.run([*git, "checkout", "-q", "-b", "bs64"], cwd=clone, env=env, check=True)
+    params = clone / "params.yaml"
+    params.write_text(params.read_text().replace("batch_size: 32", "batch_size: 64", 1))
+    subprocess.run([*git, "commit", "-qam", "batch 64"], cwd=clone, env=env, check=True)
+    done = _dvc(clone, "params", "diff", "HEAD~1", "HEAD", "--json")
+    assert done.returncode == 0, done.stderr
+    changed = json.loads(done.stdout)["params.yaml"]
+    assert changed == {"train.batch_size": {"old": 32, "new": 64, "diff": 32}}
+    subprocess.run([*git, "checkout", "-q", "-"], cwd=clone, env=env, check=True)
