@@ -286,8 +286,9 @@ def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) 
 @click.option(
     "--name",
     default=None,
-    help="The folder's name [default: the machine's name "
-    "from its fingerprint, e.g. amd-epyc-2cpu].",
+    help="The folder's name under the results folder: letters, digits, '.', '_' and '-', "
+    "not starting with '.' [default: the machine's name from its fingerprint, "
+    "e.g. amd-epyc-2cpu].",
 )
 @_known_errors
 def keep(metrics_dir: str, results_dir: str, name: str | None) -> None:

@@ -53,8 +53,8 @@ def from_os_error(e: OSError, folder: str | Path, needed: int | None = None) -> 
 
 def size_text(n: int) -> str:
     """Bytes for people: 3.2 MB, 1.5 GB (powers of 1000, as df -H)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")

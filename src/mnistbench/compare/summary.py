@@ -65,7 +65,7 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
             # (max - min) / median of the steady epochs: 0.1 = they spread over 10% of the median
             "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"]) / median,
             "first_epoch_s": m["first_epoch_s"],
-            "first_epoch_extra_s": m["first_epoch_s"] - median,  # compile, warm-up, caches
+            "first_epoch_extra_s": first_epoch_extra_s(m["first_epoch_s"], median),
             "train_time_median_s": train_s,
             "eval_time_median_s": eval_s,
             "train_share": train_s / (train_s + eval_s),
@@ -95,6 +95,13 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, float] | None
     if roofline is not None:
         summary["roofline"] = roofline
     return summary
+
+
+def first_epoch_extra_s(first_s: float, steady_s: float) -> float:
+    """What epoch 1 costs beyond a steady epoch (compile, warm-up, caches), in seconds; 0 when
+    it was as fast or faster: nothing extra to pay, not a negative cost (a first epoch can
+    beat the median by noise, or by a machine that sped up later in the run)."""
+    return max(0.0, first_s - steady_s)
 
 
 def kernel_bound(roofline: dict[str, Any], backend: str) -> float | None:
