@@ -218,6 +218,8 @@ def _fetch_one(
         else:
             log.info("%s: served by %s", spec.name, mirror)
             return mirror
+    if len(failures) == 1:  # one mirror: one line
+        raise DownloadError(f"could not get {spec.name} from any mirror:{failures[0][1:]}")
     raise DownloadError(f"could not get {spec.name} from any mirror:\n" + "\n".join(failures))
 
 
