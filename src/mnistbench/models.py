@@ -3,7 +3,7 @@
 With hidden (128, 256) both have 136,074 parameters (tests check the parity). Each is checked
 against the memory it will live in before it is built (`require_memory`): a width mistyped as
 100000000000 is one line naming model.hidden and the bytes, not the framework's own
-out-of-memory error after minutes.
+out-of-memory error (RESOURCE_EXHAUSTED for 400 GB) from inside it.
 """
 
 from __future__ import annotations
