@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from mnistbench import config, harness, metrics
 from mnistbench.errors import UserError
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: no .hypothesis/ folder in the repository (a failure prints its example)
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # Scalars as YAML and JSON produce them, with the edges that break naive code: huge ints
 # (beyond float's range), NaN and infinities, empty and odd strings.
