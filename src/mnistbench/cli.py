@@ -17,14 +17,15 @@ import click
 
 import mnistbench
 from mnistbench import config as config_mod
-from mnistbench import locks
+from mnistbench import errors, locks
 from mnistbench.errors import UserError
 
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
 
 
 def _known_errors(fn):
-    """Turn the project's expected errors (errors.UserError) into one line and exit code 1."""
+    """Turn the project's expected errors (errors.UserError) into one line and exit code 1;
+    so too a full or read-only filesystem that no command named first (errors.from_os_error)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -32,6 +33,12 @@ def _known_errors(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:
+            better = errors.from_os_error(e, e.filename or ".")
+            if better is None:
+                raise
+            click.echo(f"error: {better}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -312,8 +319,9 @@ def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) 
 @click.option(
     "--name",
     default=None,
-    help="The folder's name [default: the machine's name "
-    "from its fingerprint, e.g. amd-epyc-2cpu].",
+    help="The folder's name under the results folder: letters, digits, '.', '_' and '-', "
+    "not starting with '.' [default: the machine's name from its fingerprint, "
+    "e.g. amd-epyc-2cpu].",
 )
 @click.option(
     "--force",

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from mnistbench import errors
 from mnistbench.errors import UserError
 
 DEFAULT_MIRRORS = (
@@ -27,6 +28,8 @@ DEFAULT_MIRRORS = (
 )
 
 
+TIMEOUT_MAX_S = 3600.0  # one HTTP request's limit: an hour fetches MNIST's 10 MB at 3 kB/s
+RETRIES_MAX = 10  # tries per mirror and file; with download's capped wait, 10 tries wait ~48 s
 SEED_MAX = 2**32 - 1  # NumPy's and tf.data's seeds are unsigned 32-bit
 EXP_RUN_ENV = "DVC_EXP_BASELINE_REV"  # set by DVC in the stages of `dvc exp run`
 
@@ -64,8 +67,17 @@ class DataConfig:
         for key in ("limit_train", "limit_test"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"data.{key}", "must be null or > 0")
-        _require(self.timeout_s > 0, "data.timeout_s", "must be > 0")
-        _require(self.retries >= 1, "data.retries", "must be >= 1")
+        _require(
+            0 < self.timeout_s <= TIMEOUT_MAX_S,
+            "data.timeout_s",
+            f"must be > 0 and at most {TIMEOUT_MAX_S:g} s (one request), got {shown(self.timeout_s)}",
+        )
+        _require(
+            1 <= self.retries <= RETRIES_MAX,
+            "data.retries",
+            f"must be between 1 and {RETRIES_MAX} (tries per mirror and file), "
+            f"got {shown(self.retries)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,7 @@ class TrainConfig:
             0 <= self.seed <= SEED_MAX,
             "train.seed",
             f"must be between 0 and {SEED_MAX} (2**32 - 1, the seeds NumPy accepts), "
-            f"got {self.seed}",
+            f"got {shown(self.seed)}",
         )
         _require(self.threads is None or self.threads >= 1, "train.threads", "must be null or >= 1")
         _require(
@@ -162,6 +174,16 @@ class Config:
         return cfg
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value) for a one-line message: cut at `limit` characters, and an int too long for
+    repr (over 4300 digits, a ValueError) described instead."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"params: {key} {message}")
@@ -181,20 +203,20 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _coerce(value, inner, key)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"params: {key} must be a mapping, got {value!r}")
+            raise ConfigError(f"params: {key} must be a mapping, got {shown(value)}")
         (key_type, inner) = typing.get_args(hint)
         return {
             _coerce(k, key_type, key): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()
         }
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"params: {key} must be a list, got {value!r}")
+            raise ConfigError(f"params: {key} must be a list, got {shown(value)}")
         (inner, _) = typing.get_args(hint)
         return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if hint is float:
         return _float(value, key)
     if hint in (int, str) and (type(value) is not hint):
-        raise ConfigError(f"params: {key} must be {hint.__name__}, got {value!r}")
+        raise ConfigError(f"params: {key} must be {hint.__name__}, got {shown(value)}")
     return value
 
 
@@ -209,20 +231,20 @@ def _float(value: Any, key: str) -> float:
         except OverflowError:  # an int beyond float's range, e.g. 10**400
             value = math.inf
     if type(value) is not float:
-        raise ConfigError(f"params: {key} must be float, got {value!r}")
+        raise ConfigError(f"params: {key} must be float, got {shown(value)}")
     if not math.isfinite(value):
-        raise ConfigError(f"params: {key} must be a finite number, got {value!r}")
+        raise ConfigError(f"params: {key} must be a finite number, got {shown(value)}")
     return value
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"params: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}"
+            f"params: {prefix.rstrip('.') or 'top level'} must be a mapping, got {shown(raw)}"
         )
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(map(str, set(raw) - known))  # str: YAML keys may be numbers
+    unknown = sorted(k if isinstance(k, str) else shown(k) for k in set(raw) - known)
     if unknown:
         names = ", ".join(f"{prefix}{k}" for k in unknown)
         raise ConfigError(f"params: unknown key {names} (known: {', '.join(sorted(known))})")
@@ -270,15 +292,24 @@ class _StrictLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path) -> Any:
     """A params file parsed (safe YAML, duplicate keys refused). Raises ConfigError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"params: {path} not found (run from the repository root)")
+    if not path.is_file():
+        raise ConfigError(f"params: {path} is {errors.kind(path)}, not a regular file")
     try:
         with path.open(encoding="utf-8") as f:
             raw = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except PermissionError as e:
+        raise ConfigError(f"params: cannot read {path} ({e.strerror})") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"params: {path} is not a text file (not UTF-8: {e.reason})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"params: {path} is not valid YAML: {_yaml_problem(e)}") from e
+    except ValueError as e:  # an int of over 4300 digits: Python refuses to convert it
+        reason = str(e).split(";")[0]
+        raise ConfigError(f"params: {path} holds a value YAML cannot convert ({reason})") from e
+    except RecursionError as e:  # "[[[[...": thousands of nested lists or mappings
+        raise ConfigError(f"params: {path} nests lists or mappings too deeply to read") from e
     if raw is None:
         raise ConfigError(
             f"params: {path} is empty (expected the sections data, model, train "

@@ -7,16 +7,21 @@ ever visible under data/raw. Every download is bounded: one HTTP request (connec
 body) gets data.timeout_s seconds in all, and no file is written past its known size (a
 "gzip bomb" stops there). A mirror that cannot be reached, or keeps timing out, is skipped for
 the remaining files; a flaky one is retried with exponential backoff; a wrong checksum or a
-404 moves on to the next mirror.
+404 moves on to the next mirror. Each wait between two tries is capped (BACKOFF_MAX_S), and
+the whole download has a deadline (`deadline_s`): however many retries and mirrors, it ends.
+Before anything is fetched, the free space under data.raw_dir is checked against what the
+missing files need.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -31,13 +36,15 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from mnistbench import errors
 from mnistbench.config import DataConfig
 from mnistbench.errors import UserError
 
 log = logging.getLogger(__name__)
 
 ENV_MIRRORS = "MNIST_MIRRORS"  # extra mirrors, separated by whitespace or commas, tried first
-BACKOFF_S = 0.5  # first retry delay in seconds; doubles on each retry
+BACKOFF_S = 0.5  # first retry delay in seconds; doubles on each retry...
+BACKOFF_MAX_S = 8.0  # ...up to this many seconds: a mirror down for longer is not worth waiting for
 CHUNK = 1 << 16  # bytes read per network/file read (at most)
 INFLATE_MAX = 1 << 20  # bytes decompressed per step: bounds memory whatever the ratio
 PARTIAL_PREFIX = ".partial-"  # temporary files in raw_dir; removed on failure and at start
@@ -116,8 +123,10 @@ def is_valid(path: Path, spec: MnistFile) -> bool:
 
 def problem(path: Path, spec: MnistFile) -> str | None:
     """What is wrong with `path` as the MNIST file `spec` (missing, size, SHA-256), or None."""
+    if path.is_dir():
+        return "a folder, not a file"
     if not path.is_file():
-        return "missing"
+        return "missing" if not path.exists() else f"{errors.kind(path)}, not a regular file"
     size = path.stat().st_size
     if size != spec.size:
         return f"{size} bytes instead of {spec.size}"
@@ -128,25 +137,69 @@ def problem(path: Path, spec: MnistFile) -> str | None:
 
 def download_all(cfg: DataConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
     """Fetch every file not already valid in cfg.raw_dir. Returns {file name: mirror used}."""
-    raw = Path(cfg.raw_dir)
-    raw.mkdir(parents=True, exist_ok=True)
+    raw = _raw_folder(cfg.raw_dir)
     for stale in raw.glob(PARTIAL_PREFIX + "*"):  # left by a killed run (SIGKILL skips cleanup)
         stale.unlink()
     mirrors = mirrors_from(cfg, environ)
     dead: dict[str, str] = {}  # mirror -> why it is unreachable, shared across files
     served = {}
+    todo = []
     for spec in FILES:
-        dest = raw / spec.name
-        if is_valid(dest, spec):
+        why = problem(raw / spec.name, spec)
+        if why is None:
             log.info("%s: already present and verified", spec.name)
             served[spec.name] = "(already present)"
-            continue
-        served[spec.name] = _fetch_one(spec, dest, mirrors, cfg, dead)
-    return served
+        elif why == "a folder, not a file":  # never removed by us: it may hold anything
+            raise DownloadError(f"{raw / spec.name} is a folder, not a file: move it away")
+        else:
+            todo.append(spec)
+    _check_space(raw, todo)
+    deadline = time.monotonic() + deadline_s(cfg)
+    for spec in todo:
+        served[spec.name] = _fetch_one(spec, raw / spec.name, mirrors, cfg, dead, deadline)
+    return {spec.name: served[spec.name] for spec in FILES}
+
+
+def deadline_s(cfg: DataConfig) -> float:
+    """Seconds the whole download may take: every file given every try (data.retries) on one
+    mirror, each try its whole data.timeout_s and the longest wait after it (default 456 s)."""
+    return len(FILES) * cfg.retries * (cfg.timeout_s + BACKOFF_MAX_S)
+
+
+def _raw_folder(raw_dir: str) -> Path:
+    """data.raw_dir, made if absent; a dangling symlink or a file there is an error."""
+    raw = Path(raw_dir)
+    if raw.is_symlink() and not raw.exists():
+        raise DownloadError(
+            f"params: data.raw_dir {raw} is a symlink to {os.readlink(raw)}, which does not "
+            "exist: create that folder, or point data.raw_dir elsewhere"
+        )
+    if raw.exists() and not raw.is_dir():
+        raise DownloadError(f"params: data.raw_dir {raw} is a file, not a folder: move it away")
+    with _disk_errors(raw, None):
+        raw.mkdir(parents=True, exist_ok=True)
+    return raw
+
+
+def _check_space(raw: Path, todo: list[MnistFile]) -> None:
+    """The missing files' bytes must fit under raw_dir (the files written there whole)."""
+    needed = sum(spec.size for spec in todo)
+    free = shutil.disk_usage(raw).free
+    if needed > free:
+        raise errors.DiskFullError(
+            f"not enough space in {raw} for MNIST: {errors.size_text(needed)} needed, "
+            f"{errors.size_text(free)} free: free some space there, or point data.raw_dir "
+            "elsewhere"
+        )
 
 
 def _fetch_one(
-    spec: MnistFile, dest: Path, mirrors: list[str], cfg: DataConfig, dead: dict[str, str]
+    spec: MnistFile,
+    dest: Path,
+    mirrors: list[str],
+    cfg: DataConfig,
+    dead: dict[str, str],
+    deadline: float,
 ) -> str:
     failures = []
     for mirror in mirrors:
@@ -154,7 +207,7 @@ def _fetch_one(
             failures.append(f"  {mirror}: skipped, unreachable ({dead[mirror]})")
             continue
         try:
-            _fetch_with_retries(spec, dest, mirror, cfg)
+            _fetch_with_retries(spec, dest, mirror, cfg, deadline)
         except _Unreachable as e:
             dead[mirror] = str(e)
             failures.append(f"  {mirror}: unreachable ({e})")
@@ -165,22 +218,42 @@ def _fetch_one(
         else:
             log.info("%s: served by %s", spec.name, mirror)
             return mirror
+    if len(failures) == 1:  # one mirror: one line
+        raise DownloadError(f"could not get {spec.name} from any mirror:{failures[0][1:]}")
     raise DownloadError(f"could not get {spec.name} from any mirror:\n" + "\n".join(failures))
 
 
-def _fetch_with_retries(spec: MnistFile, dest: Path, mirror: str, cfg: DataConfig) -> None:
+def _fetch_with_retries(
+    spec: MnistFile, dest: Path, mirror: str, cfg: DataConfig, deadline: float
+) -> None:
     for attempt in range(cfg.retries):
+        _require_time(deadline, cfg)
         try:
-            _fetch_verified(spec, dest, mirror, cfg.timeout_s)
+            _fetch_verified(spec, dest, mirror, min(cfg.timeout_s, deadline - time.monotonic()))
             return
         except _Retryable as e:
             if attempt == cfg.retries - 1:
                 message = f"{e} (after {cfg.retries} attempts)"
                 # a mirror that never finishes in time would cost the same for every file
                 raise (_Unreachable if isinstance(e, _Timeout) else _Retryable)(message) from e
-            delay = BACKOFF_S * 2**attempt
+            delay = backoff_s(attempt)
             log.warning("%s from %s: %s; retrying in %.1f s", spec.name, mirror, e, delay)
-            time.sleep(delay)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait after failed try `attempt` (0-based): 0.5, 1, 2, 4, 8, 8, ..."""
+    return min(BACKOFF_S * 2 ** min(attempt, 64), BACKOFF_MAX_S)  # min(..., 64): no huge ints
+
+
+def _require_time(deadline: float, cfg: DataConfig) -> None:
+    if time.monotonic() >= deadline:
+        raise DownloadError(
+            f"download stopped after {deadline_s(cfg):g} s, its deadline ({len(FILES)} files x "
+            f"data.retries {cfg.retries} x (data.timeout_s {cfg.timeout_s:g} s + "
+            f"{BACKOFF_MAX_S:g} s of wait)): the mirrors are too slow or failing; "
+            "try again later or set $MNIST_MIRRORS"
+        )
 
 
 def _fetch_verified(spec: MnistFile, dest: Path, mirror: str, timeout_s: float) -> None:
@@ -188,7 +261,7 @@ def _fetch_verified(spec: MnistFile, dest: Path, mirror: str, timeout_s: float) 
     tmp = dest.with_name(f"{PARTIAL_PREFIX}{spec.name}.{os.getpid()}")
     try:
         digest, size = hashlib.sha256(), 0
-        with tmp.open("wb") as out:
+        with _disk_errors(dest.parent, spec.size), tmp.open("wb") as out:
             for block in _gunzip(_open_source(mirror, spec.name + ".gz", timeout_s), spec):
                 digest.update(block)
                 size += len(block)
@@ -202,6 +275,19 @@ def _fetch_verified(spec: MnistFile, dest: Path, mirror: str, timeout_s: float) 
         os.replace(tmp, dest)  # atomic on one filesystem: dest is either old or verified
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _disk_errors(folder: Path, needed: int | None) -> Iterator[None]:
+    """A full or read-only raw_dir becomes one line naming it and the file's size (the
+    partial file is removed by the caller)."""
+    try:
+        yield
+    except OSError as e:
+        better = errors.from_os_error(e, folder, needed)
+        if better is None or better is e:
+            raise
+        raise better from e
 
 
 def _gunzip(chunks: Iterator[bytes], spec: MnistFile) -> Iterator[bytes]:
@@ -255,8 +341,10 @@ def _open_source(mirror: str, name: str, timeout_s: float) -> Iterator[bytes]:
 def _file_chunks(path: Path) -> Iterator[bytes]:
     if not path.parent.is_dir():
         raise _Unreachable(f"no such folder {path.parent}")
-    if not path.is_file():
+    if not path.exists():
         raise _Permanent(f"missing file {path}")
+    if not path.is_file():  # a FIFO would block, a device never end
+        raise _Permanent(f"{path} is {errors.kind(path)}, not a regular file")
     with path.open("rb") as f, _progress(path.stat().st_size, path.name) as bar:
         yield from _read_chunks(f, bar)
 

@@ -8,6 +8,9 @@ output does not wait: it fails at once, naming the output and the command that h
 (a training run can take many minutes, and the two would compute the same thing). Commands
 on different outputs (two backends, say) run side by side.
 
+A command that finds its output's filesystem full or read-only ends with one line naming the
+folder (errors.DiskFullError, errors.ReadOnlyError), whether at the lock file or later.
+
 The lock dies with its process, even on SIGKILL; the file is removed on release, and a file
 left by a killed command is simply locked again by the next one.
 """
@@ -20,6 +23,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mnistbench import errors
 from mnistbench.errors import UserError
 
 
@@ -37,15 +41,30 @@ def lock_path(output: str | Path) -> Path:
 def exclusive(output: str | Path, command: str) -> Iterator[None]:
     """Hold `output`'s lock for the duration of the block, or raise LockedError at once."""
     path = lock_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, output)
+    with _filesystem_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path, output)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, mnistbench {command}\n".encode())
-        yield
+        with _filesystem_errors(path.parent):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}, mnistbench {command}\n".encode())
+            yield
     finally:
         path.unlink(missing_ok=True)  # while still held: nobody can hold this inode after us
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _filesystem_errors(folder: Path) -> Iterator[None]:
+    """A full or read-only filesystem under the command becomes one line naming the folder
+    (errors.from_os_error); every other error passes unchanged."""
+    try:
+        yield
+    except OSError as e:
+        better = errors.from_os_error(e, folder)
+        if better is None or better is e:
+            raise
+        raise better from e
 
 
 def _acquire(path: Path, output: str | Path) -> int:

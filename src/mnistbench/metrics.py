@@ -70,9 +70,18 @@ def number(meaning: str, low: float = 0.0, high: float = math.inf, above: bool =
         meaning,
         expected,
         lambda v: (
-            _is_number(v) and math.isfinite(v) and (v > low if above else v >= low) and v <= high
+            _is_number(v) and _is_finite(v) and (v > low if above else v >= low) and v <= high
         ),
     )
+
+
+def _is_finite(value: int | float) -> bool:
+    """math.isfinite, except that an int beyond float's range (JSON's 10**400) is not finite
+    rather than an OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def integer(meaning: str, low: int = 1) -> Kind:

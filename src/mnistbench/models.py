@@ -1,6 +1,9 @@
 """The article's MLP, once per framework: 784 -> hidden... (ReLU) -> 10 -> log_softmax.
 
-With hidden (128, 256) both have 136,074 parameters (tests check the parity).
+With hidden (128, 256) both have 136,074 parameters (tests check the parity). Each is checked
+against the memory it will live in before it is built (`require_memory`): a width mistyped as
+100000000000 is one line naming model.hidden and the bytes, not the framework's own
+out-of-memory error (RESOURCE_EXHAUSTED for 400 GB) from inside it.
 """
 
 from __future__ import annotations
@@ -8,13 +11,64 @@ from __future__ import annotations
 from typing import Any
 
 from mnistbench import frameworks
+from mnistbench.config import ConfigError
+from mnistbench.errors import size_text
 
 IN_FEATURES = 28 * 28  # flattened MNIST image
 NUM_CLASSES = 10
+FLOAT32 = 4  # bytes per parameter
+# Copies of the parameters training holds at once: the parameters, their gradients, and Adam's
+# two moments (optax and torch.optim alike), each float32.
+TRAINING_COPIES = 4
+
+
+def num_params(hidden: tuple[int, ...]) -> int:
+    """Weights and biases of the MLP: sum over layers of (inputs + 1) x outputs."""
+    widths = (IN_FEATURES, *hidden, NUM_CLASSES)
+    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+
+
+def training_bytes(hidden: tuple[int, ...]) -> int:
+    """Bytes of the parameters, gradients and Adam state (activations at batch 32 are small
+    beside them for any model that fits)."""
+    return num_params(hidden) * FLOAT32 * TRAINING_COPIES
+
+
+def require_memory(hidden: tuple[int, ...], available: int, where: str) -> None:
+    """ConfigError naming model.hidden, the bytes needed and those available `where`."""
+    needed = training_bytes(hidden)
+    if needed > available:
+        raise ConfigError(
+            f"params: model.hidden {list(hidden)} makes {num_params(hidden):,} parameters: "
+            f"{size_text(needed)} with gradients and Adam state, but {where} has "
+            f"{size_text(available)} available; use smaller widths"
+        )
+
+
+def host_available() -> int:
+    """Bytes of memory the host can give without swapping (psutil: MemAvailable on Linux)."""
+    import psutil  # a dependency of DVC's, so always installed with mnistbench
+
+    return psutil.virtual_memory().available
+
+
+def _require_jax_memory(hidden: tuple[int, ...]) -> None:
+    """Against the memory of the device JAX puts arrays on: a GPU's free bytes (its allocator's
+    limit less what is in use), else the host's."""
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        available = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        require_memory(hidden, available, f"{device.device_kind} ({device.platform})")
+    else:
+        require_memory(hidden, host_available(), "this machine")
 
 
 def torch_mlp(hidden: tuple[int, ...]) -> Any:
     """The article's `MLP` (torch.nn), built with the given hidden widths."""
+    require_memory(hidden, host_available(), "this machine")  # built there, then moved
     nn = frameworks.require("torch.nn")
 
     class MLP(nn.Module):
@@ -35,6 +89,7 @@ def torch_mlp(hidden: tuple[int, ...]) -> Any:
 def flax_mlp(hidden: tuple[int, ...]) -> Any:
     """The article's `MLP` (flax.linen, @compact), built with the given hidden widths."""
     fnn = frameworks.require("flax.linen")
+    _require_jax_memory(hidden)
 
     class MLP(fnn.Module):
         @fnn.compact

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import shutil
 import statistics
 from dataclasses import dataclass
@@ -383,7 +384,8 @@ def keep(
             "or keep it anyway with --force (every report then marks it disturbed)"
         )
     name = name or _read_json(metrics_dir / "machine.json").get("name")
-    dest = Path(results_dir) / str(name)
+    _check_name(name)
+    dest = Path(results_dir) / name
     if dest.exists():
         raise ReportError(f"{dest} exists: pick another name (--name) or remove it first")
     staging = dest.with_name(f".{dest.name}.partial")
@@ -405,3 +407,16 @@ def keep(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+MACHINE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # one plain path segment, not hidden
+
+
+def _check_name(name: object) -> None:
+    """A machine's name is one folder directly under results/ (report lists only those): letters,
+    digits, '.', '_', '-', not starting with '.' (no '..', no hidden folder, no '/')."""
+    if not isinstance(name, str) or not MACHINE_NAME.fullmatch(name):
+        raise ReportError(
+            f"machine name {name!r} is not one plain folder name: use letters, digits, '.', "
+            "'_' and '-', not starting with '.' (e.g. --name my-laptop)"
+        )

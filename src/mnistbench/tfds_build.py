@@ -7,8 +7,11 @@ build of the same builder in <tfds_dir>/array_record serves `tfds.data_source` (
 access, for grain).
 
 The build is byte-for-byte reproducible (data/tfds's hash in dvc.lock does not change when it is
-rebuilt, so the TFDS rows do not rerun for nothing): see `_deterministic_examples`. Readers
-check the build before using it (`require_tfds`), and the raw files' size and SHA-256
+rebuilt, so the TFDS rows do not rerun for nothing): see `_deterministic_examples`. Each
+format's data_dir gets a SHA256SUMS file (`sha256sum -c` reads it) listing every file of that
+format's build, written with the build and swapped in with it. Readers check the build before
+using it (`require_tfds`: presence, sizes, then every file of the format they read against
+SHA256SUMS, ~0.1 s for the 23 MB of one format), and the raw files' size and SHA-256
 (`require_raw`), so damaged data is an error naming the file and the command that remakes it.
 """
 
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 
 NAME, VERSION = "mnist", "3.0.1"
 STAGING_PREFIX = ".tfds-build-"  # <parent>/.tfds-build-<pid>-<hex>: a build in progress
-OURS = {NAME, "array_record", "downloads"}  # what a build of ours holds at its top level
+MANIFEST = "SHA256SUMS"  # in each format's data_dir: "<sha256>  <path>" per file, sorted
+OURS = {NAME, "array_record", "downloads", MANIFEST}  # what a build of ours holds at its top
 TFRECORD_FRAMING = 16  # bytes per record around its data: length (8), two CRCs (4 + 4)
 FIX_RAW = "run `mnistbench download` or `dvc repro download`, which fetches it again"
 FIX_TFDS = "rebuild it: `mnistbench build-tfds` or `dvc repro build_tfds`"
@@ -51,7 +55,7 @@ def require_raw(raw_dir: str | Path, names: Iterable[str] | None = None) -> Path
     (about 0.1 s for the 47 MB of training images; a flipped byte trains on garbage)."""
     raw = Path(raw_dir)
     specs = [f for f in FILES if names is None or f.name in set(names)]
-    missing = [f.name for f in specs if not (raw / f.name).is_file()]
+    missing = [f.name for f in specs if not (raw / f.name).exists()]
     if missing:
         raise MissingDataError(
             f"{raw} lacks {', '.join(missing)}: run the download stage first "
@@ -60,7 +64,10 @@ def require_raw(raw_dir: str | Path, names: Iterable[str] | None = None) -> Path
     for spec in specs:
         problem = download.problem(raw / spec.name, spec)
         if problem is not None:
-            raise MissingDataError(f"{raw / spec.name} is {problem}: {FIX_RAW}")
+            fix = FIX_RAW
+            if (raw / spec.name).is_dir():  # download never removes a folder: it may hold anything
+                fix = "move it away, then run `mnistbench download` or `dvc repro download`"
+            raise MissingDataError(f"{raw / spec.name} is {problem}: {fix}")
     return raw
 
 
@@ -79,11 +86,47 @@ def require_tfds(tfds_dir: str | Path) -> Path:
         problems = list(_shard_problems(version_dir, info))
     except (ValueError, KeyError, TypeError) as e:  # unreadable JSON or not TFDS's layout
         problems = [f"{info_path} is not a TFDS dataset_info.json ({type(e).__name__}: {e})"]
+    if not problems:
+        problems = _checksum_problems(Path(tfds_dir))
     if problems:
         raise MissingDataError(
             f"TFDS build under {tfds_dir} is damaged: {'; '.join(problems)}; {FIX_TFDS}"
         )
     return Path(tfds_dir)
+
+
+def _checksum_problems(data_dir: Path) -> list[str]:
+    """Files of data_dir's build whose SHA-256 differs from SHA256SUMS (written at build time),
+    or that are gone; the manifest itself missing or garbled is a problem too."""
+    manifest = data_dir / MANIFEST
+    if not manifest.is_file():
+        return [f"{manifest} missing (checksums are written by every build since they exist)"]
+    problems = []
+    for number, line in enumerate(manifest.read_text(errors="replace").splitlines(), 1):
+        digest, _, rel = line.partition("  ")
+        path = data_dir / rel
+        if len(digest) != 64 or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return [f"{manifest} line {number} is not '<sha256>  <relative path>'"]
+        if not path.is_file():
+            problems.append(f"{path} missing")
+        elif download.file_sha256(path) != digest:
+            problems.append(f"{path} differs from its SHA-256 recorded at build time")
+    return problems
+
+
+def _write_manifest(data_dir: Path, skip: frozenset[str] = frozenset()) -> None:
+    """data_dir/SHA256SUMS for every file under it but the top-level names in `skip`; sorted
+    paths and contents only, so a deterministic build writes the same bytes. Atomic: written
+    beside, then renamed."""
+    files = sorted(  # by the path's text: the same order on every platform and Python
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.relative_to(data_dir).parts[0] not in skip | {MANIFEST}
+    )
+    lines = [f"{download.file_sha256(data_dir / rel)}  {rel}\n" for rel in files]
+    tmp = data_dir / f".{MANIFEST}.partial"
+    tmp.write_text("".join(lines))
+    os.replace(tmp, data_dir / MANIFEST)
 
 
 def _shard_problems(version_dir: Path, info: dict) -> Iterator[str]:
@@ -164,6 +207,8 @@ def build(cfg: DataConfig) -> Path:
     try:
         _prepare_formats(raw, staging)
         shutil.rmtree(staging / "downloads", ignore_errors=True)  # empty: nothing downloaded
+        _write_manifest(array_record_dir(staging))
+        _write_manifest(staging, skip=frozenset({"array_record"}))
         if out.exists():
             out.rename(old)
         staging.rename(out)

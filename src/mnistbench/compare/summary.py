@@ -69,7 +69,9 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None =
             "epoch_time_spread": (m["epoch_time_max_s"] - m["epoch_time_min_s"])
             / m["epoch_time_median_s"],
             "first_epoch_s": m["first_epoch_s"],
-            "first_epoch_extra_s": m["first_epoch_s"] - m["epoch_time_median_s"],
+            "first_epoch_extra_s": first_epoch_extra_s(
+                m["first_epoch_s"], m["epoch_time_median_s"]
+            ),
             "train_time_median_s": train_s,
             "eval_time_median_s": eval_s,
             "train_share": train_s / (train_s + eval_s),
@@ -201,6 +203,13 @@ def _drift(runs: dict[str, BackendRun], roofline: dict[str, Any] | None) -> dict
         "disturbed_stages": disturbed
         + (["roofline"] if roofline and roofline.get("disturbed") else []),
     }
+
+
+def first_epoch_extra_s(first_s: float, steady_s: float) -> float:
+    """What epoch 1 costs beyond a steady epoch (compile, warm-up, caches), in seconds; 0 when
+    it was as fast or faster: nothing extra to pay, not a negative cost (a first epoch can
+    beat the median by noise, or by a machine that sped up later in the run)."""
+    return max(0.0, first_s - steady_s)
 
 
 def kernel_bound(roofline: dict[str, Any], backend: str) -> float | None:
