@@ -23,10 +23,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv pip install --python $(BIN)/python
 export UV_CACHE_DIR ?= $(abspath $(VENV))/uv-cache
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+# PyTorch's build (scripts/install.sh): TORCH_BACKEND=auto takes its CPU build on Linux without
+# an NVIDIA GPU (3.8 GB .venv instead of 7.9: no nvidia-* or triton), PyPI's (CUDA) otherwise,
+# and PyPI's when PyTorch's index cannot be reached, saying so; cpu or cuda force one.
+TORCH_BACKEND ?= auto
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml scripts/install.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "uv==$(UV_VERSION)"
-	$(UV) -r requirements-dev.txt -c constraints.txt
+	TORCH_BACKEND=$(TORCH_BACKEND) scripts/install.sh $(BIN)/python -r requirements-dev.txt -c constraints.txt
 	$(UV) --no-deps -e .
 	touch $@
 
