@@ -17,7 +17,7 @@ import math
 import shutil
 from pathlib import Path
 
-from mnistbench import backends, envinfo, frameworks, harness, metrics
+from mnistbench import backends, envinfo, frameworks, harness, metrics, progress
 from mnistbench.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def _train_logged(trainer: harness.Trainer, cfg: Config, name: str, out: Path) -
             e.train_time_s,
             e.eval_time_s,
         )
+        timer.epoch_done(e.epoch)
 
+    timer = progress.start(cfg.train.epochs)
     history = harness.run(trainer, cfg.train.epochs, on_epoch)
     return harness.summarize(history, trainer.num_train, cfg.train.batch_size)
 
