@@ -188,6 +188,38 @@ def test_one_line_rewritten_on_a_terminal():
     )
 
 
+# ---- native libraries' noise ------------------------------------------------------------------
+
+
+def test_native_noise_dropped_keeps_every_other_line(capfd):
+    with progress.native_noise_dropped():
+        os.write(2, progress.NATIVE_NOISE[0] + b"\n")
+        os.write(2, b"I0000 12:00:00 port.cc:153] " + progress.NATIVE_NOISE[1] + b" More.\n")
+        os.write(2, b"F0000 something else went wrong\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "F0000 something else went wrong\nafter\n"
+
+
+def test_native_noise_dropped_on_an_error_too(capfd):
+    with pytest.raises(ImportError), progress.native_noise_dropped():
+        os.write(2, b"why it failed\n")
+        raise ImportError("no module")
+    assert capfd.readouterr().err == "why it failed\n"
+
+
+def test_tensorflow_loads_quietly():
+    """TensorFlow's C++ start-up lines, which TF_CPP_MIN_LOG_LEVEL does not stop."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mnistbench import frameworks; frameworks.tensorflow()"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
 # ---- a stage's output, for real ---------------------------------------------------------------
 
 

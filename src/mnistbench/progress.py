@@ -11,11 +11,13 @@ lines print above; elsewhere (a log file, CI) it is one plain log line per epoch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -195,6 +197,36 @@ class LogHandler(logging.StreamHandler):
         self.status.hide()
         super().emit(record)
         self.status.restore()
+
+
+# ---- native libraries' start-up lines ---------------------------------------------------------
+
+# What TensorFlow 2.21's C++ side writes to stderr when it loads, whatever TF_CPP_MIN_LOG_LEVEL
+# says (the level is applied only after these): twice each, in every process that imports it.
+NATIVE_NOISE = (
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"oneDNN custom operations are on.",
+)
+
+
+@contextlib.contextmanager
+def native_noise_dropped(noise: tuple[bytes, ...] = NATIVE_NOISE):
+    """For the block, file descriptor 2 (where C++ libraries write) goes to a temporary file;
+    after it, every line but the known noise is written back, in order."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            rest = b"".join(line for line in held if not any(n in line for n in noise))
+            while rest:
+                rest = rest[os.write(2, rest) :]
 
 
 # ---- training's time left ---------------------------------------------------------------------
