@@ -54,7 +54,7 @@ params_file() {  # the --params the command names, else params.yaml
     params=params.yaml
     while [ "$#" -gt 0 ]; do
         case "$1" in
-        --params) params="${2:-}" && shift ;;
+        --params) params="${2:-}" ;; # its value is looked at next, and matches nothing
         --params=*) params="${1#--params=}" ;;
         esac
         shift

@@ -135,6 +135,8 @@ def test_cuda_image_without_gpu_reads_the_commands_params(tmp_path):
     for args in (["--params", "p-cpu.yaml"], ["--params=p-cpu.yaml"]):
         run = _run(clone, "mnistbench", "train", "jax-scan", *args, env=CUDA_IMAGE)
         assert run.returncode == 0 and run.stdout.startswith("ran: mnistbench train"), run.stderr
+    run = _run(clone, "mnistbench", "train", "jax-scan", "--params", env=CUDA_IMAGE)  # no value
+    assert run.returncode == 1 and "error: no GPU visible" in run.stderr
 
 
 @no_host_gpu
