@@ -247,6 +247,27 @@ def test_cuda_without_gpu_is_a_clear_error(ci, image):
 
 
 @pytest.mark.docker
+def test_no_clone_mounted_says_what_to_mount(ci):
+    rc, log = _log(ci, "no-clone")
+    assert rc == 1, log
+    assert len(log.strip().splitlines()) == 1, log
+    assert 'docker run --rm -v "$PWD:/workspace" mnistbench:cpu' in log, log
+    assert "not inside of a DVC repository" not in log
+
+
+@pytest.mark.docker
+def test_cuda_image_without_gpu_stops_unless_asked(ci):
+    """Without --gpus all and with train.device auto, the CUDA image would time the CPU."""
+    rc, log = _log(ci, "cuda-no-gpu")
+    assert rc == 1, log[-3000:]
+    assert len(log.strip().splitlines()) == 1, log[-3000:]
+    assert log.startswith("error: no GPU visible in mnistbench:cuda"), log
+    assert 'docker run --gpus all --rm -v "$PWD:/workspace" mnistbench:cuda' in log
+    rc, log = _log(ci, "cuda-no-gpu-on-request")
+    assert rc == 0 and "no GPU visible" not in log, log[-3000:]
+
+
+@pytest.mark.docker
 def test_cuda_image_frameworks(ci):
     """What can be checked without a GPU: jax's CUDA plugin, torch's CUDA build, no
     preallocation, and the image's name; JAX falls back to the CPU when no GPU is visible."""

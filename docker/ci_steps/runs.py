@@ -93,10 +93,16 @@ def runs(s: Settings, clone: Path, mirror: Path) -> dict[str, list[str]]:
         ],
         "cuda-param-cpu-image": [*mount, "mnistbench:cpu", *train_cuda],
         "torch-cpu-image": ["mnistbench:cpu", "python", "-c", TORCH_BUILD],
+        "no-clone": ["mnistbench:cpu"],  # the pipeline with nothing mounted: one line, exit 1
     }
     if s.build_cuda:
         chosen["cuda-frameworks"] = ["mnistbench:cuda", "python", "-c", CUDA_FRAMEWORKS]
         chosen["cuda-param-cuda-image"] = [*mount, "mnistbench:cuda", *train_cuda]
+        chosen["cuda-no-gpu"] = [*mount, "mnistbench:cuda"]  # no --gpus all: stops, exit 1
+        chosen["cuda-no-gpu-on-request"] = [
+            *mount,
+            *["-e", "MNISTBENCH_EXPECT_GPU=0", "mnistbench:cuda", "dvc", "repro", "--dry"],
+        ]
     return chosen
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import click
 
 import mnistbench
 from mnistbench import config as config_mod
-from mnistbench import errors, locks
+from mnistbench import errors, locks, progress
 from mnistbench.errors import UserError
 
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
@@ -32,6 +33,7 @@ def _known_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
+            progress.STATUS.done()  # a terminal's status line stays, the error goes below it
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except OSError as e:
@@ -71,10 +73,21 @@ def main(verbose: bool) -> None:
     params.yaml; numbers go to metrics/.
     """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[progress.LogHandler()],
     )
+    # mnistbench's own INFO lines; the frameworks' (JAX's "Unable to initialize backend
+    # 'tpu'", TFDS's dataset notes) only with --verbose.
+    logging.getLogger("mnistbench").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not sys.stderr.isatty():
+        # No progress bars in logs: tqdm (TFDS's, and any other) reads TQDM_* defaults when
+        # first imported, which no command has done yet; its bars' \r make a log unreadable.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    label = progress.stage_label()
+    if label:
+        logging.getLogger("mnistbench").info("%s started", label)
 
 
 @main.command()

@@ -488,5 +488,5 @@ def _progress(total: int | None, name: str) -> tqdm:
         unit_scale=True,
         leave=False,
         mininterval=1.0,
-        disable=quiet,
+        disable=True if quiet else None,  # None: no bar where stderr is not a terminal (logs)
     )

@@ -17,6 +17,7 @@ import os
 import sys
 from types import ModuleType
 
+from mnistbench import progress
 from mnistbench.errors import UserError
 
 # pip distribution that provides each importable module, for "missing package" messages.
@@ -57,7 +58,8 @@ def tensorflow() -> ModuleType:
     if importlib.util.find_spec("torch") is not None:
         require("torch._dynamo")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of logs
-    tf = require("tensorflow")
+    with progress.native_noise_dropped():  # what TF writes before that level applies
+        tf = require("tensorflow")
     tf.config.set_visible_devices([], "GPU")  # TF only feeds data; the GPU belongs to JAX/torch
     return tf
 

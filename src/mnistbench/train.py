@@ -21,7 +21,16 @@ import math
 import shutil
 from pathlib import Path
 
-from mnistbench import backends, envinfo, frameworks, harness, interference, metrics, quiet
+from mnistbench import (
+    backends,
+    envinfo,
+    frameworks,
+    harness,
+    interference,
+    metrics,
+    progress,
+    quiet,
+)
 from mnistbench.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -120,20 +129,14 @@ def _train_logged(
         _check_epoch(values, e.epoch, name, cfg)
         for key in metrics.CURVES:
             metrics.append_curve(plots / f"{key}.tsv", key, e.epoch, values[key])
-        log.info(
-            "epoch %d/%d: train_loss %.4f, val_loss %.4f, val_acc %.4f, "
-            "elapsed %.2f s (train %.2f + eval %.2f), others %.0f%% of the CPUs",
+        timer.epoch_done(
             e.epoch,
-            cfg.train.epochs,
-            e.train_loss,
-            e.val_loss,
-            e.val_acc,
-            e.epoch_time_s,
-            e.train_time_s,
-            e.eval_time_s,
-            100 * e.load.foreign,
+            f"this epoch {e.epoch_time_s:.2f} s (train {e.train_time_s:.2f} + eval "
+            f"{e.eval_time_s:.2f}), val_acc {e.val_acc:.4f}, others {e.load.foreign:.0%} "
+            "of the CPUs",
         )
 
+    timer = progress.start(cfg.train.epochs)
     history = harness.run(trainer, cfg.train.epochs, on_epoch)
     if not any(gpu_readings):
         return history, None
