@@ -99,6 +99,7 @@ class LocalCluster:
             self._daemon(
                 "munged",
                 "-F",
+                "--force",  # its checks refuse a socket under a private folder (pytest's 0700)
                 f"--key-file={key}",
                 f"--socket={self.root / 'run' / 'munge.sock'}",
                 f"--pid-file={self.root / 'run' / 'munged.pid'}",
