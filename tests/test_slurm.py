@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -149,6 +150,42 @@ def test_a_failed_node_is_published_with_its_step_and_listed_by_gather(tmp_path)
         r"the log's last line: `error: unknown backend\(s\) no-such-backend",
         text,
     ), text
+
+
+def test_a_cancelled_node_publishes_what_it_has_and_the_step_it_stopped(tmp_path):
+    """scancel and the time limit send SIGTERM to every process of the task, as here to the
+    script's process group once it has started a step that runs a while."""
+    runs, scratch, out = tmp_path / "runs", tmp_path / "scratch", tmp_path / "slurm.out"
+    scratch.mkdir()
+    env = _env(MNISTBENCH_VENV=str(VENV), MNISTBENCH_BACKENDS="torch-tensor", TMPDIR=str(scratch))
+    with open(out, "w") as f:
+        proc = subprocess.Popen(
+            [str(BATCH), str(runs), "params.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "] download" not in out.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143, out.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (run,) = runs.iterdir()
+    status = gather.read_status(run / gather.STATUS)
+    assert status["status"] == "failed" and status["exit_code"] == "143"
+    assert re.fullmatch(
+        r"(download|train torch-tensor) \(killed by SIGTERM\)", status["failed_step"]
+    )
+    assert gather.last_line(run / gather.LOG).endswith("stopped by SIGTERM")
+    assert out.read_text().splitlines()[-1].endswith(f"status=failed: {run}")
+    assert list(scratch.iterdir()) == []
 
 
 # ---------------------------------------------------------------- gather, on canned runs
