@@ -357,3 +357,19 @@ def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, t
         assert f"| {local_cluster.NODE} | {job}_{i} | {partition} | ok |" in text
     for backend in ("torch-tensor", "jax-scan"):
         assert re.search(rf"\| `{backend}` \| [0-9.]+-[0-9.]+ s · \d+% · 2 nodes \|", text)
+
+
+def test_slurm_is_installed_only_where_ci_allows_it(monkeypatch):
+    """Without MNISTBENCH_CI_INSTALL_SLURM=1 a missing Slurm is a skip reason, never apt-get;
+    .ci/run (CI's disposable machines) is what sets it, not make."""
+    ran = []
+    monkeypatch.setattr(local_cluster, "which", lambda tool: None)
+    monkeypatch.setattr(local_cluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(local_cluster.subprocess, "run", lambda *a, **k: ran.append(a))
+    reason = local_cluster.ensure_installed(allow_install=False)
+    assert reason.startswith("Slurm is not installed (munged, mungekey, slurmctld")
+    assert "MNISTBENCH_CI_INSTALL_SLURM=1" in reason and ran == []
+    monkeypatch.setattr(local_cluster.os, "geteuid", lambda: 1000)
+    assert "needs root" in local_cluster.ensure_installed(allow_install=True) and ran == []
+    assert "export MNISTBENCH_CI_INSTALL_SLURM=1" in (ROOT / ".ci" / "run").read_text()
+    assert "MNISTBENCH_CI_INSTALL_SLURM" not in (ROOT / "Makefile").read_text()
