@@ -212,9 +212,13 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
     _run_dir(runs, "nvidia-h100", "g1", "5_4", {"jax-scan": (0.05, 0.98)}, "bbbbbbbbbbbb")
     # the same machine name with another fingerprint (another image): a kind of its own
     _run_dir(runs, "nvidia-h100", "g2", "5_5", {"jax-scan": (0.07, 0.98)}, "cccccccccccc")
+    # and one node of that CPU run in another image: a kind of one node
+    _run_dir(runs, "amd-epyc-8cpu", "n9", "6_0", {"jax-scan": (0.6, 0.97)}, "dddddddddddd")
     ok_without_summary = _run_dir(runs, "amd-epyc-8cpu", "n4", "5_6", {}, "aaaaaaaaaaaa")
     (ok_without_summary / "summary.json").unlink()
-    (runs / ".partial.5_7.n5.123").mkdir()  # a run still being copied: not read
+    partial = runs / ".partial.5_7.n5.123"  # a run still being copied: not read
+    partial.mkdir()
+    (partial / "status.txt").write_text("status=ok\n")
     job = runs / "jobs" / "20260101-000000-1"
     job.mkdir(parents=True)
     tasks = [{"task": i, "target": "-p cpu"} for i in range(1, 9)]
@@ -226,7 +230,8 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
 
     assert [c.name for c in g.columns] == [
         report.ARTICLE,
-        "amd-epyc-8cpu (3 nodes)",
+        "amd-epyc-8cpu [aaaaaaaaaaaa] (3 nodes)",
+        "amd-epyc-8cpu [dddddddddddd]",
         "nvidia-h100 [bbbbbbbbbbbb]",
         "nvidia-h100 [cccccccccccc]",
     ]
@@ -243,8 +248,7 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
     text = (tmp_path / "out" / "machines.md").read_text()
     assert "| `torch-dataloader` | 4-4.8 s · 18% · 3 nodes |" in text
     assert "- job 5_8 (`-p cpu`): `logs/5_8.out`: `[mnistbench 5_8 on n6] train jax-scan`" in text
-    assert "7 runs, 5 ok, 1 failed" not in text  # the hidden folder is not a run
-    assert "6 runs, 5 ok, 1 failed; 2 submitted tasks without a run" in text
+    assert "7 runs, 6 ok, 1 failed; 2 submitted tasks without a run" in text
     assert (tmp_path / "out" / "machines.png").read_bytes().startswith(b"\x89PNG")
 
 

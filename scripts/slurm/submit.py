@@ -166,11 +166,12 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
 def check_params(args: argparse.Namespace, out: Path) -> None:
     """Write the submission's params file; with the venv runtime, validated by `mnistbench
     params` (a mistyped key or backend fails here, not on every node)."""
-    venv = args.venv or args.repo / ".venv"
-    python = venv / "bin" / "python"
-    if args.runtime != "venv" or not python.exists():
-        shutil.copyfile(args.params, out)  # validated by each task
+    if args.runtime != "venv":
+        shutil.copyfile(args.params, out)  # validated by each task, in its image
         return
+    python = (args.venv or args.repo / ".venv") / "bin" / "python"
+    if not python.exists():
+        raise SubmitError(f"no {python}: `make install` in {args.repo}, or name one with --venv")
     cmd = [str(python), "-m", "mnistbench.cli", "params", str(out), "--params", str(args.params)]
     if args.backends:
         cmd += ["--backends", args.backends]

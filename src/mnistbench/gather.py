@@ -159,21 +159,22 @@ def kinds(runs: list[Run]) -> list[Kind]:
     for run in runs:
         if run.column is not None:
             groups.setdefault(run.column.about, []).append(run)
-    found = sorted(groups.items(), key=lambda item: (_kind_name(item[1]), item[0]))
-    names = [_kind_name(group) for _, group in found]
+    found = sorted(groups.items(), key=lambda item: (_machine_name(item[1]), item[0]))
+    names = [_machine_name(group) for _, group in found]
     out: list[Kind] = []
     for name, (about, group) in zip(names, found):
         if names.count(name) > 1:
             name = f"{name} [{group[0].machine.get('id', '?')}]"
             taken = sum(1 for k in out if k.column.name.startswith(name))
             name += f" #{taken + 1}" if taken else ""
+        if len(group) > 1:
+            name += f" ({len(group)} nodes)"
         out.append(Kind(combine(name, about, group), tuple(group)))
     return out
 
 
-def _kind_name(group: list[Run]) -> str:
-    name = str(group[0].machine.get("name", "?"))
-    return name if len(group) == 1 else f"{name} ({len(group)} nodes)"
+def _machine_name(group: list[Run]) -> str:
+    return str(group[0].machine.get("name", "?"))
 
 
 def combine(name: str, about: str, group: list[Run]) -> report.Column:
