@@ -142,6 +142,21 @@ def test_a_failed_node_is_published_with_its_step_and_listed_by_gather(tmp_path)
     assert list(scratch.iterdir()) == []  # the node's scratch folder removed
     assert "params failed (exit 1)" in proc.stdout  # Slurm's output says it too
 
+    # the same task again (its name taken): refused, the first run untouched, the new one kept
+    again = subprocess.run(
+        [str(BATCH), str(runs), "params.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 1 and f"could not write {run}; the run is left in" in again.stdout
+    assert [p.name for p in runs.iterdir()] == [run.name]
+    assert gather.read_status(run / gather.STATUS) == status
+    (kept,) = scratch.iterdir()
+    assert (kept / "run" / "status.txt").is_file()
+
     g = gather.write(runs, None)
     assert g.kinds == [] and [r.node for r in g.failed] == ["node07"]
     text = (runs / "machines.md").read_text()
