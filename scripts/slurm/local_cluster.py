@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -232,17 +233,21 @@ def main(argv: list[str]) -> int:
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 1
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # handlers, not a blocked mask: the daemons
+        signal.signal(sig, lambda *_: stopping.set())  # would inherit the mask, deaf to SIGTERM
     cluster = LocalCluster(argv[0])
-    cluster.start()
-    print(f"export SLURM_CONF={cluster.conf}  # partitions {', '.join(PARTITIONS)}; Ctrl-C stops")
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        cluster.start()
+        print(
+            f"export SLURM_CONF={cluster.conf}  # partitions {', '.join(PARTITIONS)}; Ctrl-C stops"
+        )
+        while not stopping.wait(0.5):
+            pass
     finally:
         cluster.stop()
     return 0
 
 
 if __name__ == "__main__":
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(main(sys.argv[1:]))
