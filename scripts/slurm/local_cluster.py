@@ -19,6 +19,7 @@ on Debian 12). `ensure_installed(allow_install=True)` apt-gets them: only CI set
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -142,12 +143,19 @@ class LocalCluster:
             "SelectTypeParameters=CR_Core",
             "ReturnToService=2",
             "KillWait=10",  # s between a cancelled job's SIGTERM and SIGKILL
-            f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN",
+            f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={self.cpus()} State=UNKNOWN",
         ]
         for i, name in enumerate(PARTITIONS):
             default = "YES" if i == 0 else "NO"
             lines.append(f"PartitionName={name} Nodes={NODE} Default={default} State=UP")
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def cpus() -> int:
+        """The CPUs slurmd will find (`slurmd -C`): a node configured with more is drained."""
+        out = subprocess.run([which("slurmd"), "-C"], capture_output=True, text=True).stdout
+        found = re.search(r"\bCPUs=(\d+)", out)
+        return int(found.group(1)) if found else os.cpu_count() or 1
 
     def _daemon(self, name: str, *args: str) -> None:
         log = open(self.root / "log" / f"{name}.out", "w")  # noqa: SIM115 (open while it runs)
