@@ -357,6 +357,36 @@ def keep(metrics_dir: str, results_dir: str, name: str | None, force: bool) -> N
     )
 
 
+@main.command()
+@click.argument("runs_dir")
+@click.option(
+    "--results",
+    "results_dir",
+    default="results",
+    show_default=True,
+    help="Reference machines shown beside the runs: <results>/<machine>/.",
+)
+@click.option("--no-references", is_flag=True, help="Only the article and the runs.")
+@click.option("--out", default=None, help="Where machines.md and machines.png go [RUNS_DIR].")
+@_known_errors
+def gather(runs_dir: str, results_dir: str, no_references: bool, out: str | None) -> None:
+    """Gather a cluster's runs (scripts/slurm/, docs/cluster.md) into one report.
+
+    RUNS_DIR holds one folder per node's run. One column per machine kind (same fingerprint
+    and run settings); several nodes of a kind give the median and their min-max. Failed
+    runs are listed with their node and the last line of their log, and submitted tasks that
+    left no run with Slurm's output.
+    """
+    from mnistbench import gather as gather_mod
+
+    g = gather_mod.write(runs_dir, None if no_references else results_dir, out)
+    click.echo(
+        f"wrote machines.md, machines.png to {out or runs_dir}/: {len(g.kinds)} machine kinds "
+        f"from {len(g.runs)} runs ({len(g.failed)} failed), {len(g.missing)} submitted tasks "
+        "without a run"
+    )
+
+
 @main.command("sweep-plot")
 @click.option(
     "--exp-show",

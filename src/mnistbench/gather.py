@@ -1,0 +1,306 @@
+"""`mnistbench gather`: a cluster's runs as one cross-machine report (docs/cluster.md).
+
+RUNS_DIR is the shared folder of scripts/slurm/: one folder per task of mnistbench.sbatch
+(status.txt, run.log, and for a finished run machine.json and summary.json, read with
+report.py's own functions), and jobs/*/job.json from submit.py (each task's target).
+
+The report is `mnistbench report`'s, machines.md and machines.png, with one column per
+machine kind: the runs with the same fingerprint and the same run settings (report.describe
+names both). A kind run on several nodes is one column whose cell is the median over its nodes
+of each node's steady s/epoch, its range (the plot's whiskers) their min-max: how far one
+kind's nodes are from each other, a measure of how reproducible the number is. Below the
+table: that spread per kind, every run (node, job, status, time), each failed run with its
+node and the last line of its log, and each submitted task that left no run at all.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnistbench import outputs, report
+from mnistbench.compare.load import read_json
+from mnistbench.errors import UserError
+
+STATUS = "status.txt"  # written last by mnistbench.sbatch, one key=value per line
+LOG = "run.log"
+JOBS = "jobs"  # submit.py's records: jobs/<time>-<pid>/job.json
+SLURM_LOGS = "logs"  # Slurm's output of each task: logs/<job>_<task>.out
+DASH = report.DASH
+
+
+class GatherError(UserError, ValueError):
+    """Nothing to gather, or a record that cannot be read; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    status: dict[str, str]
+    machine: dict  # machine.json ({} when the run has none)
+    column: report.Column | None  # its own numbers; None when it failed
+    problem: str = ""  # why it failed, in words
+
+    @property
+    def node(self) -> str:
+        return self.status.get("node") or self.folder.name
+
+    @property
+    def job(self) -> str:
+        return self.status.get("job", "?")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The runs of one machine kind, as one column."""
+
+    column: report.Column
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A task submit.py recorded that left no run folder."""
+
+    job: str  # <array job>_<task>
+    target: str
+    slurm_log: Path
+
+
+@dataclass(frozen=True)
+class Gathered:
+    columns: list[report.Column]  # the article, the references, then the kinds
+    kinds: list[Kind]
+    runs: list[Run]
+    missing: list[Missing]
+
+    @property
+    def failed(self) -> list[Run]:
+        return [r for r in self.runs if r.column is None]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_status(path: Path) -> dict[str, str]:
+    """status.txt: `key=value` lines; the value is the rest of the line after the first `=`."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GatherError(f"{path}: unreadable ({e})") from e
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def last_line(path: Path, tail_bytes: int = 4096) -> str:
+    """The last non-empty line of a log (its last few kB only: logs can be long)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - tail_bytes))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return f"{DASH} (no {path.name})"
+    return next((line.strip() for line in reversed(lines) if line.strip()), f"{DASH} (empty)")
+
+
+def read_run(folder: Path) -> Run:
+    """One task's folder; a run whose files cannot be read counts as failed, saying why."""
+    try:
+        status = read_status(folder / STATUS)
+    except GatherError as e:
+        return Run(folder, {}, {}, None, str(e))
+    try:
+        machine = read_json(folder / "machine.json", GatherError)
+    except GatherError:
+        machine = {}
+    if status.get("status") != "ok":
+        step = status.get("failed_step") or "?"
+        why = f"step `{step}` failed (exit {status.get('exit_code', '?')})"
+        return Run(folder, status, machine, None, why)
+    try:
+        column = report.machine_column(
+            folder.name, folder / "summary.json", folder / "machine.json"
+        )
+    except report.ReportError as e:
+        return Run(folder, status, machine, None, f"status ok, but {e}")
+    return Run(folder, status, machine, column)
+
+
+def read_runs(runs_dir: Path) -> list[Run]:
+    """Every run folder (one holding status.txt; hidden ones are runs still being copied)."""
+    folders = sorted(
+        p.parent for p in runs_dir.glob(f"*/{STATUS}") if not p.parent.name.startswith(".")
+    )
+    return [read_run(f) for f in folders]
+
+
+def missing_tasks(runs_dir: Path, runs: list[Run]) -> list[Missing]:
+    """Tasks of every jobs/*/job.json with no run folder (a requeued task's counts)."""
+    reported = {r.job.split(".restart")[0] for r in runs}
+    missing = []
+    for record_path in sorted(runs_dir.glob(f"{JOBS}/*/job.json")):
+        record = read_json(record_path, GatherError)
+        for task in record.get("tasks", []):
+            job = f"{record.get('job')}_{task.get('task')}"
+            if job not in reported:
+                log = runs_dir / SLURM_LOGS / f"{job}.out"
+                missing.append(Missing(job, str(task.get("target", "?")), log))
+    return missing
+
+
+# ---------------------------------------------------------------- kinds
+
+
+def kinds(runs: list[Run]) -> list[Kind]:
+    """The finished runs grouped by fingerprint and run settings, one column each. Kinds that
+    share a machine name (another image, other versions, other params) get the fingerprint id
+    in their header, and a number when that is shared too."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.column is not None:
+            groups.setdefault(run.column.about, []).append(run)
+    found = sorted(groups.items(), key=lambda item: (_machine_name(item[1]), item[0]))
+    names = [_machine_name(group) for _, group in found]
+    out: list[Kind] = []
+    for name, (about, group) in zip(names, found):
+        if names.count(name) > 1:
+            name = f"{name} [{group[0].machine.get('id', '?')}]"
+            taken = sum(1 for k in out if k.column.name.startswith(name))
+            name += f" #{taken + 1}" if taken else ""
+        if len(group) > 1:
+            name += f" ({len(group)} nodes)"
+        out.append(Kind(combine(name, about, group), tuple(group)))
+    return out
+
+
+def _machine_name(group: list[Run]) -> str:
+    return str(group[0].machine.get("name", "?"))
+
+
+def combine(name: str, about: str, group: list[Run]) -> report.Column:
+    """One column from one kind's runs. One run: its own cells (its range: its steady epochs).
+    Several: per backend the median over the runs that ran it of their steady s/epoch, the
+    range their min-max, val_acc their median."""
+    nodes = ", ".join(r.node for r in group)
+    about = f"{about}; {len(group)} run{'s' if len(group) > 1 else ''} on {nodes}"
+    if len(group) == 1:
+        return report.Column(name, about, group[0].column.cells)
+    cells = {}
+    for backend in sorted({b for r in group for b in r.column.cells}):
+        got = [r.column.cells[backend] for r in group if backend in r.column.cells]
+        times = [c.epoch_s for c in got]
+        median_acc = statistics.median(c.val_acc for c in got)
+        cells[backend] = report.Cell(statistics.median(times), min(times), max(times), median_acc)
+    return report.Column(name, about, cells)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def gather(runs_dir: str | Path, results_dir: str | Path | None) -> Gathered:
+    """Read every run and job record; the columns: the article, the references, the kinds."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise GatherError(f"{runs_dir}: no such folder")
+    runs = read_runs(runs_dir)
+    missing = missing_tasks(runs_dir, runs)
+    if not runs and not missing:
+        raise GatherError(
+            f"{runs_dir}: no runs (folders with {STATUS}) and no jobs/*/job.json: submit with "
+            "scripts/slurm/submit.py, and gather once the tasks have ended"
+        )
+    found = kinds(runs)
+    base = (
+        report.columns(results_dir, None) if results_dir is not None else [report.article_column()]
+    )
+    return Gathered([*base, *(k.column for k in found)], found, runs, missing)
+
+
+def markdown(g: Gathered, runs_dir: Path) -> str:
+    ok = len(g.runs) - len(g.failed)
+    out = [
+        report.markdown(g.columns).rstrip("\n"),
+        "",
+        "## The cluster's runs",
+        "",
+        f"Gathered from `{runs_dir}`: {len(g.runs)} runs, {ok} ok, {len(g.failed)} failed; "
+        f"{len(g.missing)} submitted tasks without a run. One column per machine kind (the "
+        "same fingerprint and run settings); with several nodes, a cell is the median over "
+        "the nodes of each node's steady s/epoch.",
+    ]
+    out += _spread(g.kinds)
+    out += ["", "### Every run", "", "| run | node | job | partition | status | time |"]
+    out.append("|---|---|---|---|---|---|")
+    for r in g.runs:
+        s = r.status
+        out.append(
+            f"| `{r.folder.name}` | {r.node} | {r.job} | {s.get('partition') or DASH} | "
+            f"{'ok' if r.column else 'failed'} | {s.get('duration_s', '?')} s |"
+        )
+    if g.failed:
+        out += ["", "### Failed runs", ""]
+        for r in g.failed:
+            out.append(
+                f"- **{r.node}** (job {r.job}, partition {r.status.get('partition') or DASH}): "
+                f"{r.problem}; the log's last line: `{last_line(r.folder / LOG)}` "
+                f"(`{r.folder.name}/{LOG}`)"
+            )
+    if g.missing:
+        out += ["", "### Submitted tasks without a run", ""]
+        out.append(
+            "Still queued or running, or ended before writing a run (a node lost, a task "
+            "killed outright): Slurm's own output says which."
+        )
+        out.append("")
+        for m in g.missing:
+            out.append(
+                f"- job {m.job} (`{m.target}`): `{SLURM_LOGS}/{m.slurm_log.name}`: "
+                f"`{last_line(m.slurm_log)}`"
+            )
+    return "\n".join(out) + "\n"
+
+
+def _spread(found: list[Kind]) -> list[str]:
+    """Per backend and kind of several nodes: min-max over the nodes, and (max-min)/median."""
+    several = [k for k in found if len(k.runs) > 1]
+    if not several:
+        return []
+    rows = report.backend_order([k.column for k in several])
+    out = [
+        "",
+        "### Spread across nodes",
+        "",
+        "Each node's steady s/epoch, min-max over the nodes of one kind, and that range over "
+        "their median: how reproducible the kind's number is.",
+        "",
+        "| backend | " + " | ".join(k.column.name for k in several) + " |",
+        "|---|" + "---|" * len(several),
+    ]
+    for backend in rows:
+        cells = []
+        for k in several:
+            cell = k.column.cells.get(backend)
+            n = sum(1 for r in k.runs if backend in r.column.cells)
+            cells.append(
+                DASH
+                if cell is None
+                else f"{cell.low_s:.3g}-{cell.high_s:.3g} s · "
+                f"{(cell.high_s - cell.low_s) / cell.epoch_s:.0%} · {n} nodes"
+            )
+        out.append(f"| `{backend}` | " + " | ".join(cells) + " |")
+    return out
+
+
+def write(
+    runs_dir: str | Path, results_dir: str | Path | None, out_dir: str | Path | None = None
+) -> Gathered:
+    """Gather, then write machines.md and machines.png together (default: into runs_dir)."""
+    g = gather(runs_dir, results_dir)
+    outputs.write_files(
+        Path(out_dir if out_dir is not None else runs_dir),
+        {
+            "machines.md": markdown(g, Path(runs_dir)).encode(),
+            "machines.png": report.png(g.columns),
+        },
+    )
+    return g
