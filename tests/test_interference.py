@@ -109,7 +109,7 @@ def test_a_live_grandchilds_cpu_is_the_runs_own():
     """Two levels down (python under a shell), read while it spins."""
     a = I.read()
     child = subprocess.Popen(
-        ["sh", "-c", f"{sys.executable} -c '{SPIN.format(s=20)}'; :"], start_new_session=True
+        ["sh", "-c", f"{sys.executable} -c '{SPIN.format(s=10)}'; :"], start_new_session=True
     )
     try:
         deadline = time.monotonic() + 10  # the CPUs may be busy with others' work
@@ -232,12 +232,17 @@ def workload() -> tuple[list[float], list[I.Share]]:
     return [t for t, _ in rows], [I.Share(**share) for _, share in rows]
 
 
+# A busy loop that dies with its parent (prctl PR_SET_PDEATHSIG = 1, SIGKILL = 9), should the
+# test's process be killed before its finally runs.
+HOG = "import ctypes\nctypes.CDLL(None).prctl(1, 9)\nwhile True: pass"
+
+
 def test_a_real_hog_beside_a_real_workload_is_named():
     """Busy loops on every usable CPU beside the workload: every epoch is disturbed, and
     others' share is higher than in the run without them (other work on this machine may
     disturb that one too, so it is not required to come out quiet)."""
     _, free = workload()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in CPUS]
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in CPUS]
     try:
         times, busy = workload()
     finally:
