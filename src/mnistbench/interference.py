@@ -1,8 +1,8 @@
 """How quiet the machine was while the epochs were timed: other processes, the hypervisor, the GPU.
 
 An epoch time is only this backend's number if nothing else took the CPUs from it. On a
-2-vCPU VM one busy process at nice 19 beside a run tripled the DataLoader row's epoch (6.45 s
-to 23.8 s), and nothing in the output said so. This module reads, at the harness's clock
+2-vCPU VM one busy process at nice 19 beside a run made the DataLoader row's epoch 3.7 times
+as long (6.45 s to 23.8 s), and nothing in the output said so. This module reads, at the harness's clock
 reads, what the machine did in between, as shares of the CPUs this process may use:
 
 - own: the run's process tree (this process, its threads, its live descendants such as
@@ -219,7 +219,7 @@ def wait_for_quiet(
 # probe: a chain of SHA-256 over 64 bytes. Pure single-threaded CPU work that holds the GIL
 # (hashlib releases it only for inputs over 2 KiB) and needs no memory bandwidth: a slower
 # probe means a slower or shared CPU, not another framework or library version.
-PROBE_WORK = 40_000  # hashes per repeat: 15 ms on this 2-vCPU VM, so ~0.1 s a probe
+PROBE_WORK = 40_000  # hashes per repeat: 15 ms on the 2-vCPU AMD EPYC VM, so ~0.1 s a probe
 PROBE_REPEATS = 7
 
 
