@@ -119,8 +119,8 @@ class BenchConfig:
     """How each timing is judged (mnistbench.interference) and how often it is repeated."""
 
     repeats: int = 3  # runs of every timed stage, each in a fresh process, interleaved
-    max_foreign: float = 0.05  # others' largest share of the CPUs in any steady epoch
-    max_steal: float = 0.02  # the hypervisor's largest share of the CPUs in any steady epoch
+    max_foreign: float = 0.02  # others' largest share of the CPUs in any epoch
+    max_steal: float = 0.02  # the hypervisor's largest share of the CPUs in any epoch
     max_spread: float = 0.15  # (slowest - fastest) / median of the steady epochs, and repeats
     wait_quiet_s: float = 0.0  # before a timed stage, wait up to this long for a quiet machine
 

@@ -539,8 +539,8 @@ def _quiet(
     """The verdict on the whole measurement, judged as one epoch (no spread: its timings are
     best-of repeats already)."""
     verdict = quiet.judge([load.wall_s], [load], limits, None)
-    if verdict.label == "unsteady":  # one "epoch" has no spread; guard the label anyway
-        verdict = dataclasses.replace(verdict, label="quiet", causes=())
+    causes = tuple(c.replace("epoch 1: ", "while it measured, ") for c in verdict.causes)
+    verdict = dataclasses.replace(verdict, causes=causes)
     fields = {
         "disturbed": int(verdict.label == "disturbed"),
         "foreign_cpu_max": round(min(load.foreign, 1.0), 2),
