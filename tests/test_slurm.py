@@ -306,7 +306,7 @@ def _squeue(cluster, job: str | None = None) -> str:
     return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.mark.long  # two tiny pipelines through a real Slurm (~3 min on 2 cores)
+@pytest.mark.long("two tiny pipelines through a real Slurm (~3 min on 2 cores)")
 def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, tmp_path):
     runs, params = tmp_path / "runs", tmp_path / "small.yaml"
     env = _env(**{k: v for k, v in cluster.env.items() if k in ("SLURM_CONF", "PATH")})
