@@ -275,6 +275,6 @@ def test_training_log_has_time_left_and_no_framework_noise(tmp_path, raw_dir, ba
     lines = [line for line in proc.stderr.splitlines() if f"{label} epoch" in line]
     assert len(lines) == 3, proc.stderr
     assert "s/epoch, ~" in lines[0] and "s left" in lines[0]
-    assert lines[-1].endswith(", done")
+    assert ", done; this epoch " in lines[-1]
     assert "\r" not in proc.stderr
     assert "Unable to initialize backend" not in proc.stderr

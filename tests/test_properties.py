@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnistbench import config, harness, metrics
+from mnistbench import config, harness, interference, metrics, quiet
 from mnistbench.errors import UserError
 
 # database=None: no .hypothesis/ folder in the repository (a failure prints its example)
@@ -175,10 +175,20 @@ def test_limits_and_timeouts_are_checked_not_crashed_on(number, real):
 
 
 def _valid_record() -> dict:
-    history = [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.9, 1.0 + 0.1 * i, 0.2) for i in (1, 2, 3)]
+    load = interference.Share(1.2, 0.9, 0.0, 0.0, 30.0)
+    history = [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.9, 1.0 + 0.1 * i, 0.2, load) for i in (1, 2, 3)]
     cfg = config.Config(train=config.TrainConfig(epochs=3))
     record = harness.summarize(history, num_train=60000, batch_size=32)
+    limits = quiet.thresholds(cfg)
+    verdict = quiet.judge(
+        [e.epoch_time_s for e in history], [e.load for e in history], limits, None
+    )
     record.update(
+        disturbed=0,
+        busy_before=0.0,
+        probe_start_s=0.015,
+        probe_end_s=0.015,
+        quiet=quiet.section(verdict, limits, None),
         num_params=136074,
         train_examples=60000,
         test_examples=10000,

@@ -15,6 +15,7 @@ or failed stage leaves the previous repeats as they were.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from mnistbench.config import Config
 from mnistbench.errors import UserError
 
 log = logging.getLogger(__name__)
+ROUNDS_FILE = "rounds.json"  # in <root>/repeats/: the rounds and backends of the last run
 
 
 class RepeatError(UserError, RuntimeError):
@@ -39,10 +41,15 @@ def run(cfg: Config, params: str | Path, out_root: str | Path = metrics.METRICS_
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        for round_ in range(2, cfg.bench.repeats + 1):
+        rounds = list(range(2, cfg.bench.repeats + 1))
+        for round_ in rounds:
             for name in cfg.backends:
                 log.info("repeat %d/%d: %s", round_, cfg.bench.repeats, name)
                 _train(name, params, staging / str(round_), round_)
+        # what ran, also when nothing did (bench.repeats 1): git keeps no empty folder, and
+        # compare depends on this one
+        listing = {"rounds": rounds, "backends": list(cfg.backends)}
+        (staging / ROUNDS_FILE).write_text(json.dumps(listing, indent=2) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
     finally:
