@@ -60,14 +60,14 @@ class Reading:
 
 @dataclass(frozen=True)
 class Share:
-    """What happened between two readings, each as a share of wall_s * cpus (0..1)."""
+    """What happened between two readings, each as a share of wall_s * cpus."""
 
     wall_s: float
     own: float  # the run's process tree
     foreign: float  # every other process on these CPUs (busy - own, clipped at 0)
     steal: float  # the hypervisor ran other guests on these virtual CPUs
     ctx_invol_per_s: float  # the run's threads preempted per second
-    waited: float = 0.0  # the run's threads runnable, waiting for a CPU (its own too many included)
+    waited: float = 0.0  # the run's threads runnable but without a CPU (more threads than CPUs too)
 
 
 def _stat_lines(proc: str) -> dict[str, list[int]]:
