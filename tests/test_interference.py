@@ -122,6 +122,24 @@ def test_a_live_grandchilds_cpu_is_the_runs_own():
     assert b.own_s - a.own_s >= 0.3
 
 
+def test_threads_waiting_for_a_cpu_are_read():
+    """Twice as many spinning children as CPUs: the run's threads wait for a CPU about half
+    of the time (more if others' work competes too)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN.format(s=10)]) for _ in CPUS * 2]
+    try:
+        time.sleep(0.2)  # started
+        a = I.read()
+        time.sleep(0.5)
+        b = I.read()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    s = I.between(a, b)
+    assert b.waited_s - a.waited_s >= 0.2 * len(CPUS)  # ~0.5 s per CPU expected
+    assert s.waited == pytest.approx((b.waited_s - a.waited_s) / (s.wall_s * b.cpus))
+
+
 def test_verdict_quiet():
     shares = [I.Share(2.0, 0.5, 0.01, 0.0, 30.0)] * 4
     v = I.verdict([3.0, 1.50, 1.55, 1.52], shares, QUIET)
@@ -196,6 +214,7 @@ def test_summarize_takes_the_steady_epochs_and_the_gpu():
         "steal_max": 0.01,
         "own_mean": pytest.approx(0.7),
         "ctx_invol_per_s_max": 40.0,
+        "waited_max": 0.0,
         "gpu_sm_clock_ratio_min": 0.75,
         "gpu_throttle_reasons": 0x4,  # GPU idle (0x1) is no throttle
         "gpu_other_processes_max": 2,
@@ -205,6 +224,7 @@ def test_summarize_takes_the_steady_epochs_and_the_gpu():
         "steal_max",
         "own_mean",
         "ctx_invol_per_s_max",
+        "waited_max",
     }
 
 
@@ -217,7 +237,7 @@ from mnistbench import interference as I
 out = []
 for _ in range(3):
     a = I.read(); t0 = time.perf_counter()
-    sum(i * i for i in range(400_000))
+    sum(i * i for i in range(800_000))
     out.append((time.perf_counter() - t0, asdict(I.between(a, I.read()))))
 print(json.dumps(out))
 """
@@ -250,12 +270,12 @@ def test_a_real_hog_beside_a_real_workload_is_named():
             h.kill()
             h.wait()
     v = I.verdict(times, busy, QUIET)
-    assert v.label == "disturbed"
-    assert v.disturbed_epochs == (1, 2, 3)
+    assert v.label == "disturbed", (times, busy)
+    assert v.disturbed_epochs == (1, 2, 3), (times, busy)
     assert v.causes[0].startswith("epochs 1, 2, 3: others used")
     mean = lambda shares: sum(s.foreign for s in shares) / len(shares)  # noqa: E731
     if I.verdict(free_times, free, QUIET).label != "disturbed":  # a machine free before (CI)
-        assert mean(busy) > mean(free)
+        assert mean(busy) > mean(free), (busy, free)
 
 
 def test_wait_for_quiet_returns_once_quiet_or_out_of_time():
@@ -274,13 +294,15 @@ def test_wait_for_quiet_returns_once_quiet_or_out_of_time():
 
 
 def test_probe_is_short_and_repeatable():
-    """The same work each call: its CPU time well under a second, and two calls' times close
-    (the median of its repeats shrugs off a preempted one; this machine may be shared)."""
-    cpu0 = time.thread_time()
-    a, b = I.probe(), I.probe()
-    assert time.thread_time() - cpu0 < 0.6
-    assert 0.001 < a < 0.5 and 0.001 < b < 0.5
-    assert max(a, b) / min(a, b) < 1.5, (a, b)
+    """The same work each call: the same CPU time, well under a second. Its wall time is
+    what it measures, so other work on this machine moves it; only a loose bound on that."""
+    times, cpu = [], []
+    for _ in range(2):
+        cpu0 = time.thread_time()
+        times.append(I.probe())
+        cpu.append(time.thread_time() - cpu0)
+    assert max(cpu) < 0.6 and max(cpu) / min(cpu) < 1.5, cpu
+    assert 0.001 < min(times) and max(times) < 0.5 and max(times) / min(times) < 3, times
 
 
 def fake_smi(tmp_path, monkeypatch, body: str) -> None:

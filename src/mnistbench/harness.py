@@ -127,6 +127,7 @@ def summarize(history: list[Epoch], num_train: int, batch_size: int) -> dict[str
         "steal_max": round(max(x.steal for x in loads), 2),
         "samples_per_s": num_train / train_median,  # training images per second, steady
         "own_cpu_mean": round(statistics.fmean(x.own for x in loads), 2),
+        "waited_max": round(max(x.waited for x in loads), 3),
         "epochs": len(history),
         "batch_size": batch_size,
     }

@@ -166,6 +166,10 @@ NUMBERS: dict[str, Kind] = {
     "epoch_time_max_s": number("slowest steady epoch, s"),
     "samples_per_s": number("training examples per second of the steady training pass", above=True),
     "own_cpu_mean": number("the run's process tree, share of the CPUs, steady epochs' mean"),
+    "waited_max": number(
+        "largest share of the CPUs' time the run's threads waited for one in a steady epoch "
+        "(a nice-19 neighbour shows here first; reported, not judged)"
+    ),
     "busy_before": number("share of the CPUs others used just before the stage started", high=1),
     "probe_start_s": number("the fixed-work drift probe before the stage, s", above=True),
     "probe_end_s": number("the same probe after the stage, s", above=True),
