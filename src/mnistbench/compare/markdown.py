@@ -140,7 +140,7 @@ def quiet_table(summary: dict) -> list[str]:
         "Others: the largest share of the CPUs that other processes used in any steady epoch; "
         "steal: the share the hypervisor gave to other guests. Spreads are (slowest - "
         "fastest) / median. Drift: a fixed piece of work timed at the start and end of every "
-        f"timed stage took {_s(drift['probe_min_s'])}-{_s(drift['probe_max_s'])} s, "
+        f"timed stage took {_s(drift['probe_min_s'])} to {_s(drift['probe_max_s'])} s, "
         f"{_x(drift['probe_ratio'])} slowest over fastest"
         + (
             " (the machine kept its speed)."
