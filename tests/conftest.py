@@ -124,3 +124,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if reasons[item.nodeid]:
             item.add_marker(pytest.mark.skip(reason=reasons[item.nodeid]))
+
+
+@pytest.fixture(autouse=True)
+def _thread_settings_restored():
+    """A test that trains in this process applies its thread setting to the process (the
+    thread variables, the CPU affinity), as each stage does to its own: put them back after
+    it, so later tests see the machine as it was."""
+    from mnistbench import envinfo
+
+    saved = {k: os.environ.get(k) for k in envinfo.THREAD_VARS}
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if affinity is not None:
+        os.sched_setaffinity(0, affinity)

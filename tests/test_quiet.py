@@ -6,9 +6,12 @@ run is marked in every report and `keep` refuses it unless forced.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -22,9 +25,29 @@ from mnistbench.cli import main as cli
 FAKE = "numpy-mlp"
 
 
-def _spin() -> None:
-    while True:  # at the run's own priority: it takes about its share of the CPUs
-        pass
+# A busy loop outside the run's process tree (a child of the run would count as its own):
+# a short-lived launcher starts it in a session of its own and prints its pid.
+LAUNCH = (
+    "import subprocess, sys; "
+    "p = subprocess.Popen([sys.executable, '-c', 'while True: pass'], start_new_session=True, "
+    "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "print(p.pid)"
+)
+
+
+def _hogs() -> list[int]:
+    """A busy loop per usable CPU, none of them a descendant of this process; their pids."""
+    pids = []
+    for _ in os.sched_getaffinity(0):
+        done = subprocess.run([sys.executable, "-c", LAUNCH], capture_output=True, text=True)
+        pids.append(int(done.stdout))
+    return pids
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class NumpyTrainer:
@@ -80,14 +103,11 @@ def _cfg(epochs: int) -> config.Config:
 
 def test_a_run_beside_a_cpu_hog_is_disturbed_and_names_the_epochs(numpy_backend, tmp_path):
     """Epochs 1-2 alone, then a hog on every usable CPU for epochs 3-5."""
-    hogs: list[multiprocessing.Process] = []
+    hogs: list[int] = []
 
     def start_hogs_after_epoch_2(e):
         if e.epoch == 2:
-            for _ in os.sched_getaffinity(0):
-                hog = multiprocessing.Process(target=_spin, daemon=True)
-                hog.start()
-                hogs.append(hog)
+            hogs.extend(_hogs())
             time.sleep(0.3)  # let them reach the run queue
 
     real = train.harness.run
@@ -98,9 +118,7 @@ def test_a_run_beside_a_cpu_hog_is_disturbed_and_names_the_epochs(numpy_backend,
         record = train.train(_cfg(5), FAKE, tmp_path)
     finally:
         train.harness.run = real
-        for hog in hogs:
-            hog.kill()
-            hog.join()
+        _kill(hogs)
     q = record["quiet"]
     assert q["verdict"] == "disturbed" and record["disturbed"] == 1
     assert {3, 4, 5} <= set(q["disturbed_epochs"]), q
