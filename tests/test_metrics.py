@@ -59,7 +59,6 @@ def fake_backend(monkeypatch):
         FRAMEWORK="Fake",
         LOADER="fake loader",
         DATA="raw",
-        CPU_THREADS=None,
         build=lambda cfg, device: FakeTrainer(losses),
     )
     real_load = train.backends.load

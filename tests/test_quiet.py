@@ -85,7 +85,6 @@ def numpy_backend(monkeypatch):
             "FRAMEWORK": "NumPy",
             "LOADER": "none",
             "DATA": "raw",
-            "CPU_THREADS": None,
             "build": lambda cfg, d: NumpyTrainer(),
         },
     )

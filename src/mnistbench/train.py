@@ -40,7 +40,7 @@ def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
     """Train backend `name` for cfg.train.epochs; returns the record written to metrics.json."""
     backend = backends.load(name)
     _check_input(cfg, name, backend.DATA)
-    threads = frameworks.configure_threads(threads_for(cfg, backend))  # before any import
+    threads = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     limits = quiet.thresholds(cfg)
     busy = interference.wait_for_quiet(limits, cfg.bench.wait_quiet_s)
     probe_start_s = interference.probe()
@@ -93,15 +93,6 @@ def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
-
-
-def threads_for(cfg: Config, backend) -> int | None:
-    """train.threads when set; else, on a CPU, the backend's best setting (its CPU_THREADS),
-    and the frameworks' defaults on a GPU."""
-    if cfg.train.threads is not None:
-        return cfg.train.threads
-    on_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not envinfo.gpus())
-    return backend.CPU_THREADS if on_cpu else None
 
 
 def _check_input(cfg: Config, name: str, reads: str) -> None:

@@ -7,8 +7,6 @@ the other backends. Files starting with `_` are shared helpers, not backends. Ea
     FRAMEWORK: str   # the table's "implementation" column, e.g. "PyTorch"
     LOADER: str      # the table's "data loader" column, e.g. "TFDS (tf.data)"
     DATA: str        # the stage output it reads: "raw" (data/raw) or "tfds" (data/tfds)
-    CPU_THREADS: int | None   # intra-op threads on a CPU when train.threads is null; None:
-                              # the frameworks' defaults (the article's rows keep those)
     def build(cfg: Config, device: str) -> Trainer   # see mnistbench.harness.Trainer
 
 and imports its framework inside `build` only, so that listing or loading one backend never

@@ -33,7 +33,6 @@ from mnistbench.config import Config
 FRAMEWORK = "JAX (Flax + Optax)"
 LOADER = "tfds.data_source (ArrayRecord, a batched read per batch) + grain, no TensorFlow"
 DATA = "tfds"
-CPU_THREADS = None  # on a CPU: the frameworks' default threads
 
 READ_THREADS = 0  # batches are read in the training loop's thread, with no prefetch thread:
 # decoding holds the GIL, so a grain read thread only contends with the loop (measured here,

@@ -28,7 +28,6 @@ from mnistbench.config import Config, ConfigError
 FRAMEWORK = "JAX (Flax + Optax), epoch under lax.scan"
 LOADER = "whole split on the device (NumPy IDX reader), shuffled by index in the jitted epoch"
 DATA = "raw"
-CPU_THREADS = None  # on a CPU: the frameworks' default threads
 
 UNROLL = 4  # steps per iteration of the scan's loop: fewer loop iterations, each with more work
 # for XLA to schedule. On the 2-core CPU host 4-9% faster than 1 at batch 32 and 128 (0.58-0.63 s

@@ -12,7 +12,6 @@ from mnistbench.config import Config
 FRAMEWORK = "JAX (Flax + Optax)"
 LOADER = "TFDS (tf.data: shuffle, batch, map, prefetch)"
 DATA = "tfds"
-CPU_THREADS = None  # on a CPU: the frameworks' default threads
 
 
 def build(cfg: Config, device: str) -> ArticleJaxTrainer:

@@ -9,7 +9,6 @@ from mnistbench.config import Config
 FRAMEWORK = "PyTorch"
 LOADER = "PyTorch DataLoader (torchvision MNIST + ToTensor)"
 DATA = "raw"
-CPU_THREADS = None  # on a CPU: the frameworks' default threads
 
 
 def build(cfg: Config, device: str) -> ArticleTorchTrainer:

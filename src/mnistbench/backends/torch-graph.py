@@ -33,8 +33,6 @@ from mnistbench.config import Config
 FRAMEWORK = "PyTorch, epoch replayed as one CUDA graph (on a CPU: eager, as torch-tensor)"
 LOADER = "in-memory tensors on the device (NumPy IDX reader), batches by index"
 DATA = "raw"
-CPU_THREADS = 1  # on a CPU: one intra-op thread, steady and faster than two for its
-# ~20 small kernels a step (docs/results.md: 2 threads flip between two speeds)
 
 WARMUP_STEPS = 3  # eager steps before the capture (torch.cuda.graphs' recipe): Adam's state,
 # cuBLAS's workspace and autograd's per-stream setup are made there, not inside the capture

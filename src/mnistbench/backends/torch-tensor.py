@@ -25,8 +25,6 @@ from mnistbench.config import Config
 FRAMEWORK = "PyTorch"
 LOADER = "in-memory tensors on the device (NumPy IDX reader), batches by index"
 DATA = "raw"
-CPU_THREADS = 1  # on a CPU: one intra-op thread, steady and faster than two for its
-# ~20 small kernels a step (docs/results.md: 2 threads flip between two speeds)
 
 
 def build(cfg: Config, device: str) -> TensorTrainer:
