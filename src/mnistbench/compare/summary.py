@@ -143,14 +143,17 @@ def compact(summary: dict) -> dict:
 def _runs_entry(run: BackendRun) -> dict[str, Any]:
     """The backend over all its runs (the train@ stage's and the repeats'): the headline
     s/epoch is the median of the undisturbed runs' steady medians (of all runs when every one
-    was disturbed); `unstable` when those runs spread over more than bench.max_spread."""
+    was disturbed); `unstable` when those runs fall in two or more modes, each more than
+    bench.max_spread above the last."""
     records = run.records
     clean = [r for r in records if not r["disturbed"]]
     medians = sorted(r["epoch_time_median_s"] for r in clean or records)
     headline = statistics.median(medians)
     limit = run.metrics["quiet"]["thresholds"].get("spread", 1.0)
     spread = (medians[-1] - medians[0]) / headline
-    unstable = len(clean) > 1 and spread > limit  # only clean runs can show the backend's modes
+    # only clean runs can show the backend's modes: two or more, a gap over the limit between
+    groups = modes(medians, limit) if len(clean) > 1 else [medians]
+    unstable = len(groups) > 1
     verdicts = [r["quiet"]["verdict"] for r in records]
     causes = [
         f"run {i}: {cause}" if len(records) > 1 else cause
@@ -168,7 +171,7 @@ def _runs_entry(run: BackendRun) -> dict[str, Any]:
         "disturbed": sum(v == "disturbed" for v in verdicts),  # runs; 0 = every run clean
         "unsteady": sum(v == "unsteady" for v in verdicts),
         "unstable": int(unstable),
-        "modes": modes(medians, limit) if unstable else [],
+        "modes": groups if unstable else [],
         "foreign_cpu_max": max(r["foreign_cpu_max"] for r in records),
         "steal_max": max(r["steal_max"] for r in records),
         "verdicts": verdicts,
