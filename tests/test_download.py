@@ -321,7 +321,9 @@ def test_gzip_bomb_stops_at_the_known_size(server, tmp_path, raw_dir, caplog):
     assert served["train-images-idx3-ubyte"] == server.url("good")
     assert "expands beyond the 47040016 bytes" in caplog.text
     assert server.count("bomb") == {("bomb", "train-images-idx3-ubyte"): 1}  # no retry
-    assert server.sent["bomb"] < 100 << 20  # bytes expanded: 45 MiB read, some in buffers
+    # bytes expanded: 45 MiB read, the rest in socket buffers, more when the machine is busy
+    # and the server thread runs ahead (114 MiB seen beside the other tests): bounded
+    assert server.sent["bomb"] < 256 << 20
     assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
 
 

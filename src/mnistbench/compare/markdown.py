@@ -219,7 +219,8 @@ def render_markdown(summary: dict) -> str:
         out.append(line)
     out += [
         "",
-        "Speed-ups divide s/epoch: the article's range midpoints, this run's medians. "
+        "Speed-ups divide s/epoch: the article's range midpoints, this run's steady medians "
+        "(the median over its undisturbed runs where it made several). "
         "\"This run vs article\" is the article's s/epoch over this run's (above 1: faster "
         "here)."
         + (
