@@ -19,8 +19,10 @@ import click
 import mnistbench
 from mnistbench import config as config_mod
 from mnistbench import errors, locks, progress
+from mnistbench import metrics as metrics_mod
 from mnistbench.errors import UserError
 
+ROOT = metrics_mod.METRICS_ROOT  # every command's default metrics root: the pipeline's
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
 
 
@@ -135,7 +137,7 @@ def build_tfds(params: str) -> None:
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
 @click.option(
     "--out",
-    default="metrics",
+    default=ROOT,
     show_default=True,
     help="Metrics root; results go to <out>/<backend>/.",
 )
@@ -164,7 +166,7 @@ def train(backend: str, params: str, out: str) -> None:
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
 @click.option(
     "--out",
-    default="metrics",
+    default=ROOT,
     show_default=True,
     help="Metrics root; repeats go to <out>/repeats/<round>/<backend>/.",
 )
@@ -192,7 +194,7 @@ def repeat(params: str, out: str) -> None:
 @click.option(
     "--metrics",
     "metrics_root",
-    default="metrics",
+    default=ROOT,
     show_default=True,
     help="Metrics root holding <backend>/metrics.json for every backend in params.",
 )
@@ -219,7 +221,7 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
     from mnistbench.compare.fmt import seconds
 
     cfg = _load(params)
-    with locks.exclusive(Path(out or metrics_root) / "summary.json", "compare"):
+    with locks.exclusive(Path(out or metrics_root) / metrics_mod.SUMMARY_FILE, "compare"):
         summary = compare_mod.compare(cfg, metrics_root, out, roofline)
     for name, row in summary["backends"].items():
         speedup = row[compare_mod.SPEEDUP_KEY]
@@ -236,7 +238,7 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
 @click.option("--params", default="params.yaml", show_default=True, help=PARAMS_HELP)
 @click.option(
     "--out",
-    default="metrics",
+    default=ROOT,
     show_default=True,
     help="Metrics root; results go to <out>/roofline/metrics.json.",
 )
@@ -252,7 +254,7 @@ def roofline(params: str, out: str) -> None:
     from mnistbench import roofline as roofline_mod
 
     cfg = _load(params)
-    with locks.exclusive(Path(out) / "roofline", "roofline"):
+    with locks.exclusive(Path(out) / metrics_mod.ROOFLINE_DIR, "roofline"):
         result = roofline_mod.run(cfg, out)
     click.echo(
         f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
@@ -266,7 +268,7 @@ def roofline(params: str, out: str) -> None:
 @main.command("machine")
 @click.option(
     "--out",
-    default="metrics/machine.json",
+    default=f"{ROOT}/{metrics_mod.MACHINE_FILE}",
     show_default=True,
     help="Where the fingerprint goes (JSON).",
 )
@@ -292,7 +294,7 @@ def machine(out: str) -> None:
 @click.option(
     "--metrics",
     "metrics_dir",
-    default="metrics",
+    default=ROOT,
     show_default=True,
     help="This machine's run (summary.json, machine.json); its column is left out "
     "when it holds no summary.json.",
@@ -320,7 +322,7 @@ def report(results_dir: str, metrics_dir: str, no_local: bool, out: str | None) 
 
 @main.command()
 @click.option(
-    "--metrics", "metrics_dir", default="metrics", show_default=True, help="This machine's run."
+    "--metrics", "metrics_dir", default=ROOT, show_default=True, help="This machine's run."
 )
 @click.option(
     "--results",
@@ -405,7 +407,7 @@ def gather(runs_dir: str, results_dir: str, no_references: bool, out: str | None
 )
 @click.option(
     "--out",
-    default="metrics/sweep/batch_size.png",
+    default=f"{ROOT}/sweep/batch_size.png",
     show_default=True,
     help="PNG to write; the points go beside it as .json.",
 )

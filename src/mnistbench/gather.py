@@ -22,6 +22,7 @@ from pathlib import Path
 from mnistbench import outputs, report
 from mnistbench.compare.load import read_json
 from mnistbench.errors import UserError
+from mnistbench.metrics import MACHINE_FILE, SUMMARY_FILE
 
 STATUS = "status.txt"  # written last by mnistbench.sbatch, one key=value per line
 LOG = "run.log"
@@ -110,7 +111,7 @@ def read_run(folder: Path) -> Run:
     except GatherError as e:
         return Run(folder, {}, {}, None, str(e))
     try:
-        machine = read_json(folder / "machine.json", GatherError)
+        machine = read_json(folder / MACHINE_FILE, GatherError)
     except GatherError:
         machine = {}
     if status.get("status") != "ok":
@@ -118,9 +119,7 @@ def read_run(folder: Path) -> Run:
         why = f"step `{step}` failed (exit {status.get('exit_code', '?')})"
         return Run(folder, status, machine, None, why)
     try:
-        column = report.machine_column(
-            folder.name, folder / "summary.json", folder / "machine.json"
-        )
+        column = report.machine_column(folder.name, folder / SUMMARY_FILE, folder / MACHINE_FILE)
     except report.ReportError as e:
         return Run(folder, status, machine, None, f"status ok, but {e}")
     return Run(folder, status, machine, column)

@@ -20,9 +20,9 @@ import json
 import re
 from pathlib import Path
 
-from mnistbench import envinfo, outputs
+from mnistbench import envinfo, metrics, outputs
 
-FINGERPRINT_FILE = Path("metrics") / "machine.json"  # cli.py's default names it too
+FINGERPRINT_FILE = Path(metrics.METRICS_ROOT) / metrics.MACHINE_FILE
 
 
 def fingerprint(snap: envinfo.Snapshot | None = None) -> dict:

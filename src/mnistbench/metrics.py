@@ -302,7 +302,8 @@ RUN_FILE = (
 CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
 REPEATS_DIR = "repeats"  # <root>/repeats/<round>/<backend>/: the repeats stage's runs
 ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's, not a backend
-SUMMARY_FILES = ("summary.json", "summary.md", "epoch_time.png", "curves.png")  # compare's
+SUMMARY_FILE = "summary.json"  # <root>/summary.json: compare's numbers, the report's input
+SUMMARY_FILES = (SUMMARY_FILE, "summary.md", "epoch_time.png", "curves.png")  # compare's
 MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
 
 

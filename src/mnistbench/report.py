@@ -24,6 +24,7 @@ from mnistbench.compare.load import read_json
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
 from mnistbench.compare.summary import BASELINE
 from mnistbench.errors import UserError
+from mnistbench.metrics import MACHINE_FILE, METRICS_ROOT, SUMMARY_FILE
 
 ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
 ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98
@@ -162,10 +163,10 @@ def reference_columns(results_dir: str | Path) -> list[Column]:
     """Every results/<machine>/ holding summary.json and machine.json, sorted by name."""
     found = sorted(
         p.parent
-        for p in Path(results_dir).glob("*/summary.json")
-        if (p.parent / "machine.json").is_file()
+        for p in Path(results_dir).glob(f"*/{SUMMARY_FILE}")
+        if (p.parent / MACHINE_FILE).is_file()
     )
-    return [machine_column(d.name, d / "summary.json", d / "machine.json") for d in found]
+    return [machine_column(d.name, d / SUMMARY_FILE, d / MACHINE_FILE) for d in found]
 
 
 def columns(results_dir: str | Path, metrics_dir: str | Path | None) -> list[Column]:
@@ -173,7 +174,7 @@ def columns(results_dir: str | Path, metrics_dir: str | Path | None) -> list[Col
     cols = [article_column(), *reference_columns(results_dir)]
     if metrics_dir is not None:
         metrics_dir = Path(metrics_dir)
-        summary, machine = metrics_dir / "summary.json", metrics_dir / "machine.json"
+        summary, machine = metrics_dir / SUMMARY_FILE, metrics_dir / MACHINE_FILE
         if summary.is_file():
             local = machine_column(LOCAL, summary, machine)
             name = _read_json(machine).get("name", "?")
@@ -370,20 +371,20 @@ def keep(
     machine.json at the top, each stage's metrics under metrics/, and the params and lock it
     ran with."""
     metrics_dir = Path(metrics_dir)
-    for needed in ("summary.json", "machine.json"):
+    for needed in (SUMMARY_FILE, MACHINE_FILE):
         if not (metrics_dir / needed).is_file():
             raise ReportError(
                 f"{metrics_dir / needed}: missing; run the pipeline first "
                 "(`make repro` or `dvc repro`)"
             )
-    disturbed = disturbed_parts(_read_json(metrics_dir / "summary.json"))
+    disturbed = disturbed_parts(_read_json(metrics_dir / SUMMARY_FILE))
     if disturbed and not force:
         raise ReportError(
             f"{metrics_dir}: a disturbed run ({', '.join(disturbed)}): other processes took "
             "CPU time while it was timed (summary.md says when); rerun on a quiet machine, "
             "or keep it anyway with --force (every report then marks it disturbed)"
         )
-    name = name or _read_json(metrics_dir / "machine.json").get("name")
+    name = name or _read_json(metrics_dir / MACHINE_FILE).get("name")
     _check_name(name)
     dest = Path(results_dir) / name
     if dest.exists():
@@ -394,7 +395,7 @@ def keep(
         for item in sorted(metrics_dir.iterdir()):
             if item.name in OUTPUTS:  # the cross-machine report is redrawn, not kept
                 continue
-            target = staging / "metrics" / item.name if item.is_dir() else staging / item.name
+            target = staging / METRICS_ROOT / item.name if item.is_dir() else staging / item.name
             if item.is_dir():
                 shutil.copytree(item, target)
             else:

@@ -550,7 +550,7 @@ def _quiet(
     return fields, verdict
 
 
-def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
+def run(cfg: Config, out_root: str | Path = metrics.METRICS_ROOT) -> dict[str, Any]:
     """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
     applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     limits = quiet.thresholds(cfg)
@@ -571,9 +571,9 @@ def run(cfg: Config, out_root: str | Path = "metrics") -> dict[str, Any]:
     result["probe_start_s"], result["probe_end_s"] = probe_start_s, interference.probe()
     result["env"] = {**envinfo.collect(), **applied}
     quiet.log_verdict("roofline", verdict)
-    out = Path(out_root) / "roofline"
+    out = Path(out_root) / metrics.ROOFLINE_DIR
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".metrics.json.partial"
     tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    os.replace(tmp, out / metrics.METRICS_FILE)
     return result

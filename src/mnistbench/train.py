@@ -36,7 +36,7 @@ from mnistbench.config import Config, ConfigError
 log = logging.getLogger(__name__)
 
 
-def train(cfg: Config, name: str, out_root: str | Path = "metrics") -> dict:
+def train(cfg: Config, name: str, out_root: str | Path = metrics.METRICS_ROOT) -> dict:
     """Train backend `name` for cfg.train.epochs; returns the record written to metrics.json."""
     backend = backends.load(name)
     _check_input(cfg, name, backend.DATA)

@@ -57,7 +57,7 @@ __all__ = [
 
 def compare(
     cfg: Config,
-    metrics_root: str | Path = "metrics",
+    metrics_root: str | Path = metrics.METRICS_ROOT,
     out_dir: str | Path | None = None,
     roofline_path: str | Path | None = None,
 ) -> dict:

@@ -35,7 +35,9 @@ class BackendRun:
         return (self.metrics, *self.repeats)
 
 
-def load_runs(cfg: Config, metrics_root: str | Path = "metrics") -> dict[str, BackendRun]:
+def load_runs(
+    cfg: Config, metrics_root: str | Path = metrics.METRICS_ROOT
+) -> dict[str, BackendRun]:
     """Every backend of cfg.backends, in params order; all problems reported at once."""
     runs, problems = {}, []
     for name in cfg.backends:
