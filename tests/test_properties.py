@@ -15,6 +15,7 @@ import math
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_compare import ENV
 
 from mnistbench import config, harness, interference, metrics, quiet
 from mnistbench.errors import UserError
@@ -193,18 +194,7 @@ def _valid_record() -> dict:
         train_examples=60000,
         test_examples=10000,
         env={
-            "python": "3.11.7",
-            "implementation": "cpython",
-            "platform": "Linux-test",
-            "packages": {"torch": "2.14.1"},
-            "cpu": "Test CPU",
-            "cpu_count": 2,
-            "cpus_usable": 2,
-            "thread_env": {},
-            "gpus": [],
-            "image": "none (host)",
-            "image_version": "",
-            "threads": None,
+            **ENV,  # the machine part, as compare's tests write it
             "backend": "torch-dataloader",
             "framework": "PyTorch",
             "loader": "DataLoader",
