@@ -18,6 +18,7 @@ SHA256SUMS, ~0.1 s for the 23 MB of one format), and the raw files' size and SHA
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -339,7 +340,10 @@ def _prepare(raw: Path, data_dir: Path, file_format: str) -> None:
     tfds = frameworks.tensorflow_datasets()
     log.info("building TFDS %s %s (%s) from %s", NAME, VERSION, file_format, raw)
     builder = _local_builder_class(raw)(data_dir=str(data_dir), file_format=file_format)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
+    # TFDS prints its own "Downloading and preparing dataset Unknown size ..." lines (about a
+    # download that does not happen here): the log line above says what is built
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
     shutil.rmtree(data_dir / "downloads", ignore_errors=True)
