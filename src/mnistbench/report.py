@@ -323,13 +323,21 @@ def png(cols: list[Column]) -> bytes:
                 color=color,
                 hatch="//" if col.name == ARTICLE else None,
                 edgecolor="0.4",
+                alpha=0.45 if cell.verdict in ("disturbed", "unverified") else 1.0,
             )
+            mark = VERDICT_MARKS[cell.verdict][0]
+            if mark:  # the verdict above the whisker, as in machines.md
+                ax.annotate(mark, (x, cell.high_s), ha="center", va="bottom", fontsize=9)
         ax.bar(0, 0, 0, color=color, label=col.name)  # one legend entry per machine
     ax.set_yscale("log")
     ax.set_ylim(bottom=floor)
     ax.set_xticks(range(len(rows)), rows, rotation=15)
     ax.set_ylabel("steady seconds per epoch (log; whiskers: min-max)")
-    ax.set_title("Steady epoch time per backend, one bar per machine")
+    ax.set_title(
+        "Steady epoch time per backend, one bar per machine\n"
+        + "; ".join(f"{m} {w}" for w, (m, _) in VERDICT_MARKS.items() if m)
+        + " (pale: not a clean number)"
+    )
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(cols), 4))
     buf = io.BytesIO()
