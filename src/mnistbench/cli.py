@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -87,6 +88,10 @@ def main(verbose: bool) -> None:
         # No progress bars in logs: tqdm (TFDS's, and any other) reads TQDM_* defaults when
         # first imported, which no command has done yet; its bars' \r make a log unreadable.
         os.environ.setdefault("TQDM_DISABLE", "1")
+    if not verbose:
+        # torch.from_numpy on TFDS's read-only arrays (the article's torch-tfds loader, kept
+        # as written): a warning about writing to them, which the loader never does
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
     label = progress.stage_label()
     if label:
         logging.getLogger("mnistbench").info("%s started", label)
