@@ -605,7 +605,8 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     rows = json.loads((repo / "metrics" / "summary.json").read_text())["backends"]
     assert list(rows) == names
     if (repo / "metrics" / "roofline" / "metrics.json").exists():
-        assert all(0 < row["efficiency"] for row in rows.values())
+        summary_json = json.loads((repo / "metrics" / "summary.json").read_text())
+        assert summary_json["roofline"]["roofline_epoch_s"] > 0
     _run([*git, "add", "params.yaml", "dvc.lock", "metrics"], repo, env)
     _run([*git, "commit", "-q", "-m", "small run, batch 32"], repo, env)
     rev1 = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
