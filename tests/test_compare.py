@@ -58,42 +58,34 @@ ENV = {
 }
 
 
-def write_metrics(
-    root: Path,
-    name: str,
-    first: float,
-    steady: list[tuple[float, float]],
-    framework: str | None = None,
-    cfg: config.Config | None = None,
-    foreign: float = 0.0,
-) -> Path:
-    """metrics/<name>/ as the train stage writes it: harness.summarize, the verdict, the
-    contract's writers, and the params of `cfg` (make_cfg() by default). `foreign`: the share
-    of the CPUs others used in every epoch (0.0: a quiet machine)."""
+def history_of(
+    first: float, steady: list[tuple[float, float]], foreign: float = 0.0
+) -> list[harness.Epoch]:
+    """Epochs as the harness records them: epoch 1 takes `first` s, then (train, eval) s each;
+    `foreign`: the share of the CPUs others used in every epoch (0.0: a quiet machine)."""
 
     def load(seconds: float) -> interference.Share:
         return interference.Share(seconds, 0.9, foreign, 0.0, 30.0)
 
     history = [harness.Epoch(1, 1.0, 0.9, 0.8, first * 0.8, first * 0.2, load(first))]
-    history += [
+    return history + [
         harness.Epoch(i, 1.0 / i, 0.9 / i, 0.8 + 0.05 * i, t, e, load(t + e))
         for i, (t, e) in enumerate(steady, start=2)
     ]
-    out = root / name
-    plots = out / "plots" / "metrics"
-    plots.mkdir(parents=True)
-    for epoch in history:
-        values = epoch.curves()
-        for key in metrics.CURVES:
-            metrics.append_curve(plots / f"{key}.tsv", key, epoch.epoch, values[key])
-    cfg = cfg or make_cfg(epochs=len(history))
-    summary = harness.summarize(history, num_train=60000, batch_size=cfg.train.batch_size)
+
+
+def record_of(
+    name: str, history: list[harness.Epoch], cfg: config.Config, framework: str | None = None
+) -> dict:
+    """The record train makes of `history`: harness.summarize, the verdict, env and params,
+    checked against the contract."""
+    record = harness.summarize(history, num_train=60000, batch_size=cfg.train.batch_size)
     framework = framework or ("PyTorch" if name.startswith("torch") else "JAX (Flax + Optax)")
     limits = quiet.thresholds(cfg)
     verdict = quiet.judge(
         [e.epoch_time_s for e in history], [e.load for e in history], limits, None
     )
-    summary.update(
+    record.update(
         disturbed=int(verdict.label == "disturbed"),
         busy_before=0.0,
         probe_start_s=0.015,
@@ -111,8 +103,30 @@ def write_metrics(
         },
         params=metrics.params_of(cfg),
     )
-    metrics.check(summary, name, backend=name)  # the fixture keeps the contract itself
-    metrics.write_record(out, summary)
+    return metrics.check(record, name, backend=name)  # the fixture keeps the contract itself
+
+
+def write_metrics(
+    root: Path,
+    name: str,
+    first: float,
+    steady: list[tuple[float, float]],
+    framework: str | None = None,
+    cfg: config.Config | None = None,
+    foreign: float = 0.0,
+) -> Path:
+    """metrics/<name>/ as the train stage writes it: the record and the curves, with the
+    params of `cfg` (make_cfg() by default)."""
+    history = history_of(first, steady, foreign)
+    out = root / name
+    plots = out / "plots" / "metrics"
+    plots.mkdir(parents=True)
+    for epoch in history:
+        values = epoch.curves()
+        for key in metrics.CURVES:
+            metrics.append_curve(plots / f"{key}.tsv", key, epoch.epoch, values[key])
+    cfg = cfg or make_cfg(epochs=len(history))
+    metrics.write_record(out, record_of(name, history, cfg, framework))
     return out
 
 

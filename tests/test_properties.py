@@ -15,9 +15,9 @@ import math
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_compare import ENV
+from test_compare import history_of, record_of
 
-from mnistbench import config, harness, interference, metrics, quiet
+from mnistbench import config, metrics
 from mnistbench.errors import UserError
 
 # database=None: no .hypothesis/ folder in the repository (a failure prints its example)
@@ -176,33 +176,10 @@ def test_limits_and_timeouts_are_checked_not_crashed_on(number, real):
 
 
 def _valid_record() -> dict:
-    load = interference.Share(1.2, 0.9, 0.0, 0.0, 30.0)
-    history = [harness.Epoch(i, 1.0 / i, 0.9 / i, 0.9, 1.0 + 0.1 * i, 0.2, load) for i in (1, 2, 3)]
+    """A record as train writes it: torch-dataloader, 3 epochs, a quiet machine."""
     cfg = config.Config(train=config.TrainConfig(epochs=3))
-    record = harness.summarize(history, num_train=60000, batch_size=32)
-    limits = quiet.thresholds(cfg)
-    verdict = quiet.judge(
-        [e.epoch_time_s for e in history], [e.load for e in history], limits, None
-    )
-    record.update(
-        disturbed=0,
-        busy_before=0.0,
-        probe_start_s=0.015,
-        probe_end_s=0.015,
-        quiet=quiet.section(verdict, limits, None),
-        num_params=136074,
-        train_examples=60000,
-        test_examples=10000,
-        env={
-            **ENV,  # the machine part, as compare's tests write it
-            "backend": "torch-dataloader",
-            "framework": "PyTorch",
-            "loader": "DataLoader",
-            "device": "cpu",
-        },
-        params=metrics.params_of(cfg),
-    )
-    return record
+    history = history_of(1.2, [(1.2, 0.2), (1.3, 0.2)])
+    return record_of("torch-dataloader", history, cfg)
 
 
 VALID_RECORD = _valid_record()

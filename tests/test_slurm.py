@@ -123,14 +123,18 @@ def test_a_failed_node_is_published_with_its_step_and_listed_by_gather(tmp_path)
         TMPDIR=str(scratch),
     )
     env.pop("SLURM_TMPDIR", None)
-    proc = subprocess.run(
-        [str(BATCH), str(runs), "params.yaml"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def task() -> subprocess.CompletedProcess:  # the batch script, as one array task runs it
+        return subprocess.run(
+            [str(BATCH), str(runs), "params.yaml"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    proc = task()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rec = machine.record()
     (run,) = runs.iterdir()  # nothing else: no staging folder left behind
@@ -143,14 +147,7 @@ def test_a_failed_node_is_published_with_its_step_and_listed_by_gather(tmp_path)
     assert "params failed (exit 1)" in proc.stdout  # Slurm's output says it too
 
     # the same task again (its name taken): refused, the first run untouched, the new one kept
-    again = subprocess.run(
-        [str(BATCH), str(runs), "params.yaml"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = task()
     assert again.returncode == 1 and f"could not write {run}; the run is left in" in again.stdout
     assert [p.name for p in runs.iterdir()] == [run.name]
     assert gather.read_status(run / gather.STATUS) == status
