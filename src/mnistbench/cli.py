@@ -71,9 +71,10 @@ def _load(params: str) -> config_mod.Config:
 def main(verbose: bool) -> None:
     """PyTorch vs JAX on an MNIST MLP, and what the data loader costs.
 
-    Each command is one stage of dvc.yaml (download -> build-tfds -> train -> compare);
-    `dvc repro` runs them in order, or run any of them by hand. Settings come from
-    params.yaml; numbers go to metrics/.
+    Each stage of dvc.yaml is one command: download -> build-tfds -> machine -> train
+    (one per backend) -> repeat -> roofline -> compare -> report. `dvc repro` runs them in
+    order, or run any of them by hand. Settings come from params.yaml; numbers go to
+    metrics/, each with how quiet the machine was while it was timed.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
