@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mnistbench import outputs
 from mnistbench.compare.load import read_json
+from mnistbench.compare.markdown import verdict_word
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
 from mnistbench.compare.summary import BASELINE
 from mnistbench.errors import UserError
@@ -118,13 +119,9 @@ def _cell_keys(row: dict) -> tuple[str, ...]:
 
 
 def _verdict(row: dict) -> str:
-    """The verdict word of a summary.json row (compare.markdown.verdict_word's rules); a row
-    from before verdicts were recorded is "unverified"."""
-    if "disturbed" not in row:
-        return "unverified"
-    if row["disturbed"]:
-        return "disturbed"
-    return "unstable" if row.get("unstable") else "unsteady" if row.get("unsteady") else "quiet"
+    """The verdict word of a summary.json row (compare's rules); a row from before verdicts
+    were recorded is "unverified"."""
+    return verdict_word(row) if "disturbed" in row else "unverified"
 
 
 def describe(machine: dict, settings: dict) -> str:
