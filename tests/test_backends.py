@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench import backends, config, frameworks, metrics, train
+from mnistbench import backends, colors, config, frameworks, layout, metrics, records, train
 
 ARTICLE_PARAMS = 136_074  # 784*128+128 + 128*256+256 + 256*10+10
 ALL = backends.names()
@@ -44,19 +44,19 @@ def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
     summary = train.train(cfg, name, out_root=tmp_path)
     assert summary["val_acc"] >= 0.80  # an untrained 10-class model sits near 0.10
     assert summary["train_examples"] <= 4000 and summary["test_examples"] == 500
-    assert list(json.loads(metrics.metrics_path(tmp_path, name).read_text())) == list(
+    assert list(json.loads(layout.metrics_path(tmp_path, name).read_text())) == list(
         metrics.COMPARED
     )
-    written = metrics.read_record(tmp_path, name)
+    written = records.read_record(tmp_path, name)
     assert list(written) == list(metrics.KEYS) and set(written["env"]) == set(metrics.ENV)
     assert metrics.validate(written, backend=name) == []
     assert written["epochs"] == 1 and written["batch_size"] == 32
     assert written["env"]["backend"] == name and written["env"]["device"] == "cpu"
     assert written["params"] == metrics.params_of(cfg)
-    curves = metrics.curves_dir(tmp_path, name)
+    curves = layout.curves_dir(tmp_path, name)
     assert {p.stem for p in curves.glob("*.tsv")} == set(metrics.CURVES)
     for key in metrics.CURVES:  # each curve as compare reads it: header, one row an epoch
-        assert len(metrics.read_curve(curves / f"{key}.tsv", key, epochs=1)) == 1
+        assert len(records.read_curve(curves / f"{key}.tsv", key, epochs=1)) == 1
     assert not list(tmp_path.glob(".*partial"))
 
 
@@ -158,23 +158,23 @@ def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path)
         ],
         check=True,
     )
-    env = metrics.read_record(out, "torch-dataloader")["env"]
+    env = records.read_record(out, "torch-dataloader")["env"]
     assert env["threads"] == 1 and env["cpus_usable"] == 1
     assert env["thread_env"]["OMP_NUM_THREADS"] == "1"
 
 
 def test_each_backend_keeps_its_colour_whatever_else_is_added(monkeypatch):
-    known = {name: backends.color(name) for name in backends.names()}
+    known = {name: colors.color(name) for name in backends.names()}
     assert known["jax-scan"] == "C1" and known["torch-tfds"] == "C6"  # the colours of the plots
     assert len(set(known.values())) == len(known)  # no two known backends share a colour
     # A new backend file (here one named to sort first) changes nobody else's colour.
     monkeypatch.setattr(backends, "names", lambda: ["aaa-new", *known])
-    assert {name: backends.color(name) for name in known} == known
-    assert backends.color("aaa-new") in backends.SPARE_COLORS
+    assert {name: colors.color(name) for name in known} == known
+    assert colors.color("aaa-new") in colors.SPARE_COLORS
 
 
 def test_an_unknown_backend_has_the_same_colour_in_every_process():
-    code = "from mnistbench import backends; print(backends.color('my-backend'))"
+    code = "from mnistbench import colors; print(colors.color('my-backend'))"
     seen = {
         subprocess.run(
             [sys.executable, "-c", code],
@@ -185,4 +185,4 @@ def test_an_unknown_backend_has_the_same_colour_in_every_process():
         ).stdout.strip()
         for seed in ("1", "2", "3")
     }
-    assert len(seen) == 1 and seen <= set(backends.SPARE_COLORS)
+    assert len(seen) == 1 and seen <= set(colors.SPARE_COLORS)

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import clone_env
 
-from mnistbench import compare, config, harness, interference, metrics, quiet
+from mnistbench import compare, config, harness, interference, layout, metrics, quiet, records
 from mnistbench.cli import main as cli
 from mnistbench.compare import markdown
 
@@ -124,9 +124,9 @@ def write_metrics(
     for epoch in history:
         values = epoch.curves()
         for key in metrics.CURVES:
-            metrics.append_curve(plots / f"{key}.tsv", key, epoch.epoch, values[key])
+            records.append_curve(plots / f"{key}.tsv", key, epoch.epoch, values[key])
     cfg = cfg or make_cfg(epochs=len(history))
-    metrics.write_record(out, record_of(name, history, cfg, framework))
+    records.write_record(out, record_of(name, history, cfg, framework))
     return out
 
 
@@ -277,7 +277,7 @@ def test_subset_and_mixed_environments_are_flagged(tmp_path):
     root = tmp_path / "metrics"
     for name in ARTICLE_BACKENDS:
         write_metrics(root, name, *TIMES[name])
-    m = metrics.read_record(root, "jax-tfds")
+    m = records.read_record(root, "jax-tfds")
     m["train_examples"], m["env"]["cpu"] = 1000, "Other CPU"
     write_split(root / "jax-tfds", m)
     summary = compare.compare(make_cfg(ARTICLE_BACKENDS), root)
@@ -454,15 +454,15 @@ def write_split(folder: Path, record: dict) -> None:
     sections = {k: record[k] for k in metrics.SECTIONS if k in record}
     numbers = {k: v for k, v in record.items() if k in metrics.COMPARED}
     details = {k: v for k, v in record.items() if k not in numbers and k not in sections}
-    (folder / metrics.METRICS_FILE).write_text(json.dumps(numbers))
-    (folder / metrics.RUN_FILE).write_text(json.dumps({"details": details, **sections}))
+    (folder / layout.METRICS_FILE).write_text(json.dumps(numbers))
+    (folder / layout.RUN_FILE).write_text(json.dumps({"details": details, **sections}))
 
 
 @pytest.mark.parametrize("case", BAD_METRICS)
 def test_malformed_metrics_json_names_the_file(metrics_root, case):
     edit, message = BAD_METRICS[case]
     path = metrics_root / "jax-tfds" / "metrics.json"
-    m = metrics.read_record(metrics_root, "jax-tfds")
+    m = records.read_record(metrics_root, "jax-tfds")
     edit(m)
     write_split(metrics_root / "jax-tfds", m)
     with pytest.raises(compare.CompareError) as err:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistbench import metrics as mnistbench_metrics
+from mnistbench import records
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.cuda"]
@@ -175,7 +175,7 @@ def test_default_command_runs_the_pipeline_offline(ci):
     for backend in params["backends"]:
         path = clone / "metrics" / backend / "metrics.json"
         assert path.is_file(), f"no metrics for {backend}:\n{log[-3000:]}"
-        metrics = mnistbench_metrics.read_record(clone / "metrics", backend)
+        metrics = records.read_record(clone / "metrics", backend)
         # the subset of params (a backend may drop the last partial batch)
         assert 2000 - params["train"]["batch_size"] < metrics["train_examples"] <= 2000
         assert metrics["test_examples"] <= 500

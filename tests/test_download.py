@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench import config, download
-from mnistbench.download import FILES, DownloadError
+from mnistbench import config, download, inputs
+from mnistbench.download import DownloadError
+from mnistbench.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT / "data" / "mirror"
@@ -212,7 +213,7 @@ def test_falls_through_404_and_corrupt_to_the_good_mirror(server, tmp_path, capl
 
     assert served == {f.name: good for f in FILES}
     assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
-    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+    assert all(inputs.is_valid(raw / f.name, f) for f in FILES)
     # a 404 and a bad gzip are permanent: one request each, no retries
     assert server.count() == collections.Counter(
         {(m, f.name): 1 for m in ("missing", "corrupt", "good") for f in FILES}
@@ -468,7 +469,7 @@ def test_killed_download_keeps_old_files_and_next_run_cleans_up(server, tmp_path
     served = download.download_all(_cfg(raw, server.url("good")), environ={})
     assert served["t10k-labels-idx1-ubyte"] == "(already present)"
     assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
-    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+    assert all(inputs.is_valid(raw / f.name, f) for f in FILES)
 
 
 def test_env_mirrors_are_tried_first(server, tmp_path, monkeypatch):
@@ -491,7 +492,7 @@ def test_env_mirrors_are_tried_first(server, tmp_path, monkeypatch):
         "t10k-labels-idx1-ubyte": str(folder),
     }
     assert server.count() == {("good", "train-images-idx3-ubyte"): 1}
-    assert all(download.is_valid(tmp_path / "raw" / f.name, f) for f in FILES)
+    assert all(inputs.is_valid(tmp_path / "raw" / f.name, f) for f in FILES)
 
 
 def test_mirrors_from_order():
@@ -526,12 +527,12 @@ def test_valid_files_are_not_downloaded_again(server, tmp_path, raw_dir):
     served = download.download_all(_cfg(raw, server.url("good")), environ={})
     assert served["train-labels-idx1-ubyte"] == server.url("good")
     assert [v for v in served.values() if v != "(already present)"] == [server.url("good")]
-    assert download.is_valid(labels, SPEC["train-labels-idx1-ubyte"])
+    assert inputs.is_valid(labels, SPEC["train-labels-idx1-ubyte"])
 
 
 def test_repository_mirror_copy_is_verified(raw_dir):
     """The conftest fixture downloads from data/mirror/: every file verified."""
-    assert all(download.is_valid(raw_dir / f.name, f) for f in FILES)
+    assert all(inputs.is_valid(raw_dir / f.name, f) for f in FILES)
 
 
 def test_two_downloads_at_once_the_second_is_refused(server, tmp_path, raw_dir):
@@ -573,5 +574,5 @@ def test_two_downloads_at_once_the_second_is_refused(server, tmp_path, raw_dir):
     )
     assert first.returncode == 0, err
     assert server.count() == {("slow", "train-labels-idx1-ubyte"): 1}
-    assert all(download.is_valid(raw / f.name, f) for f in FILES)
+    assert all(inputs.is_valid(raw / f.name, f) for f in FILES)
     assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)

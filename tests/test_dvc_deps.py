@@ -53,12 +53,20 @@ def _imported(node: ast.AST, current: str) -> set[str]:
 
 
 def imports_in(tree: ast.AST, current: str) -> set[str]:
-    """Every mnistbench import anywhere under `tree`, function bodies included."""
+    """Every mnistbench import anywhere under `tree`, function bodies included; not those
+    under `if TYPE_CHECKING:`, which never run."""
+    skipped = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
     return set().union(
         *(
             _imported(n, current)
             for n in ast.walk(tree)
-            if isinstance(n, (ast.Import, ast.ImportFrom))
+            if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skipped
         )
     )
 

@@ -26,10 +26,11 @@ import pytest
 import yaml
 from test_compare import ARTICLE_BACKENDS, write_metrics  # the runs compare reads, as train writes
 
-from mnistbench import compare, config, download, errors, models, report, tfds_build
+from mnistbench import compare, config, download, errors, inputs, models, report
 from mnistbench.compare import summary as compare_summary
-from mnistbench.download import FILES, DownloadError
-from mnistbench.tfds_build import MissingDataError
+from mnistbench.download import DownloadError
+from mnistbench.inputs import MissingDataError
+from mnistbench.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 MNISTBENCH = str(Path(sys.executable).parent / "mnistbench")
@@ -263,18 +264,18 @@ def test_the_build_records_every_files_sha256(tfds_copy):
     other format's), sorted, with their true SHA-256."""
     for data_dir, other in (
         (tfds_copy, "array_record/"),
-        (tfds_build.array_record_dir(tfds_copy), None),
+        (inputs.array_record_dir(tfds_copy), None),
     ):
-        lines = (data_dir / tfds_build.MANIFEST).read_text().splitlines()
+        lines = (data_dir / inputs.MANIFEST).read_text().splitlines()
         listed = [line.split("  ", 1)[1] for line in lines]
         files = [p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()]
         expected = [
-            f for f in files if f != tfds_build.MANIFEST and not (other and f.startswith(other))
+            f for f in files if f != inputs.MANIFEST and not (other and f.startswith(other))
         ]
         assert listed == sorted(expected) and "mnist/3.0.1/dataset_info.json" in listed
         for line in lines:
             digest, rel = line.split("  ", 1)
-            assert download.file_sha256(data_dir / rel) == digest
+            assert inputs.file_sha256(data_dir / rel) == digest
 
 
 @pytest.mark.parametrize(
@@ -304,19 +305,19 @@ def test_flipped_bytes_in_a_shard_are_named_before_training(
 
 def test_each_reader_checks_only_the_format_it_reads(tfds_copy):
     _flip(tfds_copy / "mnist/3.0.1/mnist-train.tfrecord-00000-of-00001")
-    assert tfds_build.require_tfds(tfds_build.array_record_dir(tfds_copy))  # grain's: intact
+    assert inputs.require_tfds(inputs.array_record_dir(tfds_copy))  # grain's: intact
     with pytest.raises(MissingDataError, match="tfrecord-00000-of-00001 differs"):
-        tfds_build.require_tfds(tfds_copy)
+        inputs.require_tfds(tfds_copy)
 
 
 def test_a_build_without_checksums_or_with_a_garbled_list_is_refused(tfds_copy):
-    manifest = tfds_copy / tfds_build.MANIFEST
+    manifest = tfds_copy / inputs.MANIFEST
     manifest.write_text("0" * 64 + "  ../../etc/passwd\n")
     with pytest.raises(MissingDataError, match="line 1 is not '<sha256>  <relative path>'"):
-        tfds_build.require_tfds(tfds_copy)
+        inputs.require_tfds(tfds_copy)
     manifest.unlink()
     with pytest.raises(MissingDataError, match=f"{manifest} missing.*mnistbench build-tfds"):
-        tfds_build.require_tfds(tfds_copy)
+        inputs.require_tfds(tfds_copy)
 
 
 # ---------------------------------------------------------------- full disk
@@ -338,7 +339,7 @@ def test_download_into_a_full_disk_says_needed_and_free(tmp_path):
             "MB free",
             "point data.raw_dir elsewhere",
         )
-        assert download.problem(labels, FILES[3]) is None
+        assert inputs.problem(labels, FILES[3]) is None
         assert sorted(p.name for p in raw.iterdir()) == [labels.name]
 
 
@@ -468,7 +469,7 @@ def test_a_folder_in_a_raw_files_place_is_called_a_folder(raw_dir, tmp_path):
     (raw / FILES[1].name).unlink()
     (raw / FILES[1].name).mkdir()
     with pytest.raises(MissingDataError, match="is a folder, not a file: move it away"):
-        tfds_build.require_raw(raw)
+        inputs.require_raw(raw)
     cfg = config.DataConfig(raw_dir=str(raw), mirrors=(str(ROOT / "data" / "mirror"),))
     with pytest.raises(DownloadError, match=f"{raw / FILES[1].name} is a folder, not a file"):
         download.download_all(cfg, environ={})

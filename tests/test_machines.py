@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistbench import envinfo, machine, metrics, report
+from mnistbench import envinfo, machine, metrics, records, report
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -320,7 +320,7 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
     dvc = str(BIN / "dvc")
     out = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-a"))
     assert "Running stage 'machine'" in out and "Running stage 'train@jax-scan'" in out
-    first = metrics.read_record(repo / "metrics", "jax-scan")
+    first = records.read_record(repo / "metrics", "jax-scan")
 
     again = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-a"))
     assert "Running stage 'train@" not in again, again  # same machine, same params: nothing
@@ -334,7 +334,7 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
     out = _run([dvc, "repro", *TARGETS], repo, _env(repo, "machine-b"))
     for target in TARGETS:
         assert f"Running stage '{target}'" in out, out  # another machine: every timing reruns
-    second = metrics.read_record(repo / "metrics", "jax-scan")
+    second = records.read_record(repo / "metrics", "jax-scan")
     assert second["env"]["image"] == "machine-b" and first["env"]["image"] == "machine-a"
     _commit_branch(repo, "machine-b", _env(repo, "machine-b"))
 

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench import compare, config, harness, interference, metrics, sweep, train
+from mnistbench import (
+    compare,
+    config,
+    harness,
+    interference,
+    layout,
+    metrics,
+    records,
+    sweep,
+    train,
+)
 
 FAKE = "fake-mlp"  # a backend name no module has: backends.load is patched to return it
 
@@ -83,13 +93,13 @@ def quiet_machine(monkeypatch) -> None:
 
 def test_train_writes_exactly_the_contracts_keys(fake_backend, tmp_path):
     record = train.train(make_cfg(), FAKE, tmp_path)
-    numbers = json.loads(metrics.metrics_path(tmp_path, FAKE).read_text())
-    run = json.loads(metrics.run_path(tmp_path, FAKE).read_text())
+    numbers = json.loads(layout.metrics_path(tmp_path, FAKE).read_text())
+    run = json.loads(layout.run_path(tmp_path, FAKE).read_text())
     assert list(numbers) == list(metrics.COMPARED)  # the numbers people compare, in order
     assert all(isinstance(v, (int, float)) for v in numbers.values())  # no strings, no env
     assert list(run) == ["details", *metrics.SECTIONS]
     assert list(run["details"]) == list(metrics.DETAILS)
-    written = metrics.read_record(tmp_path, FAKE)
+    written = records.read_record(tmp_path, FAKE)
     assert written == record
     assert list(written) == list(metrics.KEYS)  # every key, none beside them, in order
     assert written["quiet"]["verdict"] in metrics.VERDICTS
@@ -97,11 +107,13 @@ def test_train_writes_exactly_the_contracts_keys(fake_backend, tmp_path):
     assert set(written["params"]) == set(metrics.PARAMS)
     assert written["params"]["train.lr"] == 1e-3 and written["params"]["model.hidden"] == [128, 256]
     assert metrics.validate(written, backend=FAKE) == []
-    curves = {p.stem for p in metrics.curves_dir(tmp_path, FAKE).glob("*.tsv")}
+    curves = {p.stem for p in layout.curves_dir(tmp_path, FAKE).glob("*.tsv")}
     assert curves == set(metrics.CURVES)
-    assert metrics.read_curve(
-        metrics.curve_path(tmp_path, FAKE, "train_loss"), "train_loss", 3
-    ) == [0.5, 0.3, 0.2]
+    assert records.read_curve(layout.curve_path(tmp_path, FAKE, "train_loss"), "train_loss", 3) == [
+        0.5,
+        0.3,
+        0.2,
+    ]
 
 
 def test_the_harness_writes_numbers_and_curves_of_the_contract():
@@ -226,7 +238,7 @@ def test_compare_reads_every_curve_train_writes(fake_backend, tmp_path):
     train.train(cfg, FAKE, tmp_path)
     runs = compare.load_runs(cfg, tmp_path)
     assert list(runs[FAKE].curves) == list(metrics.CURVES)
-    metrics.curve_path(tmp_path, FAKE, "eval_time_s").unlink()  # one curve compare must read
+    layout.curve_path(tmp_path, FAKE, "eval_time_s").unlink()  # one curve compare must read
     with pytest.raises(compare.CompareError, match="eval_time_s.tsv: missing"):
         compare.load_runs(cfg, tmp_path)
 
@@ -301,17 +313,17 @@ def test_validate_lists_every_problem():
 
 
 def test_layout():
-    assert metrics.metrics_path("m", "jax-scan") == Path("m/jax-scan/metrics.json")
-    assert metrics.run_path("m", "jax-scan") == Path("m/jax-scan/run.json")
-    assert metrics.curve_path("m", "jax-scan", "val_acc") == Path(
+    assert layout.metrics_path("m", "jax-scan") == Path("m/jax-scan/metrics.json")
+    assert layout.run_path("m", "jax-scan") == Path("m/jax-scan/run.json")
+    assert layout.curve_path("m", "jax-scan", "val_acc") == Path(
         "m/jax-scan/plots/metrics/val_acc.tsv"
     )
-    assert metrics.backend_of("metrics/jax-scan/metrics.json") == "jax-scan"
+    assert layout.backend_of("metrics/jax-scan/metrics.json") == "jax-scan"
     for other in (
         "metrics/roofline/metrics.json",
         "metrics/summary.json",
         "results/x/metrics/jax-scan/metrics.json",
         "metrics/jax-scan/plots/x.tsv",
     ):
-        assert metrics.backend_of(other) is None, other
-    assert compare.OUTPUTS == metrics.SUMMARY_FILES
+        assert layout.backend_of(other) is None, other
+    assert compare.OUTPUTS == layout.SUMMARY_FILES

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from test_compare import TIMES, make_cfg, write_metrics
 
-from mnistbench import compare, config, metrics, report, train
+from mnistbench import compare, config, layout, records, report, train
 from mnistbench.cli import main as cli
 
 FAKE = "numpy-mlp"
@@ -124,19 +124,19 @@ def test_a_run_beside_a_cpu_hog_is_disturbed_and_names_the_epochs(numpy_backend,
     named = [c.split(":")[0] for c in q["causes"] if "others used" in c]
     assert named and {"3", "4", "5"} <= set(named[0].replace(",", " ").split()), q
     assert record["foreign_cpu_max"] > 0.05
-    shares = metrics.read_curve(
-        metrics.curve_path(tmp_path, FAKE, "foreign_share"), "foreign_share", 5
+    shares = records.read_curve(
+        layout.curve_path(tmp_path, FAKE, "foreign_share"), "foreign_share", 5
     )
     if not {1, 2} & set(q["disturbed_epochs"]):  # a machine quiet before the hog (as on CI)
         assert min(shares[2:]) > max(shares[:2])  # the hog's epochs stand out
-    assert json.loads(metrics.metrics_path(tmp_path, FAKE).read_text())["disturbed"] == 1
+    assert json.loads(layout.metrics_path(tmp_path, FAKE).read_text())["disturbed"] == 1
 
 
 # ---------------------------------------------------------------- repeats, compare, reports
 
 
 def _with_repeat(root, name, steady, round_=2, foreign=0.0):
-    write_metrics(metrics.repeats_root(root) / str(round_), name, 30.0, steady, foreign=foreign)
+    write_metrics(layout.repeats_root(root) / str(round_), name, 30.0, steady, foreign=foreign)
 
 
 def test_compare_shows_the_spread_across_runs_and_two_modes(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistbench import metrics
+from mnistbench import records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_run_cuda_script_writes_a_complete_report(tmp_path):
     assert set(summary["backends"]) == {"torch-tensor", "jax-scan"}
     assert summary["roofline"]["roofline_epoch_s"] > 0
     for name in summary["backends"]:
-        assert metrics.read_record(out / "metrics", name)["env"]["device"] == "cpu"
+        assert records.read_record(out / "metrics", name)["env"]["device"] == "cpu"
     roofline = json.loads((out / "metrics" / "roofline" / "metrics.json").read_text())
     assert roofline["device"] == "cpu" and roofline["threads"] >= 1
     for name in ("summary.md", "epoch_time.png", "curves.png", "env.txt", "run.log"):

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistbench import config, tfds_build
-from mnistbench.download import FILES
-from mnistbench.tfds_build import MissingDataError
+from mnistbench import config, inputs, tfds_build
+from mnistbench.inputs import MissingDataError
+from mnistbench.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -113,12 +113,10 @@ def test_built_dataset_loads_offline(tfds_dir, tmp_path):
 
 def test_build_output_layout(tfds_dir):
     assert (tfds_dir / "mnist" / "3.0.1" / "dataset_info.json").is_file()
-    assert (
-        tfds_build.array_record_dir(tfds_dir) / "mnist" / "3.0.1" / "dataset_info.json"
-    ).is_file()
+    assert (inputs.array_record_dir(tfds_dir) / "mnist" / "3.0.1" / "dataset_info.json").is_file()
     assert not (tfds_dir / "downloads").exists()
     assert not list(tfds_dir.parent.glob(".tfds-build-*"))  # no staging left behind
-    assert tfds_build.require_tfds(tfds_dir) == tfds_dir
+    assert inputs.require_tfds(tfds_dir) == tfds_dir
     # as readable as any folder made by mkdir (not mkdtemp's private 0700)
     umask = os.umask(0)
     os.umask(umask)
@@ -145,12 +143,12 @@ def test_build_with_a_missing_raw_file_names_it(tmp_path, raw_dir):
 
 def test_require_tfds_names_the_build_stage(tmp_path):
     with pytest.raises(MissingDataError, match="build_tfds"):
-        tfds_build.require_tfds(tmp_path / "tfds")
+        inputs.require_tfds(tmp_path / "tfds")
 
 
 def _fake_build(tfds_dir: Path) -> None:
     """What a build leaves: the two data_dirs, each with a dataset_info.json."""
-    for data_dir in (tfds_dir, tfds_build.array_record_dir(tfds_dir)):
+    for data_dir in (tfds_dir, inputs.array_record_dir(tfds_dir)):
         (data_dir / "mnist" / "3.0.1").mkdir(parents=True)
         (data_dir / "mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
 
@@ -310,15 +308,15 @@ def test_a_deleted_or_cut_shard_is_named_with_the_build_command(tfds_dir, tmp_pa
     shard = copy / "mnist" / "3.0.1" / "mnist-train.tfrecord-00000-of-00001"
     shard.write_bytes(shard.read_bytes()[:-100])
     with pytest.raises(MissingDataError, match="train shards hold .* bytes instead of"):
-        tfds_build.require_tfds(copy)
+        inputs.require_tfds(copy)
     shard.unlink()
     with pytest.raises(MissingDataError) as e:
-        tfds_build.require_tfds(copy)
+        inputs.require_tfds(copy)
     assert f"{shard} missing" in str(e.value) and "mnistbench build-tfds" in str(e.value)
-    grain = tfds_build.array_record_dir(copy) / "mnist" / "3.0.1"
+    grain = inputs.array_record_dir(copy) / "mnist" / "3.0.1"
     next(grain.glob("mnist-test.array_record-*")).unlink()
     with pytest.raises(MissingDataError, match="mnist-test.array_record-00000-of-00001 missing"):
-        tfds_build.require_tfds(tfds_build.array_record_dir(copy))
+        inputs.require_tfds(inputs.array_record_dir(copy))
 
 
 def _dvc_dir_md5(root: Path, skip: str | None = None) -> str:
@@ -352,7 +350,7 @@ def test_build_is_byte_for_byte_reproducible(tfds_dir):
     lock = yaml.safe_load((ROOT / "results" / "intel-xeon-2cpu" / "dvc.lock").read_text())
     (out,) = [o for o in lock["stages"]["build_tfds"]["outs"] if o["path"] == "data/tfds"]
     # the reference predates the checksum lists, which follow from the files they list
-    assert f"{_dvc_dir_md5(tfds_dir, skip=tfds_build.MANIFEST)}.dir" == out["md5"]
+    assert f"{_dvc_dir_md5(tfds_dir, skip=inputs.MANIFEST)}.dir" == out["md5"]
 
 
 def _tfrecords(path: Path):

@@ -19,11 +19,10 @@ import click
 
 import mnistbench
 from mnistbench import config as config_mod
-from mnistbench import errors, locks, progress
-from mnistbench import metrics as metrics_mod
+from mnistbench import errors, layout, locks, progress
 from mnistbench.errors import UserError
 
-ROOT = metrics_mod.METRICS_ROOT  # every command's default metrics root: the pipeline's
+ROOT = layout.METRICS_ROOT  # every command's default metrics root: the pipeline's
 PARAMS_HELP = "Parameters file (YAML) with sections data, model, train and backends."
 
 
@@ -160,7 +159,7 @@ def train(backend: str, params: str, out: str) -> None:
 
     cfg = _load(params)
     backends_mod.load(backend)  # a mistyped name fails before any lock file is made
-    with locks.exclusive(Path(out) / backend, f"train {backend}"):
+    with locks.exclusive(layout.backend_dir(out, backend), f"train {backend}"):
         summary = train_mod.train(cfg, backend, out)
     click.echo(
         f"{backend}: val_acc {summary['val_acc']:.4f}, steady epoch "
@@ -227,7 +226,7 @@ def compare(params: str, metrics_root: str, out: str | None, roofline: str | Non
     from mnistbench.compare.fmt import seconds
 
     cfg = _load(params)
-    with locks.exclusive(Path(out or metrics_root) / metrics_mod.SUMMARY_FILE, "compare"):
+    with locks.exclusive(Path(out or metrics_root) / layout.SUMMARY_FILE, "compare"):
         summary = compare_mod.compare(cfg, metrics_root, out, roofline)
     for name, row in summary["backends"].items():
         speedup = row[compare_mod.SPEEDUP_KEY]
@@ -260,7 +259,7 @@ def roofline(params: str, out: str) -> None:
     from mnistbench import roofline as roofline_mod
 
     cfg = _load(params)
-    with locks.exclusive(Path(out) / metrics_mod.ROOFLINE_DIR, "roofline"):
+    with locks.exclusive(Path(out) / layout.ROOFLINE_DIR, "roofline"):
         result = roofline_mod.run(cfg, out)
     click.echo(
         f"roofline: {result['gflop_per_epoch']:.2f} GFLOP per epoch at "
@@ -274,7 +273,7 @@ def roofline(params: str, out: str) -> None:
 @main.command("machine")
 @click.option(
     "--out",
-    default=f"{ROOT}/{metrics_mod.MACHINE_FILE}",
+    default=f"{ROOT}/{layout.MACHINE_FILE}",
     show_default=True,
     help="Where the fingerprint goes (JSON).",
 )

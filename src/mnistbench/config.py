@@ -132,39 +132,64 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """One entry of params' backends: what its train@<name> stage reads (dvc.yaml's deps).
+
+    `data` is the folder it trains on, data.raw_dir or data.tfds_dir. `loader` and `step` name
+    the modules of mnistbench/backends/ its data loader and its training step come from (its
+    own file where it has no shared helper): DVC cannot take a list of deps from params, so
+    they are two named slots. Outside DVC (a test, `mnistbench train` by hand) they may be
+    left out, and a bare folder stands for {data: <folder>}."""
+
+    data: str
+    loader: str | None = None
+    step: str | None = None
+
+    def check(self, name: str, folders: tuple[str, ...]) -> None:
+        from mnistbench import backends
+
+        _require(
+            self.data in folders, f"backends.{name}.data", f"must be one of {', '.join(folders)}"
+        )
+        modules = backends.modules()
+        for slot in ("loader", "step"):
+            module = getattr(self, slot)
+            _require(
+                module is None or module in modules,
+                f"backends.{name}.{slot}",
+                f"must name a module of mnistbench/backends/ (one of {', '.join(modules)})",
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
-    # backend name -> the data stage output it reads (dvc.yaml's train@<name> depends on it)
-    backends: dict[str, str] = field(
-        default_factory=lambda: {
-            "torch-dataloader": "data/raw",
-            "torch-tfds": "data/tfds",
-            "jax-tfds": "data/tfds",
-        }
-    )
+    # backend name -> what its train@<name> stage reads: params.yaml's list, the only one
+    backends: dict[str, Backend] = field(default_factory=dict)
 
     def check(self) -> None:
         self.data.check()
         self.model.check()
         self.train.check()
         self.bench.check()
-        _require(len(self.backends) > 0, "backends", "must list at least one backend")
         from mnistbench import backends  # cheap: lists module files, imports no framework
 
         known = backends.names()
-        inputs = (self.data.raw_dir, self.data.tfds_dir)
-        for name, reads in self.backends.items():
+        for name, entry in self.backends.items():
             _require(
                 name in known, f"backends.{name}", f"is not a backend (known: {', '.join(known)})"
             )
-            _require(reads in inputs, f"backends.{name}", f"must be one of {', '.join(inputs)}")
+            entry.check(name, (self.data.raw_dir, self.data.tfds_dir))
 
-    def data_input(self, reads: str) -> str:
-        """The folder a backend's DATA ("raw" or "tfds") refers to."""
-        return {"raw": self.data.raw_dir, "tfds": self.data.tfds_dir}[reads]
+    def backend_data(self, name: str) -> Path:
+        """The folder backend `name` reads, as params' backends.<name>.data names it."""
+        if name not in self.backends:
+            listed = ", ".join(self.backends) or "none"
+            raise ConfigError(f"params: backends has no {name} (it lists: {listed})")
+        return Path(self.backends[name].data)
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (tests and quick runs)."""
@@ -208,6 +233,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return {
             _coerce(k, key_type, key): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()
         }
+    if hint is Backend:
+        return _build(Backend, {"data": value} if isinstance(value, str) else value, f"{key}.")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"params: {key} must be a list, got {shown(value)}")
@@ -248,6 +275,14 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if unknown:
         names = ", ".join(f"{prefix}{k}" for k in unknown)
         raise ConfigError(f"params: unknown key {names} (known: {', '.join(sorted(known))})")
+    required = [
+        f.name
+        for f in fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    for name in required:
+        if name not in raw:
+            raise ConfigError(f"params: {prefix}{name} is missing")
     values = {}
     for name, value in raw.items():
         hint = hints[name]
@@ -260,9 +295,6 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def from_dict(raw: dict) -> Config:
     cfg = _build(Config, raw or {}, "")
-    if "backends" not in (raw or {}):  # default backends read the data dirs actually set
-        moved = {DataConfig.raw_dir: cfg.data.raw_dir, DataConfig.tfds_dir: cfg.data.tfds_dir}
-        cfg = dataclasses.replace(cfg, backends={n: moved[r] for n, r in cfg.backends.items()})
     cfg.check()
     return cfg
 

@@ -30,15 +30,15 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from tqdm import tqdm
 
-from mnistbench import errors
+from mnistbench import errors, inputs
 from mnistbench.config import DataConfig
 from mnistbench.errors import UserError
+from mnistbench.mnist import FILES, MnistFile
 
 log = logging.getLogger(__name__)
 
@@ -48,37 +48,6 @@ BACKOFF_MAX_S = 8.0  # ...up to this many seconds: a mirror down for longer is n
 CHUNK = 1 << 16  # bytes read per network/file read (at most)
 INFLATE_MAX = 1 << 20  # bytes decompressed per step: bounds memory whatever the ratio
 PARTIAL_PREFIX = ".partial-"  # temporary files in raw_dir; removed on failure and at start
-
-
-@dataclass(frozen=True)
-class MnistFile:
-    name: str  # canonical name, served by mirrors as <name>.gz, stored decompressed
-    size: int  # bytes, decompressed
-    sha256: str  # of the decompressed bytes (identical on every correct mirror)
-
-
-FILES = (
-    MnistFile(
-        "train-images-idx3-ubyte",
-        47040016,
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    ),
-    MnistFile(
-        "train-labels-idx1-ubyte",
-        60008,
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    ),
-    MnistFile(
-        "t10k-images-idx3-ubyte",
-        7840016,
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    ),
-    MnistFile(
-        "t10k-labels-idx1-ubyte",
-        10008,
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    ),
-)
 
 
 class DownloadError(UserError, RuntimeError):
@@ -109,32 +78,6 @@ def mirrors_from(cfg: DataConfig, environ: dict[str, str] | None = None) -> list
     return extra + list(cfg.mirrors)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def is_valid(path: Path, spec: MnistFile) -> bool:
-    return problem(path, spec) is None
-
-
-def problem(path: Path, spec: MnistFile) -> str | None:
-    """What is wrong with `path` as the MNIST file `spec` (missing, size, SHA-256), or None."""
-    if path.is_dir():
-        return "a folder, not a file"
-    if not path.is_file():
-        return "missing" if not path.exists() else f"{errors.kind(path)}, not a regular file"
-    size = path.stat().st_size
-    if size != spec.size:
-        return f"{size} bytes instead of {spec.size}"
-    if file_sha256(path) != spec.sha256:
-        return f"damaged (SHA-256 differs from MNIST's {spec.sha256[:12]}...)"
-    return None
-
-
 def download_all(cfg: DataConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
     """Fetch every file not already valid in cfg.raw_dir. Returns {file name: mirror used}."""
     raw = _raw_folder(cfg.raw_dir)
@@ -145,7 +88,7 @@ def download_all(cfg: DataConfig, environ: dict[str, str] | None = None) -> dict
     served = {}
     todo = []
     for spec in FILES:
-        why = problem(raw / spec.name, spec)
+        why = inputs.problem(raw / spec.name, spec)
         if why is None:
             log.info("%s: already present and verified", spec.name)
             served[spec.name] = "(already present)"

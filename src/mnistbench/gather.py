@@ -22,7 +22,7 @@ from pathlib import Path
 from mnistbench import outputs, report
 from mnistbench.compare.load import read_json
 from mnistbench.errors import UserError
-from mnistbench.metrics import MACHINE_FILE, SUMMARY_FILE
+from mnistbench.layout import MACHINE_FILE, SUMMARY_FILE
 
 STATUS = "status.txt"  # written last by mnistbench.sbatch, one key=value per line
 LOG = "run.log"

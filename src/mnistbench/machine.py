@@ -20,9 +20,9 @@ import json
 import re
 from pathlib import Path
 
-from mnistbench import envinfo, metrics, outputs
+from mnistbench import envinfo, layout, outputs
 
-FINGERPRINT_FILE = Path(metrics.METRICS_ROOT) / metrics.MACHINE_FILE
+FINGERPRINT_FILE = Path(layout.METRICS_ROOT) / layout.MACHINE_FILE
 
 
 def fingerprint(snap: envinfo.Snapshot | None = None) -> dict:

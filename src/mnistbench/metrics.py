@@ -4,13 +4,11 @@ One place for
 - the keys of a backend's record, with their types and ranges: NUMBERS (the results, and how
   quiet the machine was while they were timed), QUIET (the verdict and its causes), ENV (where
   they were measured) and PARAMS (the parameters they were made with). On disk a record is two
-  files in metrics/<backend>/: metrics.json, the numbers people compare (COMPARED; what
-  `dvc metrics` shows), and run.json, everything else (a DVC output, not a metric);
-- the per-epoch curves, CURVES: train writes each as plots/metrics/<key>.tsv, compare reads
-  every one of them;
-- the folder layout: metrics_path, curve_path, SUMMARY_FILES, ROOFLINE_DIR;
-- the roofline stage's keys that compare reads, ROOFLINE;
-- MNIST's split sizes, MNIST_TRAIN and MNIST_TEST.
+  files (mnistbench.records writes and reads them, mnistbench.layout places them):
+  metrics.json, the numbers people compare (COMPARED; what `dvc metrics` shows), and run.json,
+  everything else (a DVC output, not a metric);
+- the per-epoch curves, CURVES: train writes each as its own TSV, compare reads them all;
+- the roofline stage's keys that compare reads, ROOFLINE.
 
 `validate(record)` lists every way a record breaks the contract: a missing or unknown
 key, a wrong type, NaN or infinity, a value out of range, numbers that contradict each other.
@@ -20,19 +18,17 @@ reading (so it cannot read one). Cheap to import: no framework, no config.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnistbench import mnist
 from mnistbench.errors import UserError
 
 if TYPE_CHECKING:
     from mnistbench.config import Config
-
-MNIST_TRAIN, MNIST_TEST = 60000, 10000  # examples in MNIST's splits, before data.limit_*
 
 
 class MetricsError(UserError, ValueError):
@@ -174,8 +170,8 @@ NUMBERS: dict[str, Kind] = {
     "probe_start_s": number("the fixed-work drift probe before the stage, s", above=True),
     "probe_end_s": number("the same probe after the stage, s", above=True),
     "num_params": integer("trainable parameters"),
-    "train_examples": integer(f"training examples per epoch (at most {MNIST_TRAIN})"),
-    "test_examples": integer(f"validation examples per pass (at most {MNIST_TEST})"),
+    "train_examples": integer(f"training examples per epoch (at most {mnist.TRAIN_EXAMPLES})"),
+    "test_examples": integer(f"validation examples per pass (at most {mnist.TEST_EXAMPLES})"),
 }
 # metrics.json holds these, nine per backend: even a change that moves every one of them
 # diffs in 7 x 9 = 63 rows, a batch-size change (not epochs) in 56
@@ -238,8 +234,10 @@ ENV = {**ENV_MACHINE, **ENV_BACKEND}
 # The parameters a run was made with, named as in params.yaml: results made with different
 # values of any of them are not comparable (compare refuses them, naming the key).
 PARAMS: dict[str, Kind] = {
-    "data.limit_train": optional(integer(f"first N training images; null = all {MNIST_TRAIN}")),
-    "data.limit_test": optional(integer(f"first N test images; null = all {MNIST_TEST}")),
+    "data.limit_train": optional(
+        integer(f"first N training images; null = all {mnist.TRAIN_EXAMPLES}")
+    ),
+    "data.limit_test": optional(integer(f"first N test images; null = all {mnist.TEST_EXAMPLES}")),
     "model.hidden": integers("hidden layer widths"),
     "train.epochs": integer("epochs asked for"),
     "train.batch_size": integer("batch size asked for"),
@@ -291,58 +289,6 @@ def framework_of(backend: str) -> str:
     """The framework whose kernels a backend runs, as kernel_bound_epoch_s names it: the first
     word of the backend's name (torch-tensor -> torch, jax-scan -> jax)."""
     return backend.split("-", 1)[0]
-
-
-# ---------------------------------------------------------------- the folder layout
-
-METRICS_ROOT = "metrics"  # the pipeline's metrics root (every command takes another)
-METRICS_FILE = "metrics.json"  # <root>/<backend>/: COMPARED, the numbers DVC shows and diffs
-RUN_FILE = (
-    "run.json"  # beside it: DETAILS, the verdict, env and params (a DVC output, not a metric)
-)
-CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
-REPEATS_DIR = "repeats"  # <root>/repeats/<round>/<backend>/: the repeats stage's runs
-ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's, not a backend
-SUMMARY_FILE = "summary.json"  # <root>/summary.json: compare's numbers, the report's input
-SUMMARY_FILES = (SUMMARY_FILE, "summary.md", "epoch_time.png", "curves.png")  # compare's
-MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
-
-
-def metrics_path(root: str | Path, name: str) -> Path:
-    return Path(root) / name / METRICS_FILE
-
-
-def run_path(root: str | Path, name: str) -> Path:
-    return Path(root) / name / RUN_FILE
-
-
-def curves_dir(root: str | Path, name: str) -> Path:
-    return Path(root, name, *CURVES_DIR)
-
-
-def curve_path(root: str | Path, name: str, key: str) -> Path:
-    return curves_dir(root, name) / f"{key}.tsv"
-
-
-def repeats_root(root: str | Path) -> Path:
-    return Path(root) / REPEATS_DIR
-
-
-def repeat_roots(root: str | Path, name: str) -> list[Path]:
-    """The metrics roots holding repeats of backend `name` (<root>/repeats/<round>/), in round
-    order; the train@ stage's own run, round 1, is <root> itself."""
-    top = repeats_root(root)
-    found = [d for d in top.iterdir() if d.name.isdigit()] if top.is_dir() else []
-    return [d for d in sorted(found, key=lambda d: int(d.name)) if (d / name).is_dir()]
-
-
-def backend_of(path: str) -> str | None:
-    """The backend whose metrics.json `path` is, relative to the repository as DVC names it
-    (metrics/<backend>/metrics.json); None for any other file, the roofline's included."""
-    parts = PurePosixPath(path).parts
-    if len(parts) == 3 and parts[0] == METRICS_ROOT and parts[2] == METRICS_FILE:
-        return parts[1] if parts[1] != ROOFLINE_DIR else None
-    return None
 
 
 # ---------------------------------------------------------------- validation
@@ -431,8 +377,8 @@ def _consistency(record: dict, backend: str | None) -> list[str]:
                 f"{key} is {record[key]} but params train.{key} is {params[f'train.{key}']}"
             )
     for key, split, limit in (
-        ("train_examples", MNIST_TRAIN, "data.limit_train"),
-        ("test_examples", MNIST_TEST, "data.limit_test"),
+        ("train_examples", mnist.TRAIN_EXAMPLES, "data.limit_train"),
+        ("test_examples", mnist.TEST_EXAMPLES, "data.limit_test"),
     ):
         most = min(split, params[limit] or split)
         if record[key] > most:
@@ -441,95 +387,3 @@ def _consistency(record: dict, backend: str | None) -> list[str]:
                 f"{params[limit]}, MNIST has {split})"
             )
     return problems
-
-
-# ---------------------------------------------------------------- a record on disk
-
-
-def split(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A valid record as its two files: {METRICS_FILE: COMPARED, RUN_FILE: the rest}."""
-    details = {k: record[k] for k in DETAILS}
-    return {
-        METRICS_FILE: {k: record[k] for k in COMPARED},
-        RUN_FILE: {"details": details, **{s: record[s] for s in SECTIONS}},
-    }
-
-
-def write_record(folder: Path, record: dict[str, Any]) -> None:
-    """Both files of a checked record into `folder` (a staging folder the caller swaps in)."""
-    for name, content in split(record).items():
-        text = json.dumps(content, indent=2, allow_nan=False) + "\n"  # no bare NaN, ever
-        (folder / name).write_text(text)
-
-
-def read_record(root: str | Path, name: str) -> dict[str, Any]:
-    """<root>/<name>/metrics.json and run.json as one record (not yet checked); MetricsError
-    names a missing or malformed file."""
-    numbers = _read_object(metrics_path(root, name))
-    run = _read_object(run_path(root, name))
-    details = run.pop("details", {})
-    if not isinstance(details, dict):
-        raise MetricsError(f"{run_path(root, name)}: details must be an object, got {details!r}")
-    clash = sorted(set(numbers) & (set(details) | set(run)))
-    if clash:
-        raise MetricsError(f"{run_path(root, name)}: {', '.join(clash)} also in {METRICS_FILE}")
-    return {**numbers, **details, **run}
-
-
-def _read_object(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise MetricsError(f"{path}: missing")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise MetricsError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(raw, dict):
-        raise MetricsError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
-    return raw
-
-
-# ---------------------------------------------------------------- curves on disk
-
-
-def append_curve(path: Path, key: str, step: int, value: float) -> None:
-    """One row of a curve TSV (DVCLive's plot layout: columns step and <key>), the header
-    first when the file is new. Written by hand: DVCLive itself needs a git repository with
-    commits and touches it, which breaks fresh `git init` trees and containers whose mounted
-    repository belongs to another user."""
-    new = not path.exists()
-    with path.open("a") as f:
-        if new:
-            f.write(f"step\t{key}\n")
-        f.write(f"{step}\t{value!r}\n")
-
-
-def read_curve(path: Path, key: str, epochs: int) -> list[float]:
-    """A curve TSV's values for epochs 1..epochs, checked; MetricsError names the file."""
-    if not path.is_file():
-        raise MetricsError(f"{path}: missing")
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise MetricsError(f"{path}: unreadable ({e})") from e
-    if not lines or lines[0].split("\t") != ["step", key]:
-        raise MetricsError(
-            f"{path}: header must be 'step<TAB>{key}', got {lines[0] if lines else ''!r}"
-        )
-    values = []
-    for number_, line in enumerate(lines[1:], start=2):
-        cells = line.split("\t")
-        try:
-            step, value = int(cells[0]), float(cells[1])
-        except (ValueError, IndexError):
-            cells = []
-        if len(cells) != 2:
-            raise MetricsError(f"{path}: line {number_} is not '<step><TAB><number>': {line!r}")
-        if step != len(values) + 1:
-            raise MetricsError(f"{path}: line {number_}: step {step}, expected {len(values) + 1}")
-        problem = CURVES[key].problem(f"line {number_}: {key}", value)
-        if problem:
-            raise MetricsError(f"{path}: {problem}")
-        values.append(value)
-    if len(values) != epochs:
-        raise MetricsError(f"{path}: {len(values)} rows but metrics.json says {epochs} epochs")
-    return values

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnistbench import frameworks
+from mnistbench import frameworks, mnist
 from mnistbench.config import ConfigError
 from mnistbench.errors import size_text
 
-IN_FEATURES = 28 * 28  # flattened MNIST image
-NUM_CLASSES = 10
 FLOAT32 = 4  # bytes per parameter
 # Copies of the parameters training holds at once: the parameters, their gradients, and Adam's
 # two moments (optax and torch.optim alike), each float32.
@@ -24,7 +22,7 @@ TRAINING_COPIES = 4
 
 def num_params(hidden: tuple[int, ...]) -> int:
     """Weights and biases of the MLP: sum over layers of (inputs + 1) x outputs."""
-    widths = (IN_FEATURES, *hidden, NUM_CLASSES)
+    widths = (mnist.PIXELS, *hidden, mnist.CLASSES)
     return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
 
 
@@ -74,11 +72,11 @@ def torch_mlp(hidden: tuple[int, ...]) -> Any:
     class MLP(nn.Module):
         def __init__(self):
             super().__init__()
-            layers, width = [], IN_FEATURES
+            layers, width = [], mnist.PIXELS
             for h in hidden:
                 layers += [nn.Linear(width, h), nn.ReLU()]
                 width = h
-            self.net = nn.Sequential(*layers, nn.Linear(width, NUM_CLASSES), nn.LogSoftmax(-1))
+            self.net = nn.Sequential(*layers, nn.Linear(width, mnist.CLASSES), nn.LogSoftmax(-1))
 
         def forward(self, x):
             return self.net(x)
@@ -96,6 +94,6 @@ def flax_mlp(hidden: tuple[int, ...]) -> Any:
         def __call__(self, x):
             for h in hidden:
                 x = fnn.relu(fnn.Dense(h)(x))
-            return fnn.log_softmax(fnn.Dense(NUM_CLASSES)(x))
+            return fnn.log_softmax(fnn.Dense(mnist.CLASSES)(x))
 
     return MLP()

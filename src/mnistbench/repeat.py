@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnistbench import metrics
+from mnistbench import layout
 from mnistbench.config import Config
 from mnistbench.errors import UserError
 
@@ -34,9 +34,9 @@ class RepeatError(UserError, RuntimeError):
     """A repeat's training process failed; the message names the backend and the round."""
 
 
-def run(cfg: Config, params: str | Path, out_root: str | Path = metrics.METRICS_ROOT) -> Path:
+def run(cfg: Config, params: str | Path, out_root: str | Path = layout.METRICS_ROOT) -> Path:
     """Rounds 2..bench.repeats of every backend into <out_root>/repeats/; returns that folder."""
-    final = metrics.repeats_root(out_root)
+    final = layout.repeats_root(out_root)
     staging = final.with_name(f".{final.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -25,7 +25,7 @@ from mnistbench.compare.markdown import verdict_word
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
 from mnistbench.compare.summary import BASELINE
 from mnistbench.errors import UserError
-from mnistbench.metrics import MACHINE_FILE, METRICS_ROOT, SUMMARY_FILE
+from mnistbench.layout import MACHINE_FILE, METRICS_ROOT, SUMMARY_FILE
 
 ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
 ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench import envinfo, frameworks, interference, metrics, models, quiet
+from mnistbench import envinfo, frameworks, interference, layout, mnist, models, quiet
 from mnistbench.config import Config
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Flops:
 
 def layer_shapes(hidden: tuple[int, ...]) -> list[tuple[int, int]]:
     """(in, out) of each dense layer: 784 -> hidden... -> 10."""
-    widths = [models.IN_FEATURES, *hidden, models.NUM_CLASSES]
+    widths = [mnist.PIXELS, *hidden, mnist.CLASSES]
     return list(zip(widths[:-1], widths[1:]))
 
 
@@ -101,7 +101,7 @@ def matmul_shapes(
     shapes = []
     for i, o in layer_shapes(hidden):
         shapes += [(batch_size, i, o), (i, batch_size, o)]
-    shapes.append((metrics.MNIST_TEST, models.IN_FEATURES, hidden[0]))
+    shapes.append((mnist.TEST_EXAMPLES, mnist.PIXELS, hidden[0]))
     n = SQUARE[device]
     shapes.append((n, n, n))
     return shapes
@@ -500,8 +500,8 @@ class _JaxKernels:
 def split_sizes(cfg: Config) -> tuple[int, int]:
     """(training, test) examples the backends use, after data.limit_*."""
     return (
-        min(cfg.data.limit_train or metrics.MNIST_TRAIN, metrics.MNIST_TRAIN),
-        min(cfg.data.limit_test or metrics.MNIST_TEST, metrics.MNIST_TEST),
+        min(cfg.data.limit_train or mnist.TRAIN_EXAMPLES, mnist.TRAIN_EXAMPLES),
+        min(cfg.data.limit_test or mnist.TEST_EXAMPLES, mnist.TEST_EXAMPLES),
     )
 
 
@@ -550,7 +550,7 @@ def _quiet(
     return fields, verdict
 
 
-def run(cfg: Config, out_root: str | Path = metrics.METRICS_ROOT) -> dict[str, Any]:
+def run(cfg: Config, out_root: str | Path = layout.METRICS_ROOT) -> dict[str, Any]:
     """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
     applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     limits = quiet.thresholds(cfg)
@@ -571,9 +571,9 @@ def run(cfg: Config, out_root: str | Path = metrics.METRICS_ROOT) -> dict[str, A
     result["probe_start_s"], result["probe_end_s"] = probe_start_s, interference.probe()
     result["env"] = {**envinfo.collect(), **applied}
     quiet.log_verdict("roofline", verdict)
-    out = Path(out_root) / metrics.ROOFLINE_DIR
+    out = Path(out_root) / layout.ROOFLINE_DIR
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".metrics.json.partial"
     tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / metrics.METRICS_FILE)
+    os.replace(tmp, out / layout.METRICS_FILE)
     return result

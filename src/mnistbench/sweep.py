@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench import backends, metrics, outputs
+from mnistbench import colors, layout, metrics, outputs
 from mnistbench.errors import UserError
 
 # needed from each metrics.json: names of the metrics contract (mnistbench.metrics.NUMBERS)
@@ -87,7 +87,7 @@ def collect(entries: list[dict]) -> list[Point]:
     for source, data in _records(entries):
         ran_with = _train_params(data)
         for path, shown in (data.get("metrics") or {}).items():
-            backend = metrics.backend_of(path)
+            backend = layout.backend_of(path)
             values = (shown or {}).get("data") or {}
             if backend is None or _problems(values):
                 continue  # another metrics file (roofline, summary), or missing here
@@ -107,11 +107,11 @@ def collect_roots(roots: list[str | Path]) -> list[Point]:
     results, or a malformed metrics.json, is an error naming it."""
     points = []
     for root in map(Path, roots):
-        found = sorted(root.glob(f"*/{metrics.METRICS_FILE}"))
+        found = sorted(root.glob(f"*/{layout.METRICS_FILE}"))
         if not found:
             raise SweepError(f"{root}: no <backend>/metrics.json here")
         for path in found:
-            if path.parent.name == metrics.ROOFLINE_DIR:
+            if path.parent.name == layout.ROOFLINE_DIR:
                 continue  # the roofline stage's file: no backend result
             try:
                 values = json.loads(path.read_text())
@@ -169,7 +169,7 @@ def plot(points: list[Point], out: str | Path) -> Path:
         mine = [[p for p in points if p.backend == backend and p.batch_size == b] for b in sizes]
         times = [statistics.median(p.epoch_time_s for p in group) for group in mine]
         accs = [statistics.median(p.val_acc for p in group) for group in mine]
-        color = backends.color(backend)
+        color = colors.color(backend)
         ax_time.plot(sizes, times, marker="o", label=backend, color=color)
         ax_acc.plot(sizes, accs, marker="o", label=backend, color=color)
     epochs = sorted({p.epochs for p in points})

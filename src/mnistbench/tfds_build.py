@@ -10,7 +10,7 @@ The build is byte-for-byte reproducible (data/tfds's hash in dvc.lock does not c
 rebuilt, so the TFDS rows do not rerun for nothing): see `_deterministic_examples`. Each
 format's data_dir gets a SHA256SUMS file (`sha256sum -c` reads it) listing every file of that
 format's build, written with the build and swapped in with it. Readers check the build before
-using it (`require_tfds`: presence, sizes, then every file of the format they read against
+using it (mnistbench.inputs: `require_tfds`: presence, sizes, then every file of the format they read against
 SHA256SUMS, ~0.1 s for the 23 MB of one format), and the raw files' size and SHA-256
 (`require_raw`), so damaged data is an error naming the file and the command that remakes it.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import secrets
@@ -28,91 +27,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from mnistbench import download, frameworks, metrics
+from mnistbench import frameworks, inputs, mnist
 from mnistbench.config import ConfigError, DataConfig
-from mnistbench.download import FILES
-from mnistbench.errors import UserError
+from mnistbench.inputs import MANIFEST, NAME, VERSION, array_record_dir, require_raw
 
 log = logging.getLogger(__name__)
 
-NAME, VERSION = "mnist", "3.0.1"
 STAGING_PREFIX = ".tfds-build-"  # <parent>/.tfds-build-<pid>-<hex>: a build in progress
-MANIFEST = "SHA256SUMS"  # in each format's data_dir: "<sha256>  <path>" per file, sorted
-OURS = {NAME, "array_record", "downloads", MANIFEST}  # what a build of ours holds at its top
-TFRECORD_FRAMING = 16  # bytes per record around its data: length (8), two CRCs (4 + 4)
-FIX_RAW = "run `mnistbench download` or `dvc repro download`, which fetches it again"
-FIX_TFDS = "rebuild it: `mnistbench build-tfds` or `dvc repro build_tfds`"
-
-
-class MissingDataError(UserError, FileNotFoundError):
-    """Input data of a stage is absent or damaged; the message names the command that makes it."""
-
-
-def require_raw(raw_dir: str | Path, names: Iterable[str] | None = None) -> Path:
-    """raw_dir, once the files `names` (default: all four) have their known size and SHA-256
-    (about 0.1 s for the 47 MB of training images; a flipped byte trains on garbage)."""
-    raw = Path(raw_dir)
-    specs = [f for f in FILES if names is None or f.name in set(names)]
-    missing = [f.name for f in specs if not (raw / f.name).exists()]
-    if missing:
-        raise MissingDataError(
-            f"{raw} lacks {', '.join(missing)}: run the download stage first "
-            "(`dvc repro download` or `mnistbench download`)"
-        )
-    for spec in specs:
-        problem = download.problem(raw / spec.name, spec)
-        if problem is not None:
-            fix = FIX_RAW
-            if (raw / spec.name).is_dir():  # download never removes a folder: it may hold anything
-                fix = "move it away, then run `mnistbench download` or `dvc repro download`"
-            raise MissingDataError(f"{raw / spec.name} is {problem}: {fix}")
-    return raw
-
-
-def require_tfds(tfds_dir: str | Path) -> Path:
-    """tfds_dir, once its dataset_info.json and every shard it lists are there (whole, for
-    TFRecord shards, whose size follows from the info)."""
-    version_dir = Path(tfds_dir) / NAME / VERSION
-    info_path = version_dir / "dataset_info.json"
-    if not info_path.is_file():
-        raise MissingDataError(
-            f"no TFDS {NAME} {VERSION} under {tfds_dir}: run the build_tfds "
-            "stage first (`dvc repro build_tfds` or `mnistbench build-tfds`)"
-        )
-    try:
-        info = json.loads(info_path.read_text())
-        problems = list(_shard_problems(version_dir, info))
-    except (ValueError, KeyError, TypeError) as e:  # unreadable JSON or not TFDS's layout
-        problems = [f"{info_path} is not a TFDS dataset_info.json ({type(e).__name__}: {e})"]
-    if not problems:
-        problems = _checksum_problems(Path(tfds_dir))
-    if problems:
-        raise MissingDataError(
-            f"TFDS build under {tfds_dir} is damaged: {'; '.join(problems)}; {FIX_TFDS}"
-        )
-    return Path(tfds_dir)
-
-
-def _checksum_problems(data_dir: Path) -> list[str]:
-    """Files of data_dir's build whose SHA-256 differs from SHA256SUMS (written at build time),
-    or that are gone; the manifest itself missing or garbled is a problem too."""
-    manifest = data_dir / MANIFEST
-    if not manifest.is_file():
-        return [f"{manifest} missing (checksums are written by every build since they exist)"]
-    problems = []
-    for number, line in enumerate(manifest.read_text(errors="replace").splitlines(), 1):
-        digest, _, rel = line.partition("  ")
-        path = data_dir / rel
-        if len(digest) != 64 or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
-            return [f"{manifest} line {number} is not '<sha256>  <relative path>'"]
-        if not path.is_file():
-            problems.append(f"{path} missing")
-        elif download.file_sha256(path) != digest:
-            problems.append(f"{path} differs from its SHA-256 recorded at build time")
-    return problems
+OURS = {
+    NAME,
+    inputs.ARRAY_RECORD_DIR,
+    "downloads",
+    MANIFEST,
+}  # what a build of ours holds at its top
 
 
 def _write_manifest(data_dir: Path, skip: frozenset[str] = frozenset()) -> None:
@@ -124,43 +54,17 @@ def _write_manifest(data_dir: Path, skip: frozenset[str] = frozenset()) -> None:
         for p in data_dir.rglob("*")
         if p.is_file() and p.relative_to(data_dir).parts[0] not in skip | {MANIFEST}
     )
-    lines = [f"{download.file_sha256(data_dir / rel)}  {rel}\n" for rel in files]
+    lines = [f"{inputs.file_sha256(data_dir / rel)}  {rel}\n" for rel in files]
     tmp = data_dir / f".{MANIFEST}.partial"
     tmp.write_text("".join(lines))
     os.replace(tmp, data_dir / MANIFEST)
 
 
-def _shard_problems(version_dir: Path, info: dict) -> Iterator[str]:
-    """Shards of each split that are missing, or of the wrong size (TFRecord only: ArrayRecord
-    files hold an index and compression, so their size is not known in advance)."""
-    file_format = info.get("fileFormat", "tfrecord")
-    for split in info["splits"]:
-        lengths = [int(n) for n in split["shardLengths"]]
-        paths = [
-            version_dir
-            / split["filepathTemplate"].format(
-                DATASET=NAME,
-                SPLIT=split["name"],
-                FILEFORMAT=file_format,
-                SHARD_X_OF_Y=f"{i:05d}-of-{len(lengths):05d}",
-            )
-            for i in range(len(lengths))
-        ]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            yield f"{', '.join(map(str, missing))} missing"
-        elif file_format == "tfrecord":
-            size = sum(p.stat().st_size for p in paths)
-            expected = int(split["numBytes"]) + TFRECORD_FRAMING * sum(lengths)
-            if size != expected:
-                yield f"{split['name']} shards hold {size} bytes instead of {expected}"
-
-
 def _local_builder_class(raw: Path):
     tfds = frameworks.tensorflow_datasets()
-    from tensorflow_datasets.image_classification import mnist
+    from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-    class LocalMNIST(mnist.MNIST, skip_registration=True):
+    class LocalMNIST(tfds_mnist.MNIST, skip_registration=True):
         """TFDS's MNIST 3.0.1, reading the verified IDX files instead of downloading."""
 
         name = NAME
@@ -171,27 +75,22 @@ def _local_builder_class(raw: Path):
                 tfds.core.SplitGenerator(
                     name=tfds.Split.TRAIN,
                     gen_kwargs=dict(
-                        num_examples=metrics.MNIST_TRAIN,
-                        data_path=str(raw / "train-images-idx3-ubyte"),
-                        label_path=str(raw / "train-labels-idx1-ubyte"),
+                        num_examples=mnist.TRAIN_EXAMPLES,
+                        data_path=str(raw / mnist.images_file("train")),
+                        label_path=str(raw / mnist.labels_file("train")),
                     ),
                 ),
                 tfds.core.SplitGenerator(
                     name=tfds.Split.TEST,
                     gen_kwargs=dict(
-                        num_examples=metrics.MNIST_TEST,
-                        data_path=str(raw / "t10k-images-idx3-ubyte"),
-                        label_path=str(raw / "t10k-labels-idx1-ubyte"),
+                        num_examples=mnist.TEST_EXAMPLES,
+                        data_path=str(raw / mnist.images_file("test")),
+                        label_path=str(raw / mnist.labels_file("test")),
                     ),
                 ),
             ]
 
     return LocalMNIST
-
-
-def array_record_dir(tfds_dir: str | Path) -> Path:
-    """data_dir of the ArrayRecord copy, for `tfds.data_source` (inside the stage's output)."""
-    return Path(tfds_dir) / "array_record"
 
 
 def build(cfg: DataConfig) -> Path:
@@ -209,7 +108,7 @@ def build(cfg: DataConfig) -> Path:
         _prepare_formats(raw, staging)
         shutil.rmtree(staging / "downloads", ignore_errors=True)  # empty: nothing downloaded
         _write_manifest(array_record_dir(staging))
-        _write_manifest(staging, skip=frozenset({"array_record"}))
+        _write_manifest(staging, skip=frozenset({inputs.ARRAY_RECORD_DIR}))
         if out.exists():
             out.rename(old)
         staging.rename(out)

@@ -27,25 +27,27 @@ from mnistbench import (
     frameworks,
     harness,
     interference,
+    layout,
     metrics,
     progress,
     quiet,
+    records,
 )
-from mnistbench.config import Config, ConfigError
+from mnistbench.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: Config, name: str, out_root: str | Path = metrics.METRICS_ROOT) -> dict:
+def train(cfg: Config, name: str, out_root: str | Path = layout.METRICS_ROOT) -> dict:
     """Train backend `name` for cfg.train.epochs; returns the record written to metrics.json."""
     backend = backends.load(name)
-    _check_input(cfg, name, backend.DATA)
+    cfg.backend_data(name)  # params must list it: said before any waiting
     threads = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     limits = quiet.thresholds(cfg)
     busy = interference.wait_for_quiet(limits, cfg.bench.wait_quiet_s)
     probe_start_s = interference.probe()
     harness.seed_everything(cfg.train.seed)
-    trainer = backend.build(cfg, cfg.train.device)
+    trainer = backends.build(name, cfg, cfg.train.device)
     log.info(
         "%s: %d parameters, %d train / %d test examples, batch %d, %d epochs",
         name,
@@ -56,7 +58,7 @@ def train(cfg: Config, name: str, out_root: str | Path = metrics.METRICS_ROOT) -
         cfg.train.epochs,
     )
 
-    final = Path(out_root) / name
+    final = layout.backend_dir(out_root, name)
     staging = final.with_name(f".{name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -86,7 +88,7 @@ def train(cfg: Config, name: str, out_root: str | Path = metrics.METRICS_ROOT) -
         )
         metrics.check(record, f"{name}: the metrics to write", backend=name)
         record = {key: record[key] for key in metrics.KEYS}  # the contract's order
-        metrics.write_record(staging, record)
+        records.write_record(staging, record)
         quiet.log_verdict(name, verdict)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
@@ -95,21 +97,11 @@ def train(cfg: Config, name: str, out_root: str | Path = metrics.METRICS_ROOT) -
     return record
 
 
-def _check_input(cfg: Config, name: str, reads: str) -> None:
-    """params' backends.<name> must name the data this backend really reads (dvc.yaml deps)."""
-    expected = cfg.data_input(reads)
-    if name in cfg.backends and cfg.backends[name] != expected:
-        raise ConfigError(
-            f"params: backends.{name} is {cfg.backends[name]!r} but {name} "
-            f"reads {expected!r}; dvc.yaml's dependency would be wrong"
-        )
-
-
 def _train_logged(
     trainer: harness.Trainer, cfg: Config, name: str, out: Path
 ) -> tuple[list[harness.Epoch], dict | None]:
     """The timed epochs, their curves written as they come, and on a GPU its readings' summary."""
-    plots = metrics.curves_dir(out.parent, out.name)
+    plots = out.joinpath(*layout.CURVES_DIR)  # out: the staging folder of the backend
     plots.mkdir(parents=True)
     gpu_readings = []
 
@@ -119,7 +111,7 @@ def _train_logged(
         values = e.curves()
         _check_epoch(values, e.epoch, name, cfg)
         for key in metrics.CURVES:
-            metrics.append_curve(plots / f"{key}.tsv", key, e.epoch, values[key])
+            records.append_curve(plots / f"{key}.tsv", key, e.epoch, values[key])
         timer.epoch_done(
             e.epoch,
             f"this epoch {e.epoch_time_s:.2f} s (train {e.train_time_s:.2f} + eval "

@@ -7,15 +7,17 @@ options. `data.limit_*` takes the first N examples before anything else.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from mnistbench import frameworks, tfds_build
+from mnistbench import frameworks, inputs
 from mnistbench.config import Config
 
 
-def article_datasets(cfg: Config) -> tuple[Any, Any, int, int]:
-    """(train, val, num_train, num_test): batched tf.data datasets as in the article."""
-    data_dir = tfds_build.require_tfds(cfg.data.tfds_dir)
+def article_datasets(cfg: Config, data: Path) -> tuple[Any, Any, int, int]:
+    """(train, val, num_train, num_test): batched tf.data datasets as in the article, from
+    the TFDS build in `data`."""
+    data_dir = inputs.require_tfds(data)
     tf = frameworks.tensorflow()
     tfds = frameworks.tensorflow_datasets()
     tf.random.set_seed(cfg.train.seed)

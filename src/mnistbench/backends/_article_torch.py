@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mnistbench import models
+from mnistbench import mnist, models
 from mnistbench.config import Config
 
 Batches = Callable[[], Iterable[tuple[Any, Any]]]  # a fresh pass of (x, y) torch tensors
@@ -34,7 +34,7 @@ class ArticleTorchTrainer:
         self.num_train, self.num_test = num_train, num_test
 
     def step(self, x, y, is_train=True):
-        x = x.reshape(-1, 28 * 28)
+        x = x.reshape(-1, mnist.PIXELS)
         y_pred = self.model(x)
         loss = self.criterion(y_pred, y)
         if is_train:

@@ -3,7 +3,7 @@
 IDX layout (big-endian): images have a 16-byte header (magic 2051, count, rows, cols) and then
 count*rows*cols uint8 pixels; labels an 8-byte header (magic 2049, count) and count uint8
 labels. Each split's two files are checked against MNIST's size and SHA-256 before they are
-read (tfds_build.require_raw), and the headers here, so that a damaged or wrong file is an
+read (inputs.require_raw), and the headers here, so that a damaged or wrong file is an
 error naming it and the command that fetches it again, never training on garbage.
 """
 
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistbench import tfds_build
+from mnistbench import inputs, mnist
 
-_SPLITS = {"train": "train", "test": "t10k"}  # split -> file-name prefix
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
 
@@ -43,9 +42,8 @@ def load_split(
     raw_dir: str | Path, split: str, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (N, 784) scaled to [0, 1] as the article's /255, labels int32 (N,))."""
-    prefix = _SPLITS[split]
-    images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-    raw = tfds_build.require_raw(raw_dir, [images_name, labels_name])  # size and SHA-256
+    images_name, labels_name = mnist.images_file(split), mnist.labels_file(split)
+    raw = inputs.require_raw(raw_dir, [images_name, labels_name])  # size and SHA-256
     images = read_images(raw / images_name, limit)
     labels = read_labels(raw / labels_name, limit)
     if len(images) != len(labels):
@@ -55,7 +53,7 @@ def load_split(
 
 def _check(path: Path, magic: int, expected: int) -> None:
     if magic != expected:
-        raise tfds_build.MissingDataError(
+        raise inputs.MissingDataError(
             f"{path}: IDX magic number {magic}, expected {expected} "
-            f"(not an MNIST file of this kind): {tfds_build.FIX_RAW}"
+            f"(not an MNIST file of this kind): {inputs.FIX_RAW}"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnistbench import models
+from mnistbench import mnist, models
 from mnistbench.config import Config
 
 
@@ -23,9 +23,7 @@ def init_state(cfg: Config, device: Any) -> Any:
     from flax.training.train_state import TrainState
 
     model = models.flax_mlp(cfg.model.hidden)
-    params = model.init(jax.random.PRNGKey(cfg.train.seed), jnp.ones([1, models.IN_FEATURES]))[
-        "params"
-    ]
+    params = model.init(jax.random.PRNGKey(cfg.train.seed), jnp.ones([1, mnist.PIXELS]))["params"]
     state = TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(cfg.train.lr))
     # Committed to the device, as a jitted step's outputs are: an uncommitted first state
     # makes XLA compile the step a second time, inside the timed epoch 2.

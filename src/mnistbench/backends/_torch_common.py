@@ -8,6 +8,7 @@ before frameworks.configure_threads has run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mnistbench import models
@@ -15,12 +16,12 @@ from mnistbench.backends import _idx
 from mnistbench.config import Config
 
 
-def load_splits(torch: Any, cfg: Config, device: str) -> tuple[Any, Any, Any, Any]:
+def load_splits(torch: Any, cfg: Config, device: str, data: Path) -> tuple[Any, Any, Any, Any]:
     """(x_train, y_train, x_test, y_test) on `device`: float32 images scaled by /255 as
-    ToTensor does (NumPy IDX reader), int64 labels as NLLLoss wants."""
+    ToTensor does (NumPy IDX reader, from the IDX files in `data`), int64 labels as NLLLoss wants."""
     arrays = (
-        *_idx.load_split(cfg.data.raw_dir, "train", cfg.data.limit_train),
-        *_idx.load_split(cfg.data.raw_dir, "test", cfg.data.limit_test),
+        *_idx.load_split(data, "train", cfg.data.limit_train),
+        *_idx.load_split(data, "test", cfg.data.limit_test),
     )
     x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(device) for a in arrays)
     return x_train, y_train.long(), x_test, y_test.long()

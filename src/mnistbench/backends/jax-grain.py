@@ -22,17 +22,17 @@ split.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnistbench import frameworks, models, tfds_build
+from mnistbench import frameworks, inputs, mnist
 from mnistbench.backends import _jax_common as common
 from mnistbench.config import Config
 
 FRAMEWORK = "JAX (Flax + Optax)"
 LOADER = "tfds.data_source (ArrayRecord, a batched read per batch) + grain, no TensorFlow"
-DATA = "tfds"
 
 READ_THREADS = 0  # batches are read in the training loop's thread, with no prefetch thread:
 # decoding holds the GIL, so a grain read thread only contends with the loop (measured here,
@@ -40,11 +40,11 @@ READ_THREADS = 0  # batches are read in the training loop's thread, with no pref
 # asynchronous dispatch already overlaps each step with the next batch's read.
 
 
-def build(cfg: Config, device: str) -> GrainTrainer:
+def build(cfg: Config, device: str, data: Path) -> GrainTrainer:
     jax, device = frameworks.jax(device)
     grain = frameworks.require("grain")
     tfds = frameworks.require("tensorflow_datasets")  # not frameworks.tensorflow_datasets(): no TF
-    data_dir = tfds_build.require_tfds(tfds_build.array_record_dir(cfg.data.tfds_dir))
+    data_dir = inputs.require_tfds(inputs.array_record_dir(data))
     sources = tfds.data_source(
         "mnist",
         data_dir=str(data_dir),
@@ -73,7 +73,7 @@ class _Split:
         """One batch: uint8 pixels (B, 784) and int32 labels (B,)."""
         examples = self.source.__getitems__(indices.tolist())  # one batched ArrayRecord read
         return (
-            np.stack([e["image"].reshape(models.IN_FEATURES) for e in examples]),
+            np.stack([e["image"].reshape(mnist.PIXELS) for e in examples]),
             np.array([e["label"] for e in examples], np.int32),
         )
 

@@ -18,6 +18,7 @@ the examples trained on, so samples_per_s stays honest.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mnistbench import frameworks
@@ -27,7 +28,6 @@ from mnistbench.config import Config, ConfigError
 
 FRAMEWORK = "JAX (Flax + Optax), epoch under lax.scan"
 LOADER = "whole split on the device (NumPy IDX reader), shuffled by index in the jitted epoch"
-DATA = "raw"
 
 UNROLL = 4  # steps per iteration of the scan's loop: fewer loop iterations, each with more work
 # for XLA to schedule. On the 2-core CPU host 4-9% faster than 1 at batch 32 and 128 (0.58-0.63 s
@@ -36,10 +36,10 @@ UNROLL = 4  # steps per iteration of the scan's loop: fewer loop iterations, eac
 # unroll (different kernels), so GPU results differ from unroll 1's (results/nvidia-h200).
 
 
-def build(cfg: Config, device: str) -> ScanTrainer:
+def build(cfg: Config, device: str, data: Path) -> ScanTrainer:
     jax, device = frameworks.jax(device)
-    x_train, y_train = _idx.load_split(cfg.data.raw_dir, "train", cfg.data.limit_train)
-    x_test, y_test = _idx.load_split(cfg.data.raw_dir, "test", cfg.data.limit_test)
+    x_train, y_train = _idx.load_split(data, "train", cfg.data.limit_train)
+    x_test, y_test = _idx.load_split(data, "test", cfg.data.limit_test)
     if len(x_train) < cfg.train.batch_size:
         raise ConfigError(
             f"params: train.batch_size {cfg.train.batch_size} is more than the "

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from mnistbench import frameworks, models
+from mnistbench import frameworks, mnist, models
 from mnistbench.backends._article_tfds import article_datasets
 from mnistbench.config import Config
 
 FRAMEWORK = "JAX (Flax + Optax)"
 LOADER = "TFDS (tf.data: shuffle, batch, map, prefetch)"
-DATA = "tfds"
 
 
-def build(cfg: Config, device: str) -> ArticleJaxTrainer:
+def build(cfg: Config, device: str, data: Path) -> ArticleJaxTrainer:
     jax, device = frameworks.jax(device)
-    train_set, val_set, num_train, num_test = article_datasets(cfg)
+    train_set, val_set, num_train, num_test = article_datasets(cfg, data)
     trainer = ArticleJaxTrainer(jax, cfg, train_set, val_set, num_train, num_test)
     trainer.device = device
     return trainer
@@ -35,7 +35,9 @@ class ArticleJaxTrainer:
         self.jax, self.jnp = jax, jnp
         self.device = "cpu"  # set by build() to where JAX really runs
         model = models.flax_mlp(cfg.model.hidden)
-        params = model.init(jax.random.PRNGKey(cfg.train.seed), jnp.ones([1, 28 * 28]))["params"]
+        params = model.init(jax.random.PRNGKey(cfg.train.seed), jnp.ones([1, mnist.PIXELS]))[
+            "params"
+        ]
         tx = optax.adam(cfg.train.lr)
         self.state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         self.train_set, self.val_set = train_set, val_set
@@ -77,7 +79,7 @@ def _make_step(jax: Any, jnp: Any, optax: Any):
             loss = optax.softmax_cross_entropy(logits=y_pred, labels=y).mean()
             return loss, y_pred
 
-        x = x.reshape(-1, 28 * 28)
+        x = x.reshape(-1, mnist.PIXELS)
         y = jnp.eye(10)[y]  # optax.softmax_cross_entropy takes one-hot labels
         if is_train:
             grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

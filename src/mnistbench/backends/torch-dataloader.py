@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from mnistbench import frameworks, tfds_build
+from pathlib import Path
+
+from mnistbench import frameworks, inputs
 from mnistbench.backends._article_torch import ArticleTorchTrainer
 from mnistbench.config import Config
 
 FRAMEWORK = "PyTorch"
 LOADER = "PyTorch DataLoader (torchvision MNIST + ToTensor)"
-DATA = "raw"
 
 
-def build(cfg: Config, device: str) -> ArticleTorchTrainer:
-    raw = tfds_build.require_raw(cfg.data.raw_dir)
+def build(cfg: Config, device: str, data: Path) -> ArticleTorchTrainer:
+    raw = inputs.require_raw(data)
     torch, device = frameworks.torch(cfg.train.threads, device)
     datasets = frameworks.require("torchvision.datasets")
     transforms = frameworks.require("torchvision.transforms")

@@ -24,6 +24,7 @@ epoch.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from mnistbench import frameworks
@@ -32,23 +33,22 @@ from mnistbench.config import Config
 
 FRAMEWORK = "PyTorch, epoch replayed as one CUDA graph (on a CPU: eager, as torch-tensor)"
 LOADER = "in-memory tensors on the device (NumPy IDX reader), batches by index"
-DATA = "raw"
 
 WARMUP_STEPS = 3  # eager steps before the capture (torch.cuda.graphs' recipe): Adam's state,
 # cuBLAS's workspace and autograd's per-stream setup are made there, not inside the capture
 
 
-def build(cfg: Config, device: str) -> GraphTrainer:
+def build(cfg: Config, device: str, data: Path) -> GraphTrainer:
     torch, device = frameworks.torch(cfg.train.threads, device)
     torch.manual_seed(cfg.train.seed)  # model init, as torch-tensor
-    return GraphTrainer(torch, device, cfg)
+    return GraphTrainer(torch, device, cfg, data)
 
 
 class GraphTrainer:
-    def __init__(self, torch: Any, device: str, cfg: Config):
+    def __init__(self, torch: Any, device: str, cfg: Config, data: Path):
         self.torch, self.device = torch, device
         self.x_train, self.y_train, self.x_test, self.y_test = common.load_splits(
-            torch, cfg, device
+            torch, cfg, device, data
         )
         self.num_train, self.num_test = len(self.x_train), len(self.x_test)
         self.batch_size = bs = cfg.train.batch_size

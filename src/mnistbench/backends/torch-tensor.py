@@ -16,6 +16,7 @@ step), not the data.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mnistbench import frameworks
@@ -24,20 +25,19 @@ from mnistbench.config import Config
 
 FRAMEWORK = "PyTorch"
 LOADER = "in-memory tensors on the device (NumPy IDX reader), batches by index"
-DATA = "raw"
 
 
-def build(cfg: Config, device: str) -> TensorTrainer:
+def build(cfg: Config, device: str, data: Path) -> TensorTrainer:
     torch, device = frameworks.torch(cfg.train.threads, device)
     torch.manual_seed(cfg.train.seed)  # model init, as the article's rows
-    return TensorTrainer(torch, device, cfg)
+    return TensorTrainer(torch, device, cfg, data)
 
 
 class TensorTrainer:
-    def __init__(self, torch: Any, device: str, cfg: Config):
+    def __init__(self, torch: Any, device: str, cfg: Config, data: Path):
         self.torch, self.device = torch, device
         self.x_train, self.y_train, self.x_test, self.y_test = common.load_splits(
-            torch, cfg, device
+            torch, cfg, device, data
         )
         self.num_train, self.num_test = len(self.x_train), len(self.x_test)
         self.batch_size = cfg.train.batch_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mnistbench import frameworks
 from mnistbench.backends._article_tfds import article_datasets
 from mnistbench.backends._article_torch import ArticleTorchTrainer
@@ -9,13 +11,12 @@ from mnistbench.config import Config
 
 FRAMEWORK = "PyTorch"
 LOADER = "TFDS (tf.data: shuffle, batch, map, prefetch)"
-DATA = "tfds"
 
 
-def build(cfg: Config, device: str) -> ArticleTorchTrainer:
+def build(cfg: Config, device: str, data: Path) -> ArticleTorchTrainer:
     torch, device = frameworks.torch(cfg.train.threads, device)  # before TensorFlow: triton
     torch.manual_seed(cfg.train.seed)
-    train_set, val_set, num_train, num_test = article_datasets(cfg)
+    train_set, val_set, num_train, num_test = article_datasets(cfg, data)
 
     def batches(ds):
         for x, y in ds.as_numpy_iterator():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnistbench import metrics, outputs
+from mnistbench import layout, outputs
 from mnistbench.compare.load import (
     BackendRun,
     CompareError,
@@ -34,7 +34,7 @@ from mnistbench.compare.plots import curves_png, epoch_time_png
 from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary, compact
 from mnistbench.config import Config
 
-OUTPUTS = metrics.SUMMARY_FILES  # written to the metrics root, or --out
+OUTPUTS = layout.SUMMARY_FILES  # written to the metrics root, or --out
 
 __all__ = [
     "BASELINE",
@@ -57,7 +57,7 @@ __all__ = [
 
 def compare(
     cfg: Config,
-    metrics_root: str | Path = metrics.METRICS_ROOT,
+    metrics_root: str | Path = layout.METRICS_ROOT,
     out_dir: str | Path | None = None,
     roofline_path: str | Path | None = None,
 ) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench import metrics
+from mnistbench import layout, metrics, records
 from mnistbench.config import Config
 
 
@@ -35,9 +35,7 @@ class BackendRun:
         return (self.metrics, *self.repeats)
 
 
-def load_runs(
-    cfg: Config, metrics_root: str | Path = metrics.METRICS_ROOT
-) -> dict[str, BackendRun]:
+def load_runs(cfg: Config, metrics_root: str | Path = layout.METRICS_ROOT) -> dict[str, BackendRun]:
     """Every backend of cfg.backends, in params order; all problems reported at once."""
     runs, problems = {}, []
     for name in cfg.backends:
@@ -54,24 +52,24 @@ def load_runs(
 
 
 def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
-    path = metrics.metrics_path(metrics_root, name)
-    where = f"{path} (+ {metrics.RUN_FILE})"
-    record = metrics.check(metrics.read_record(metrics_root, name), where, backend=name)
+    path = layout.metrics_path(metrics_root, name)
+    where = f"{path} (+ {layout.RUN_FILE})"
+    record = metrics.check(records.read_record(metrics_root, name), where, backend=name)
     _check_params(record["params"], metrics.params_of(cfg), where)
     curves = {
-        key: metrics.read_curve(metrics.curve_path(metrics_root, name, key), key, record["epochs"])
+        key: records.read_curve(layout.curve_path(metrics_root, name, key), key, record["epochs"])
         for key in metrics.CURVES
     }
     repeats = tuple(
-        _load_record(cfg, root, name) for root in metrics.repeat_roots(metrics_root, name)
+        _load_record(cfg, root, name) for root in layout.repeat_roots(metrics_root, name)
     )
     return BackendRun(name, record, curves, repeats)
 
 
 def _load_record(cfg: Config, root: Path, name: str) -> dict[str, Any]:
     """One repeat's record, checked and made with the current params."""
-    where = f"{metrics.metrics_path(root, name)} (+ {metrics.RUN_FILE})"
-    record = metrics.check(metrics.read_record(root, name), where, backend=name)
+    where = f"{layout.metrics_path(root, name)} (+ {layout.RUN_FILE})"
+    record = metrics.check(records.read_record(root, name), where, backend=name)
     _check_params(record["params"], metrics.params_of(cfg), where)
     return record
 
@@ -93,7 +91,7 @@ def load_roofline(path: str | Path) -> dict[str, float | int | None]:
 
 def load_machine(metrics_root: str | Path) -> dict[str, str] | None:
     """The machine stage's name and fingerprint id from <root>/machine.json, if there is one."""
-    path = Path(metrics_root) / metrics.MACHINE_FILE
+    path = Path(metrics_root) / layout.MACHINE_FILE
     if not path.is_file():
         return None
     raw = read_json(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from mnistbench import metrics
+from mnistbench import mnist
 from mnistbench.compare.fmt import pct as _pct
 from mnistbench.compare.fmt import ratio as _x
 from mnistbench.compare.fmt import seconds as _s
@@ -165,7 +165,7 @@ def render_markdown(summary: dict) -> str:
         f"{settings['test_examples']} test examples. "
         f"The article: {ARTICLE_SETUP}."
     )
-    full = (metrics.MNIST_TRAIN, metrics.MNIST_TEST)
+    full = (mnist.TRAIN_EXAMPLES, mnist.TEST_EXAMPLES)
     if (settings["train_examples"], settings["test_examples"]) != full:
         out += [
             "",

@@ -23,9 +23,9 @@ def _png(fig) -> bytes:
 
 
 def _colors(names: list[str]) -> dict[str, str]:
-    from mnistbench import backends
+    from mnistbench import colors
 
-    return {name: backends.color(name) for name in names}
+    return {name: colors.color(name) for name in names}
 
 
 def epoch_time_png(summary: dict) -> bytes:

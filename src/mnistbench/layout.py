@@ -1,0 +1,92 @@
+"""Where every output lives, relative to a metrics root (`metrics/` in the pipeline; every
+command takes another). One constant per name, one function per path: nothing else spells
+them.
+
+    <root>/machine.json                          the machine stage's fingerprint
+    <root>/train/<backend>/metrics.json          a backend's compared numbers (DVC metrics)
+    <root>/train/<backend>/run.json              the rest: details, verdict, env, params
+    <root>/train/<backend>/plots/metrics/<k>.tsv its per-epoch curves (DVCLive's layout)
+    <root>/repeats/<round>/train/<backend>/      the repeats stage's runs, a root each
+    <root>/roofline/metrics.json                 the roofline stage's
+    <root>/summary.json, summary.md, *.png       compare's
+    <root>/curves/<k>.tsv                        compare's: each curve of every backend
+    <root>/machines.md, machines.png             the report's
+
+Backends live under train/ so that compare can depend on that one folder (DVC connects it
+to every train@ stage's outputs inside it) instead of a list of backends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+METRICS_ROOT = "metrics"  # the pipeline's metrics root (every command takes another)
+TRAIN_DIR = "train"  # <root>/train/<backend>/: one folder per backend
+METRICS_FILE = "metrics.json"  # in it: COMPARED, the numbers DVC shows and diffs
+RUN_FILE = "run.json"  # beside it: DETAILS, the verdict, env and params (a DVC out, not a metric)
+CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
+REPEATS_DIR = "repeats"  # <root>/repeats/<round>/: a metrics root per extra round
+ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's
+SUMMARY_FILE = "summary.json"  # <root>/summary.json: compare's numbers, the report's input
+SUMMARY_MD = "summary.md"  # compare's report for people
+COMPARE_PLOTS = ("epoch_time.png", "curves.png")  # compare's charts
+SUMMARY_FILES = (SUMMARY_FILE, SUMMARY_MD, *COMPARE_PLOTS)  # all of compare's files
+ALL_CURVES_DIR = "curves"  # <root>/curves/<key>.tsv: compare's, every backend's curve
+MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
+MACHINES_MD, MACHINES_PNG = "machines.md", "machines.png"  # the report's
+
+
+def train_dir(root: str | Path) -> Path:
+    """<root>/train: every backend's folder (compare's one dependency on all of them)."""
+    return Path(root) / TRAIN_DIR
+
+
+def backend_dir(root: str | Path, name: str) -> Path:
+    return train_dir(root) / name
+
+
+def metrics_path(root: str | Path, name: str) -> Path:
+    return backend_dir(root, name) / METRICS_FILE
+
+
+def run_path(root: str | Path, name: str) -> Path:
+    return backend_dir(root, name) / RUN_FILE
+
+
+def curves_dir(root: str | Path, name: str) -> Path:
+    return backend_dir(root, name).joinpath(*CURVES_DIR)
+
+
+def curve_path(root: str | Path, name: str, key: str) -> Path:
+    return curves_dir(root, name) / f"{key}.tsv"
+
+
+def all_curves_path(root: str | Path, key: str) -> Path:
+    """<root>/curves/<key>.tsv: compare's long table of curve `key` for every backend."""
+    return Path(root) / ALL_CURVES_DIR / f"{key}.tsv"
+
+
+def roofline_path(root: str | Path) -> Path:
+    return Path(root) / ROOFLINE_DIR / METRICS_FILE
+
+
+def repeats_root(root: str | Path) -> Path:
+    return Path(root) / REPEATS_DIR
+
+
+def repeat_roots(root: str | Path, name: str) -> list[Path]:
+    """The metrics roots holding repeats of backend `name` (<root>/repeats/<round>/), in round
+    order; the train@ stage's own run, round 1, is <root> itself."""
+    top = repeats_root(root)
+    found = [d for d in top.iterdir() if d.name.isdigit()] if top.is_dir() else []
+    rounds = sorted(found, key=lambda d: int(d.name))
+    return [d for d in rounds if backend_dir(d, name).is_dir()]
+
+
+def backend_of(path: str) -> str | None:
+    """The backend whose metrics.json `path` is, relative to the repository as DVC names it
+    (metrics/train/<backend>/metrics.json); None for any other file."""
+    parts = PurePosixPath(path).parts
+    if len(parts) == 4 and parts[:2] == (METRICS_ROOT, TRAIN_DIR) and parts[3] == METRICS_FILE:
+        return parts[2]
+    return None
