@@ -38,7 +38,7 @@ def make_cfg(names=tuple(TIMES), epochs: int = 3, batch_size: int = 32) -> confi
     return config.Config(
         train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
         bench=config.BenchConfig(max_spread=0.5),
-        backends={n: "data/tfds" for n in names},
+        backends={n: config.Backend("data/tfds") for n in names},
     )
 
 
@@ -118,7 +118,7 @@ def write_metrics(
     """metrics/<name>/ as the train stage writes it: the record and the curves, with the
     params of `cfg` (make_cfg() by default)."""
     history = history_of(first, steady, foreign)
-    out = root / name
+    out = layout.backend_dir(root, name)
     plots = out / "plots" / "metrics"
     plots.mkdir(parents=True)
     for epoch in history:
@@ -279,7 +279,7 @@ def test_subset_and_mixed_environments_are_flagged(tmp_path):
         write_metrics(root, name, *TIMES[name])
     m = records.read_record(root, "jax-tfds")
     m["train_examples"], m["env"]["cpu"] = 1000, "Other CPU"
-    write_split(root / "jax-tfds", m)
+    write_split(layout.backend_dir(root, "jax-tfds"), m)
     summary = compare.compare(make_cfg(ARTICLE_BACKENDS), root)
     assert summary["env_differs"]["cpu"] == {
         "torch-dataloader": "Test CPU",
@@ -461,10 +461,10 @@ def write_split(folder: Path, record: dict) -> None:
 @pytest.mark.parametrize("case", BAD_METRICS)
 def test_malformed_metrics_json_names_the_file(metrics_root, case):
     edit, message = BAD_METRICS[case]
-    path = metrics_root / "jax-tfds" / "metrics.json"
+    path = layout.backend_dir(metrics_root, "jax-tfds") / "metrics.json"
     m = records.read_record(metrics_root, "jax-tfds")
     edit(m)
-    write_split(metrics_root / "jax-tfds", m)
+    write_split(layout.backend_dir(metrics_root, "jax-tfds"), m)
     with pytest.raises(compare.CompareError) as err:
         compare.compare(make_cfg(), metrics_root)
     assert f"{path} (+ run.json): " in str(err.value) and message in str(err.value)
@@ -507,7 +507,7 @@ BAD_FILES = {
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_missing_or_malformed_files_name_the_file(metrics_root, case):
     relative, content, message = BAD_FILES[case]
-    path = metrics_root / "torch-tfds" / relative
+    path = layout.backend_dir(metrics_root, "torch-tfds") / relative
     if content is None:
         path.unlink()
     else:
@@ -520,20 +520,21 @@ def test_missing_or_malformed_files_name_the_file(metrics_root, case):
 
 def test_every_problem_is_reported_and_old_outputs_stay(metrics_root, tmp_path):
     compare.compare(make_cfg(), metrics_root)
-    before = {name: (metrics_root / name).read_bytes() for name in compare.OUTPUTS}
-    shutil.rmtree(metrics_root / "torch-dataloader")
-    (metrics_root / "jax-tfds" / "metrics.json").write_text("")
+    before = _contents(metrics_root)
+    shutil.rmtree(layout.backend_dir(metrics_root, "torch-dataloader"))
+    (layout.backend_dir(metrics_root, "jax-tfds") / "metrics.json").write_text("")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {"epochs": 3}}))
+    article = {"torch-dataloader": "data/raw", "torch-tfds": "data/tfds", "jax-tfds": "data/tfds"}
+    params.write_text(yaml.safe_dump({"train": {"epochs": 3}, "backends": article}))
     result = CliRunner().invoke(
         cli, ["compare", "--params", str(params), "--metrics", str(metrics_root)]
     )
     assert result.exit_code == 1
     assert result.output.startswith("error: compare: nothing written")
-    assert f"{metrics_root}/torch-dataloader/metrics.json: missing" in result.output
-    assert f"{metrics_root}/jax-tfds/metrics.json: not valid JSON" in result.output
+    assert f"{metrics_root}/train/torch-dataloader/metrics.json: missing" in result.output
+    assert f"{metrics_root}/train/jax-tfds/metrics.json: not valid JSON" in result.output
     assert "Traceback" not in result.output
-    assert {name: (metrics_root / name).read_bytes() for name in compare.OUTPUTS} == before
+    assert _contents(metrics_root) == before
 
 
 def test_missing_or_bad_roofline_is_an_error(metrics_root, tmp_path):
@@ -572,12 +573,12 @@ def test_dvc_yaml_compare_stage_params_outputs_and_plots():
     assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
     for out in outs:  # nothing compare writes is inside a train stage's output
         assert Path(out).parent == Path("metrics") and Path(out).stem not in names
-    plots = {next(iter(p)): next(iter(p.values())) for p in dvc["plots"]}
+    assert "metrics/train" in stage["deps"]  # every backend's folder
+    plots = {Path(next(iter(p))).stem: next(iter(p.values())) for p in dvc["plots"]}
     assert set(plots) >= {"val_acc", "val_loss", "train_loss", "epoch_time_s", "foreign_share"}
-    for key, plot in plots.items():
-        want = {f"metrics/{n}/plots/metrics/{key}.tsv": key for n in names}
-        assert plot["y"] == want, f"dvc.yaml plots: {key} must list every backend's {key}.tsv"
-        assert plot["x"] == "step"
+    for key, plot in plots.items():  # compare's files: every backend, none named here
+        assert key in metrics.CURVES and plot["y"] == key and plot["x"] == "step"
+        assert (ROOT / plot["template"]).is_file()
 
 
 # ---------------------------------------------------------------- end to end: README's workflow
@@ -674,3 +675,34 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
 def test_percentages_keep_small_shares_visible(share, text):
     # a GPU row's efficiency is thousandths of a percent: "0.0%" would hide it
     assert compare.fmt.pct(share) == text
+
+
+def _contents(metrics_root: Path) -> dict[str, bytes]:
+    """Every file compare writes under metrics_root, by relative path."""
+    return {
+        str(p.relative_to(metrics_root)): p.read_bytes()
+        for name in compare.OUTPUTS
+        for p in (
+            [metrics_root / name]
+            if (metrics_root / name).is_file()
+            else sorted((metrics_root / name).rglob("*"))
+        )
+    }
+
+
+def test_curves_hold_every_backend_in_params_order(metrics_root):
+    """curves/<key>.tsv: columns step, backend, <key>; each backend's epochs 1..N in order."""
+    compare.compare(make_cfg(), metrics_root)
+    for key in metrics.CURVES:
+        lines = layout.all_curves_path(metrics_root, key).read_text().splitlines()
+        assert lines[0] == f"step\tbackend\t{key}"
+        rows = [line.split("\t") for line in lines[1:]]
+        names = list(dict.fromkeys(r[1] for r in rows))
+        assert names == list(make_cfg().backends)
+        for name in names:
+            mine = [r for r in rows if r[1] == name]
+            expected = records.read_curve(
+                layout.curve_path(metrics_root, name, key), key, len(mine)
+            )
+            assert [int(r[0]) for r in mine] == list(range(1, len(mine) + 1))
+            assert [float(r[2]) for r in mine] == expected

@@ -25,7 +25,9 @@ def test_repository_params_load():
     assert cfg.data.mirrors[-1].rstrip("/") == "data/mirror"
     assert isinstance(cfg.data.mirrors, tuple)
     assert set(cfg.backends) <= set(backends.names())
-    assert set(cfg.backends.values()) <= {cfg.data.raw_dir, cfg.data.tfds_dir}
+    assert {b.data for b in cfg.backends.values()} <= {cfg.data.raw_dir, cfg.data.tfds_dir}
+    helpers = {m for b in cfg.backends.values() for m in (b.loader, b.step)}
+    assert None not in helpers and helpers <= set(backends.modules())  # dvc.yaml needs both
 
 
 def test_empty_params_are_the_defaults():
@@ -95,7 +97,6 @@ def test_wrong_type_is_named(section, key, value, named):
         ("data", "limit_test", -5, "data.limit_test"),
         ("model", "hidden", [], "model.hidden"),
         ("model", "hidden", [128, 0], "model.hidden"),
-        (None, "backends", {}, "backends"),
     ],
 )
 def test_impossible_value_is_named(section, key, value, named):
@@ -112,16 +113,24 @@ def test_unknown_backend_is_named():
 
 
 def test_backend_input_must_be_a_data_dir():
-    with pytest.raises(ConfigError, match="backends[.]jax-tfds must be one of"):
+    with pytest.raises(ConfigError, match="backends[.]jax-tfds[.]data must be one of"):
         config.from_dict({"backends": {"jax-tfds": "data/elsewhere"}})
 
 
-def test_default_backends_follow_the_data_dirs():
-    """Moving data.raw_dir alone must not invalidate the default backend list."""
-    cfg = config.from_dict({"data": {"raw_dir": "/x/raw", "tfds_dir": "/x/tfds"}})
-    assert cfg.backends["torch-dataloader"] == "/x/raw"
-    assert cfg.backends["jax-tfds"] == cfg.backends["torch-tfds"] == "/x/tfds"
-    assert set(cfg.backends.values()) <= {"/x/raw", "/x/tfds"}
+def test_a_backend_entry_names_existing_modules_and_its_data():
+    """The full entry (dvc.yaml's) and the bare folder (by hand) are the same Backend."""
+    full = {"data": "data/raw", "loader": "_idx", "step": "_torch_common"}
+    cfg = config.from_dict({"backends": {"torch-tensor": full}})
+    assert cfg.backends["torch-tensor"] == config.Backend("data/raw", "_idx", "_torch_common")
+    assert config.from_dict({"backends": {"torch-tensor": "data/raw"}}).backends[
+        "torch-tensor"
+    ] == config.Backend("data/raw")
+    with pytest.raises(ConfigError, match="backends[.]torch-tensor[.]step must name a module"):
+        config.from_dict({"backends": {"torch-tensor": {**full, "step": "_nope"}}})
+    with pytest.raises(ConfigError, match="backends[.]torch-tensor[.]data is missing"):
+        config.from_dict({"backends": {"torch-tensor": {"loader": "_idx"}}})
+    with pytest.raises(ConfigError, match="backends has no jax-scan"):
+        cfg.backend_data("jax-scan")
 
 
 def test_values_are_normalised():

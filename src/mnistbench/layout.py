@@ -30,8 +30,8 @@ ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's
 SUMMARY_FILE = "summary.json"  # <root>/summary.json: compare's numbers, the report's input
 SUMMARY_MD = "summary.md"  # compare's report for people
 COMPARE_PLOTS = ("epoch_time.png", "curves.png")  # compare's charts
-SUMMARY_FILES = (SUMMARY_FILE, SUMMARY_MD, *COMPARE_PLOTS)  # all of compare's files
 ALL_CURVES_DIR = "curves"  # <root>/curves/<key>.tsv: compare's, every backend's curve
+SUMMARY_FILES = (SUMMARY_FILE, SUMMARY_MD, *COMPARE_PLOTS, ALL_CURVES_DIR)  # compare writes these
 MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
 MACHINES_MD, MACHINES_PNG = "machines.md", "machines.png"  # the report's
 

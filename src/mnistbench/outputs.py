@@ -8,13 +8,15 @@ from pathlib import Path
 
 
 def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
-    """Each file to a temporary one in out_dir, then all renamed into place."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Each file (a name, or a path relative to out_dir) to a temporary one beside it, then all
+    renamed into place."""
     staged = []
     try:
         for name, data in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            staged.append((tmp, out_dir / name))
+            final = out_dir / name
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+            staged.append((tmp, final))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename

@@ -100,3 +100,14 @@ def read_curve(path: Path, key: str, epochs: int) -> list[float]:
     if len(values) != epochs:
         raise MetricsError(f"{path}: {len(values)} rows but metrics.json says {epochs} epochs")
     return values
+
+
+def curve_table(key: str, curves: dict[str, list[float]]) -> str:
+    """One curve of every backend as one TSV (columns step, backend, <key>; backends in the
+    given order): what dvc.yaml's plots draw, one line per backend."""
+    rows = [
+        f"{step}\t{name}\t{value!r}"
+        for name, values in curves.items()
+        for step, value in enumerate(values, start=1)
+    ]
+    return "\n".join([f"step\tbackend\t{key}", *rows]) + "\n"

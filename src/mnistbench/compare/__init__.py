@@ -1,6 +1,6 @@
 """Stage `compare`: this run's table beside the article's, ratios, where the time goes, plots.
 
-Reads metrics/<backend>/metrics.json and its per-epoch curves (plots/metrics/*.tsv) for every
+Reads metrics/train/<backend>/ (metrics.json, run.json and its per-epoch curves) for every
 backend in params' `backends`, and optionally the roofline stage's metrics.json. One module
 per job, called in this order by `compare` below:
 
@@ -12,7 +12,8 @@ per job, called in this order by `compare` below:
     plots     epoch_time.png (steady s/epoch with its spread, the article's ranges marked)
               and curves.png (per epoch)
 
-The four files are rendered in memory, then each is renamed into place from a temporary file.
+and writes curves/<key>.tsv, each curve of every backend in one file (dvc.yaml's plots).
+Every file is rendered in memory, then each is renamed into place from a temporary file.
 Cheap to import (no matplotlib until a PNG is drawn): the CLI imports CompareError at start-up.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnistbench import layout, outputs
+from mnistbench import layout, metrics, outputs, records
 from mnistbench.compare.load import (
     BackendRun,
     CompareError,
@@ -71,10 +72,18 @@ def compare(
     if machine is not None:
         summary["machine"] = machine
     files = {
-        "summary.json": (json.dumps(compact(summary), indent=2, allow_nan=False) + "\n").encode(),
-        "summary.md": render_markdown(summary).encode(),
-        "epoch_time.png": epoch_time_png(summary),
-        "curves.png": curves_png(runs),
+        layout.SUMMARY_FILE: (
+            json.dumps(compact(summary), indent=2, allow_nan=False) + "\n"
+        ).encode(),
+        layout.SUMMARY_MD: render_markdown(summary).encode(),
+        layout.COMPARE_PLOTS[0]: epoch_time_png(summary),
+        layout.COMPARE_PLOTS[1]: curves_png(runs),
+        **{
+            f"{layout.ALL_CURVES_DIR}/{key}.tsv": records.curve_table(
+                key, {name: run.curves[key] for name, run in runs.items()}
+            ).encode()
+            for key in metrics.CURVES
+        },
     }
     outputs.write_files(Path(out_dir if out_dir is not None else metrics_root), files)
     return summary

@@ -38,6 +38,8 @@ class BackendRun:
 def load_runs(cfg: Config, metrics_root: str | Path = layout.METRICS_ROOT) -> dict[str, BackendRun]:
     """Every backend of cfg.backends, in params order; all problems reported at once."""
     runs, problems = {}, []
+    if not cfg.backends:
+        raise CompareError("params: backends lists no backend: nothing to compare")
     for name in cfg.backends:
         try:
             runs[name] = load_run(cfg, metrics_root, name)
