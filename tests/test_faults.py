@@ -26,7 +26,7 @@ import pytest
 import yaml
 from test_compare import ARTICLE_BACKENDS, write_metrics  # the runs compare reads, as train writes
 
-from mnistbench import compare, config, download, errors, inputs, models, report
+from mnistbench import compare, config, download, errors, inputs, keep, models
 from mnistbench.compare import summary as compare_summary
 from mnistbench.download import DownloadError
 from mnistbench.inputs import MissingDataError
@@ -495,7 +495,7 @@ def test_keep_takes_a_plain_name(tmp_path):
     metrics_dir.mkdir()
     for needed in ("summary.json", "machine.json"):
         (metrics_dir / needed).write_text("{}")
-    dest = report.keep(metrics_dir, tmp_path / "results", "my-laptop_2.0", extra=())
+    dest = keep.keep(metrics_dir, tmp_path / "results", "my-laptop_2.0", extra=())
     assert dest == tmp_path / "results" / "my-laptop_2.0" and (dest / "summary.json").is_file()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistbench import envinfo, machine, metrics, records, report
+from mnistbench import envinfo, keep, machine, metrics, records, report
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -356,14 +356,14 @@ def test_keep_copies_a_run_into_its_own_folder_and_never_over_one(tmp_path):
     run = _machine_dir(tmp_path, "metrics", {"jax-scan": (0.5, 0.97)})
     (run / "jax-scan").mkdir()
     (run / "jax-scan" / "metrics.json").write_text("{}")
-    dest = report.keep(run, tmp_path / "results", extra=())
+    dest = keep.keep(run, tmp_path / "results", extra=())
     assert dest.name == machine.record()["name"]
     assert (dest / "summary.json").is_file() and (
         dest / "metrics" / "jax-scan" / "metrics.json"
     ).is_file()
     assert [c.name for c in report.reference_columns(tmp_path / "results")] == [dest.name]
     with pytest.raises(report.ReportError, match="exists"):
-        report.keep(run, tmp_path / "results", extra=())
+        keep.keep(run, tmp_path / "results", extra=())
 
 
 def test_the_workspace_run_committed_is_a_kept_reference():

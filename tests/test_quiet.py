@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from test_compare import TIMES, make_cfg, write_metrics
 
-from mnistbench import compare, config, layout, records, report, train
+from mnistbench import compare, config, keep, layout, records, report, train
 from mnistbench.cli import main as cli
 
 FAKE = "numpy-mlp"
@@ -167,7 +167,7 @@ def test_a_disturbed_repeat_is_left_out_of_the_headline_and_marked(tmp_path):
     assert row["disturbed"] == 1 and row["epoch_time_s"] == pytest.approx(10.5)
     md = (root / "summary.md").read_text()
     assert "‡ disturbed" in md and "torch-tfds: run 2: epochs 1, 2, 3: others used 40%" in md
-    assert report.disturbed_parts(json.loads((root / "summary.json").read_text())) == ["torch-tfds"]
+    assert keep.disturbed_parts(json.loads((root / "summary.json").read_text())) == ["torch-tfds"]
 
 
 def _machine(root) -> None:
@@ -204,5 +204,5 @@ def test_a_quiet_run_is_kept(tmp_path):
         write_metrics(root, name, first, steady)
     compare.compare(make_cfg(), root)
     _machine(root)
-    dest = report.keep(root, tmp_path / "results", extra=())
+    dest = keep.keep(root, tmp_path / "results", extra=())
     assert (dest / "summary.json").is_file()

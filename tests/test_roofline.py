@@ -1,4 +1,5 @@
-"""The roofline: FLOPs counted by hand, the matmul measurement, and the file compare reads."""
+"""The roofline: FLOPs counted by hand, the matmul measurement, and the file compare reads;
+and the kernel bound (mnistbench.kernel_bound) it writes into that file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from mnistbench import compare, config, roofline
+from mnistbench import compare, config, kernel_bound, roofline
 
 
 def test_flops_of_a_small_model_match_a_hand_count():
@@ -57,7 +58,7 @@ def test_roofline_time_is_flops_over_the_peak():
 
 def test_measurement_reports_the_peak_and_where_it_came_from(monkeypatch):
     monkeypatch.setitem(roofline.SQUARE, "cpu", 128)  # small: the test is about the bookkeeping
-    monkeypatch.setattr(roofline, "MIN_TIME_S", 0.01)
+    monkeypatch.setattr(kernel_bound, "MIN_TIME_S", 0.01)  # the shared timer's
     measured = roofline.measure_matmul_gflops(None, "cpu", hidden=(4,), batch_size=8)
     assert set(measured["by_shape"]) == {"torch", "jax"}
     shapes = ["8x784x4", "784x8x4", "8x4x10", "4x8x10", "10000x784x4", "128x128x128"]
@@ -115,7 +116,7 @@ def test_cli_writes_the_file_compare_reads(tmp_path):
 def test_step_products_are_the_products_model_flops_counts():
     """784 -> 4 -> 10 at batch 8: forward both layers, then backward from the last layer;
     the first layer has no input gradient. Their FLOPs are model_flops' per-step count."""
-    products = roofline.step_products((4,), batch_size=8)
+    products = kernel_bound.step_products((4,), batch_size=8)
     assert [p.name for p in products] == [
         "forward 1 8x784x4",
         "forward 2 8x4x10",
@@ -124,8 +125,8 @@ def test_step_products_are_the_products_model_flops_counts():
         "weight grad 1 784x8x4",
     ]
     flops = roofline.model_flops((128, 256), batch_size=32, num_train=60000, num_test=10000)
-    assert sum(p.flops for p in roofline.step_products((128, 256), 32)) == flops.per_train_step
-    evals = roofline.eval_products((128, 256), num_test=10000)
+    assert sum(p.flops for p in kernel_bound.step_products((128, 256), 32)) == flops.per_train_step
+    evals = kernel_bound.eval_products((128, 256), num_test=10000)
     assert [p.name for p in evals] == [
         "eval forward 1 10000x784x128",
         "eval forward 2 10000x128x256",
@@ -146,7 +147,7 @@ def test_kernel_bound_is_the_parts_summed_over_an_epoch():
     """1000 examples at batch 64: torch trains 16 steps (the last one smaller, charged as a
     full one), jax-scan 15 (the remainder dropped)."""
     parts = {"torch": _parts([1e-5, 2e-5], 3e-5, [1e-3, 2e-3]), "jax": _parts([4e-5], 1e-5, [5e-4])}
-    result = roofline.kernel_bound(parts, num_train=1000, batch_size=64)
+    result = kernel_bound.kernel_bound(parts, num_train=1000, batch_size=64)
     assert result["kernel_bound_epoch_s"] == {
         "torch": pytest.approx(16 * 6e-5 + 3e-3),
         "jax": pytest.approx(15 * 5e-5 + 5e-4),
@@ -169,13 +170,13 @@ def test_roofline_file_has_the_kernel_bound_only_when_measured():
 
 def test_kernel_parts_are_timed_for_each_product_and_adam(monkeypatch):
     """Real timers, tiny model and repeats: the bookkeeping, not the speed."""
-    monkeypatch.setattr(roofline, "MIN_TIME_S", 0.005)
-    monkeypatch.setattr(roofline, "MAX_INNER", 4)
-    monkeypatch.setattr(roofline, "ADAM_CALLS", 2)
+    monkeypatch.setattr(kernel_bound, "MIN_TIME_S", 0.005)
+    monkeypatch.setattr(kernel_bound, "MAX_INNER", 4)
+    monkeypatch.setattr(kernel_bound, "ADAM_CALLS", 2)
     cfg = config.from_dict({"model": {"hidden": [4]}, "train": {"batch_size": 8}})
-    parts = roofline.measure_kernel_parts(cfg, "cpu", num_test=50)
+    parts = kernel_bound.measure_kernel_parts(cfg, "cpu", num_test=50)
     assert set(parts) == {"torch", "jax"}
-    names = [p.name for p in roofline.step_products((4,), 8)]
+    names = [p.name for p in kernel_bound.step_products((4,), 8)]
     for per_fw in parts.values():
         assert list(per_fw["products_s"]) == names
         assert list(per_fw["eval_products_s"]) == [
@@ -211,7 +212,7 @@ def test_torch_adam_kernels_do_what_the_rows_adam_step_does():
     for _ in range(3):
         opt_a.step()
     opt_b.step()
-    update = roofline.fused_adam_kernels(torch, opt_b)
+    update = kernel_bound.fused_adam_kernels(torch, opt_b)
     update()
     update()
     for a, b in zip(stepped.parameters(), direct.parameters()):

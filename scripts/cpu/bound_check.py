@@ -2,7 +2,7 @@
 
 In one process, one thread, taking turns: a training pass of torch-tensor (= torch-graph on a
 CPU) and of jax-scan over STEPS batches, and the kernel bound's parts for each framework
-(roofline.measure_kernel_parts: the step's products and Adam's update, each alone). Timed
+(kernel_bound.measure_kernel_parts: the step's products and Adam's update, each alone). Timed
 in CPU seconds of this process, not wall seconds: on a machine shared with other jobs the
 wall clock also counts the time spent waiting for a core, the CPU clock does not.
 Reported: µs a step, the kernels' µs a step, and their ratio (the kernel efficiency's
@@ -18,7 +18,7 @@ import time
 import types
 
 sys.path.insert(0, "src")
-from mnistbench import backends, config, frameworks, roofline  # noqa: E402
+from mnistbench import backends, config, frameworks, kernel_bound  # noqa: E402
 
 STEPS = 150
 
@@ -35,9 +35,9 @@ def main() -> None:
             "train": {"threads": 1, "device": "cpu"},
         }
     )
-    roofline.time = types.SimpleNamespace(
+    kernel_bound.time = types.SimpleNamespace(
         perf_counter=time.process_time
-    )  # its _best_time, in CPU s
+    )  # its best_time, in CPU s
     trainers = {
         "torch": backends.load("torch-tensor").build(cfg, "cpu"),
         "jax": backends.load("jax-scan").build(cfg, "cpu"),
@@ -53,7 +53,7 @@ def main() -> None:
             t.train_epoch()
             t.sync()
             step_us[fw].append(1e6 * (time.process_time() - c0) / STEPS)
-        parts = roofline.measure_kernel_parts(cfg, "cpu", 500)
+        parts = kernel_bound.measure_kernel_parts(cfg, "cpu", 500)
         for fw, p in parts.items():
             kernel_us[fw].append(1e6 * (sum(p["products_s"].values()) + p["optimizer_s"]))
         print(

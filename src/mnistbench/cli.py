@@ -355,9 +355,9 @@ def keep(metrics_dir: str, results_dir: str, name: str | None, force: bool) -> N
     it ran with) into results/<name>/, where no later run writes. Commit that folder to add
     a column to every report. It never overwrites an existing folder, and refuses a disturbed
     run unless --force."""
-    from mnistbench import report as report_mod
+    from mnistbench import keep as keep_mod
 
-    dest = report_mod.keep(metrics_dir, results_dir, name, force=force)
+    dest = keep_mod.keep(metrics_dir, results_dir, name, force=force)
     click.echo(
         f"kept {metrics_dir}/ as {dest}/; `mnistbench report --no-local --out "
         f"{results_dir}` redraws the references' report"
