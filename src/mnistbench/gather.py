@@ -22,7 +22,7 @@ from pathlib import Path
 from mnistbench import outputs, report
 from mnistbench.compare.load import read_json
 from mnistbench.errors import UserError
-from mnistbench.layout import MACHINE_FILE, SUMMARY_FILE
+from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
 
 STATUS = "status.txt"  # written last by mnistbench.sbatch, one key=value per line
 LOG = "run.log"
@@ -298,8 +298,8 @@ def write(
     outputs.write_files(
         Path(out_dir if out_dir is not None else runs_dir),
         {
-            "machines.md": markdown(g, Path(runs_dir)).encode(),
-            "machines.png": report.png(g.columns),
+            MACHINES_MD: markdown(g, Path(runs_dir)).encode(),
+            MACHINES_PNG: report.png(g.columns),
         },
     )
     return g

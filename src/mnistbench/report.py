@@ -26,13 +26,13 @@ from mnistbench.compare.markdown import verdict_word
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
 from mnistbench.compare.summary import BASELINE
 from mnistbench.errors import UserError
-from mnistbench.layout import MACHINE_FILE, SUMMARY_FILE
+from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
 
 ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
 ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98
 ARTICLE = "article (Colab CPU)"
 LOCAL = "this machine"  # the column of the run in the workspace
-OUTPUTS = ("machines.md", "machines.png")
+OUTPUTS = (MACHINES_MD, MACHINES_PNG)
 DASH = "—"
 
 
@@ -349,6 +349,6 @@ def write(
     """Read every machine first, then write machines.md and machines.png together."""
     cols = columns(results_dir, metrics_dir)
     outputs.write_files(
-        Path(out_dir), {"machines.md": markdown(cols).encode(), "machines.png": png(cols)}
+        Path(out_dir), {MACHINES_MD: markdown(cols).encode(), MACHINES_PNG: png(cols)}
     )
     return cols
