@@ -215,7 +215,6 @@ NOT_TIMING_INPUTS = (
     "download.py",
     "gather.py",
     "keep.py",
-    "outputs.py",
     "report.py",
     "sweep.py",
     "tfds_build.py",

@@ -17,6 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
+from mnistbench import outputs
 from mnistbench.compare.load import read_json
 from mnistbench.layout import MACHINE_FILE, METRICS_ROOT, SUMMARY_FILE
 from mnistbench.report import OUTPUTS, ReportError
@@ -67,9 +68,7 @@ def keep(
     dest = Path(results_dir) / name
     if dest.exists():
         raise ReportError(f"{dest} exists: pick another name (--name) or remove it first")
-    staging = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with outputs.replace_folder(dest) as staging:
         for item in sorted(metrics_dir.iterdir()):
             if item.name in OUTPUTS:  # the cross-machine report is redrawn, not kept
                 continue
@@ -82,9 +81,6 @@ def keep(
         for file in extra:
             if Path(file).is_file():
                 shutil.copy2(file, staging / Path(file).name)
-        staging.rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 

@@ -29,13 +29,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench import envinfo, frameworks, interference, kernel_bound, layout, mnist, quiet
+from mnistbench import (
+    envinfo,
+    frameworks,
+    interference,
+    kernel_bound,
+    layout,
+    mnist,
+    outputs,
+    quiet,
+)
 from mnistbench.config import Config
 
 log = logging.getLogger(__name__)
@@ -265,9 +273,6 @@ def run(cfg: Config, out_root: str | Path = layout.METRICS_ROOT) -> dict[str, An
     result["probe_start_s"], result["probe_end_s"] = probe_start_s, interference.probe()
     result["env"] = {**envinfo.collect(), **applied}
     quiet.log_verdict("roofline", verdict)
-    out = Path(out_root) / layout.ROOFLINE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".metrics.json.partial"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / layout.METRICS_FILE)
+    path = layout.roofline_path(out_root)
+    outputs.write_files(path.parent, {path.name: (json.dumps(result, indent=2) + "\n").encode()})
     return result

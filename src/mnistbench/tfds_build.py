@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mnistbench import frameworks, inputs, mnist
+from mnistbench import frameworks, inputs, mnist, outputs
 from mnistbench.config import ConfigError, DataConfig
 from mnistbench.inputs import MANIFEST, NAME, VERSION, array_record_dir, require_raw
 
@@ -100,21 +100,12 @@ def build(cfg: DataConfig) -> Path:
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(out.parent)
-    # mkdir, not mkdtemp: mkdtemp's private 0700 would become data/tfds's mode on rename
     staging = out.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    old = staging.with_name(staging.name + "-old")  # the previous build, until the swap is done
-    try:
+    with outputs.replace_folder(out, staging):
         _prepare_formats(raw, staging)
         shutil.rmtree(staging / "downloads", ignore_errors=True)  # empty: nothing downloaded
         _write_manifest(array_record_dir(staging))
         _write_manifest(staging, skip=frozenset({inputs.ARRAY_RECORD_DIR}))
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     log.info("TFDS %s %s ready under %s", NAME, VERSION, out)
     return out
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 from pathlib import Path
 
 from mnistbench import (
@@ -29,6 +28,7 @@ from mnistbench import (
     interference,
     layout,
     metrics,
+    outputs,
     progress,
     quiet,
     records,
@@ -58,10 +58,7 @@ def train(cfg: Config, name: str, out_root: str | Path = layout.METRICS_ROOT) ->
         cfg.train.epochs,
     )
 
-    final = layout.backend_dir(out_root, name)
-    staging = final.with_name(f".{name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with outputs.replace_folder(layout.backend_dir(out_root, name)) as staging:
         history, gpu = _train_logged(trainer, cfg, name, staging)
         verdict = quiet.judge(
             [e.epoch_time_s for e in history], [e.load for e in history], limits, gpu
@@ -90,10 +87,6 @@ def train(cfg: Config, name: str, out_root: str | Path = layout.METRICS_ROOT) ->
         record = {key: record[key] for key in metrics.KEYS}  # the contract's order
         records.write_record(staging, record)
         quiet.log_verdict(name, verdict)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
@@ -102,7 +95,7 @@ def _train_logged(
 ) -> tuple[list[harness.Epoch], dict | None]:
     """The timed epochs, their curves written as they come, and on a GPU its readings' summary."""
     plots = out.joinpath(*layout.CURVES_DIR)  # out: the staging folder of the backend
-    plots.mkdir(parents=True)
+    plots.mkdir(parents=True)  # in the staging folder
     gpu_readings = []
 
     def on_epoch(e: harness.Epoch) -> None:
