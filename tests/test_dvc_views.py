@@ -39,7 +39,7 @@ def test_metrics_show_works_on_a_fresh_clone(clone):
     shown = json.loads(done.stdout)
     files = next(iter(shown.values()))["data"]
     for name in config.load(clone / "params.yaml").backends:
-        data = files[f"metrics/{name}/metrics.json"]["data"]
+        data = files[f"metrics/train/{name}/metrics.json"]["data"]
         assert set(data) == set(metrics.COMPARED), name  # the numbers, nothing else
         assert all(isinstance(v, (int, float)) for v in data.values()), name
 

@@ -9,7 +9,7 @@
 # plain GPU machine's Python with `pip install -e .`). The MNIST files come from the mirrors
 # of params.yaml (set MNIST_MIRRORS=data/mirror/ offline). OUT_DIR gets params.yaml (the
 # params used: params.yaml with train.device=cuda, only these backends, then the overrides),
-# metrics/<backend>/ and metrics/roofline/ as the DVC stages write them, machine.json (the
+# metrics/train/<backend>/ and metrics/roofline/ as the DVC stages write them, machine.json (the
 # machine's fingerprint), summary.{json,md}, the plots, env.txt (nvidia-smi) and run.log: the
 # layout of a reference machine's folder, so `mnistbench report` shows it as a column.
 # PYTHON (default python3) is the interpreter that has them.

@@ -2,7 +2,7 @@
 as a reference machine, one column of every cross-machine report (mnistbench.report reads it).
 
 The copy: the files at the top of the metrics folder (summary.json and .md, the PNGs,
-machine.json) at the top of results/<machine>/, each stage's folder (metrics/<backend>/,
+machine.json) at the top of results/<machine>/, each stage's folder (metrics/train/<backend>/,
 repeats/, roofline/) under results/<machine>/metrics/, and the params.yaml and dvc.lock it ran
 with; the cross-machine report (machines.md, machines.png) is redrawn, never kept. The machine's
 name defaults to its fingerprint's and must be one plain folder name. It never overwrites an

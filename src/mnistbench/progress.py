@@ -69,7 +69,7 @@ def _lookup(ref: str, context: dict):
 
 def _resolve(value, context: dict):
     """A dvc.yaml value with its ${...} references filled in (a whole-value reference keeps its
-    type: ${train_code} is a dict)."""
+    type: ${backends} is a dict)."""
     if not isinstance(value, str):
         return value
     whole = _REF.fullmatch(value.strip())

@@ -1,6 +1,6 @@
 """Stage `train@<backend>`: build one backend, time it with the harness, write its metrics.
 
-Output in metrics/<backend>/, in DVCLive's layout (mnistbench.metrics, the metrics contract):
+Output in metrics/train/<backend>/, in DVCLive's layout (mnistbench.metrics, the metrics contract):
 metrics.json (the numbers people compare), run.json (the other numbers, the verdict on how
 quiet the machine was, `env`, the environment they came from, and `params`, the parameters
 they were made with) and plots/metrics/<key>.tsv (per-epoch curves).
