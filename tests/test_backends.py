@@ -148,7 +148,7 @@ def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path)
         [
             sys.executable,
             "-m",
-            "mnistbench.cli",
+            "mnistbench",
             "train",
             "torch-dataloader",
             "--params",

@@ -3,7 +3,7 @@
 DVC decides what to rerun from a stage's declared deps: a module the command imports but
 dvc.yaml does not list is a silent stale result (edit it, `dvc status` says all is well).
 The imports are derived here from the code itself (every `import` statement of the command's
-function in cli.py, then transitively of each module reached, a train stage's backend file
+function in its module of mnistbench/cli/, then transitively of each module reached, a train stage's backend file
 included) and compared with dvc.yaml's deps.
 """
 
@@ -73,7 +73,7 @@ def imports_in(tree: ast.AST, current: str) -> set[str]:
 
 def closure(start: set[str], done: frozenset[str] = frozenset()) -> set[str]:
     """`start` and every module it imports, transitively; modules in `done` are not read
-    again (cli.py: only the command's own part of it counts)."""
+    again (a CLI module: only the command's own part of it counts)."""
     seen, todo = set(done), list(start - done)
     while todo:
         name = todo.pop()
@@ -86,17 +86,18 @@ def closure(start: set[str], done: frozenset[str] = frozenset()) -> set[str]:
 
 
 def command_imports(command: str) -> set[str]:
-    """Modules `mnistbench <command>` imports: cli.py's module-level imports, its command
-    function's and those of the functions that decorate it (e.g. _known_errors)."""
-    tree = ast.parse((SRC / PACKAGE / "cli.py").read_text())
-    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    """Modules `mnistbench <command>` imports: the CLI package (its __init__ loads the
+    command's module by name, mnistbench.cli.COMMANDS), that module's module-level imports,
+    its command function's and those of the functions that decorate it (e.g. known_errors);
+    not its other commands' (each imports its library module inside its function)."""
+    from mnistbench.cli import COMMANDS
+
+    current = f"{PACKAGE}.cli.{COMMANDS[command]}"
+    tree = ast.parse(module_path(current).read_text())
     top = set().union(
-        *(
-            _imported(n, "mnistbench.cli")
-            for n in tree.body
-            if isinstance(n, (ast.Import, ast.ImportFrom))
-        )
+        *(_imported(n, current) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
     )
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
     for fn in functions.values():
         for dec in fn.decorator_list:
             if (
@@ -106,18 +107,8 @@ def command_imports(command: str) -> set[str]:
             ):
                 name = dec.args[0].value if dec.args else fn.name.replace("_", "-")
                 if name == command:
-                    wrappers = [
-                        functions[d.id]
-                        for d in fn.decorator_list
-                        if isinstance(d, ast.Name) and d.id in functions
-                    ]
-                    return {
-                        "mnistbench.cli",
-                        *top,
-                        *imports_in(fn, "mnistbench.cli"),
-                        *(m for w in wrappers for m in imports_in(w, "mnistbench.cli")),
-                    }
-    raise AssertionError(f"cli.py defines no command {command!r}")
+                    return {f"{PACKAGE}.cli", current, *top, *imports_in(fn, current)}
+    raise AssertionError(f"{current} defines no command {command!r}")
 
 
 def stage_modules(cmd: str) -> set[str]:
@@ -127,7 +118,10 @@ def stage_modules(cmd: str) -> set[str]:
     start = command_imports(words[1])
     if words[1] == "train":  # backends.load(name) imports the backend's own file by name
         start.add(f"{PACKAGE}.backends.{words[2]}")
-    return closure(start, frozenset({f"{PACKAGE}.cli"})) | {f"{PACKAGE}.cli"}
+    from mnistbench.cli import COMMANDS
+
+    command_module = f"{PACKAGE}.cli.{COMMANDS[words[1]]}"  # read only in command_imports
+    return closure(start, frozenset({command_module})) | {command_module}
 
 
 def as_files(modules: set[str]) -> set[str]:

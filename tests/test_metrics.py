@@ -164,7 +164,7 @@ def test_cli_train_that_diverges_is_a_one_line_error(raw_dir, tmp_path):
         [
             sys.executable,
             "-m",
-            "mnistbench.cli",
+            "mnistbench",
             "train",
             "jax-scan",
             "--params",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import clone_env
 
-from mnistbench import sweep
+from mnistbench import layout, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,8 +40,8 @@ def exp_show_output() -> list[dict]:
     experiments, each with every metrics file (an error where a file is missing)."""
     missing = {"error": {"type": "FileNotFoundError", "msg": "No such file"}}
     base = {
-        "metrics/jax-scan/metrics.json": _metrics(32, 0.9, 0.97),
-        "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97),
+        "metrics/train/jax-scan/metrics.json": _metrics(32, 0.9, 0.97),
+        "metrics/train/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97),
         "metrics/roofline/metrics.json": {"data": {"matmul_gflops": 100.0}},
         "metrics/summary.json": {"data": {"backends": {}}},
     }
@@ -58,8 +58,8 @@ def exp_show_output() -> list[dict]:
                             "1111111aaa",
                             "exp-a",
                             {
-                                "metrics/jax-scan/metrics.json": _metrics(128, 0.3, 0.96),
-                                "metrics/torch-tensor/metrics.json": missing,
+                                "metrics/train/jax-scan/metrics.json": _metrics(128, 0.3, 0.96),
+                                "metrics/train/torch-tensor/metrics.json": missing,
                             },
                         )
                     ],
@@ -72,8 +72,8 @@ def exp_show_output() -> list[dict]:
                             "2222222bbb",
                             "exp-b",
                             {
-                                "metrics/jax-scan/metrics.json": _metrics(512, 0.12, 0.95),
-                                "metrics/torch-tensor/metrics.json": _metrics(512, 0.4, 0.95),
+                                "metrics/train/jax-scan/metrics.json": _metrics(512, 0.12, 0.95),
+                                "metrics/train/torch-tensor/metrics.json": _metrics(512, 0.4, 0.95),
                             },
                         )
                     ],
@@ -106,8 +106,8 @@ def test_results_of_stages_the_experiment_did_not_rerun_are_left_out():
         "3333333ccc",
         "exp-c",
         {
-            "metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96, epochs=2),
-            "metrics/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97, epochs=10),
+            "metrics/train/jax-scan/metrics.json": _metrics(64, 0.5, 0.96, epochs=2),
+            "metrics/train/torch-tensor/metrics.json": _metrics(32, 2.5, 0.97, epochs=10),
         },
     )
     row["data"]["params"] = {"params.yaml": {"data": {"train": {"batch_size": 64, "epochs": 2}}}}
@@ -146,7 +146,7 @@ def test_cli_reads_a_saved_exp_show(tmp_path):
         [
             sys.executable,
             "-m",
-            "mnistbench.cli",
+            "mnistbench",
             "sweep-plot",
             "--exp-show",
             str(saved),
@@ -219,8 +219,9 @@ def test_queued_sweep_end_to_end(tmp_path):
 
 
 def _write_run(root: Path, backend: str, batch_size: int, epoch_time: float) -> None:
-    (root / backend).mkdir(parents=True)
-    (root / backend / "metrics.json").write_text(
+    """A backend's metrics.json where `mnistbench train --out root` writes it."""
+    layout.backend_dir(root, backend).mkdir(parents=True)
+    layout.metrics_path(root, backend).write_text(
         json.dumps(
             {
                 "batch_size": batch_size,
@@ -242,7 +243,7 @@ def test_cli_plots_metrics_roots_made_without_dvc(tmp_path):
         [
             sys.executable,
             "-m",
-            "mnistbench.cli",
+            "mnistbench",
             "sweep-plot",
             "--metrics",
             str(tmp_path / "bs32"),
@@ -266,7 +267,7 @@ def test_a_metrics_root_without_results_is_an_error(tmp_path):
         [
             sys.executable,
             "-m",
-            "mnistbench.cli",
+            "mnistbench",
             "sweep-plot",
             "--metrics",
             str(tmp_path / "empty"),
@@ -276,7 +277,7 @@ def test_a_metrics_root_without_results_is_an_error(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 1 and "no <backend>/metrics.json" in done.stderr
+    assert done.returncode == 1 and "no train/<backend>/metrics.json" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "p.png").exists()
 
 
@@ -288,11 +289,14 @@ def test_a_metrics_root_with_a_nan_result_is_an_error_naming_the_key(tmp_path):
 
 
 def test_exp_show_results_are_found_by_the_contracts_layout():
-    """metrics/<backend>/metrics.json is a backend's; the roofline's and summaries are not."""
+    """metrics/train/<backend>/metrics.json is a backend's; the roofline's, summaries, repeats
+    and the layout before train/ are not."""
     metrics = {
-        "metrics/jax-scan/metrics.json": _metrics(64, 0.5, 0.96),
+        "metrics/train/jax-scan/metrics.json": _metrics(64, 0.5, 0.96),
         "metrics/roofline/metrics.json": _metrics(64, 0.5, 0.96),  # even if it looked so
-        "results/h200/metrics/jax-scan/metrics.json": _metrics(64, 0.1, 0.96),
+        "metrics/torch-tensor/metrics.json": _metrics(64, 0.2, 0.96),  # the old layout's place
+        "metrics/repeats/2/train/jax-scan/metrics.json": _metrics(64, 0.4, 0.96),
+        "results/h200/metrics/train/jax-scan/metrics.json": _metrics(64, 0.1, 0.96),
     }
     entries = [
         {

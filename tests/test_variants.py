@@ -22,7 +22,11 @@ def run(*args: str) -> subprocess.CompletedProcess:
 BASE = {
     "data": {"raw_dir": "data/raw", "tfds_dir": "data/tfds"},
     "train": {"epochs": 10, "seed": 0},
-    "backends": {"jax-scan": "data/raw", "jax-tfds": "data/tfds", "torch-tensor": "data/raw"},
+    "backends": {  # params.yaml's full entries, as dvc.yaml's train stage needs them
+        "jax-scan": {"data": "data/raw", "loader": "_idx", "step": "_jax_common"},
+        "jax-tfds": {"data": "data/tfds", "loader": "_article_tfds", "step": "jax-tfds"},
+        "torch-tensor": {"data": "data/raw", "loader": "_idx", "step": "_torch_common"},
+    },
 }
 
 
@@ -37,10 +41,28 @@ def test_overrides_are_parsed_as_yaml_and_leave_the_base_alone():
 
 def test_backends_are_kept_by_name_and_follow_their_data_dir():
     p = variants.derive(BASE, ["data.raw_dir=/tmp/raw"], ["jax-tfds", "jax-scan"])
-    assert p["backends"] == {"jax-tfds": "data/tfds", "jax-scan": "/tmp/raw"}
+    assert p["backends"] == {  # loader and step kept: only the data folder moves
+        "jax-tfds": {"data": "data/tfds", "loader": "_article_tfds", "step": "jax-tfds"},
+        "jax-scan": {"data": "/tmp/raw", "loader": "_idx", "step": "_jax_common"},
+    }
+    assert BASE["backends"]["jax-scan"]["data"] == "data/raw"  # the caller's entries untouched
     assert list(variants.derive(BASE, [])["backends"]) == list(BASE["backends"])
     with pytest.raises(config.ConfigError, match="unknown backend.*nope"):
         variants.derive(BASE, [], ["jax-scan", "nope"])
+
+
+def test_a_bare_folder_entry_follows_its_data_dir_too():
+    short = {**BASE, "backends": {"jax-scan": "data/raw", "jax-tfds": "data/tfds"}}
+    p = variants.derive(short, ["data.tfds_dir=/tmp/tfds"])
+    assert p["backends"] == {"jax-scan": "data/raw", "jax-tfds": "/tmp/tfds"}
+    assert config.from_dict(p).backend_data("jax-tfds") == Path("/tmp/tfds")
+
+
+def test_params_without_backends_lists_none_when_asked_for_one():
+    bare = {k: v for k, v in BASE.items() if k != "backends"}
+    assert variants.derive(bare, [])["backends"] == {}
+    with pytest.raises(config.ConfigError, match="unknown backend.*jax-scan.*params has: none"):
+        variants.derive(bare, [], ["jax-scan"])
 
 
 @pytest.mark.parametrize("item", ["trainseed=1", "train.seed", "=1", "train.=1"])
@@ -75,7 +97,14 @@ def test_params_command_writes_a_file_every_command_accepts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     cfg = config.load(out)
     assert cfg.train.epochs == 2
-    assert cfg.backends == {"jax-scan": str(tmp_path), "torch-tensor": str(tmp_path)}
+    assert {n: b.data for n, b in cfg.backends.items()} == {
+        "jax-scan": str(tmp_path),
+        "torch-tensor": str(tmp_path),
+    }
+    entries = config.read_yaml(ROOT_PARAMS)["backends"]  # loader and step as params.yaml's
+    assert yaml.safe_load(out.read_text())["backends"] == {
+        b: {**entries[b], "data": str(tmp_path)} for b in ("jax-scan", "torch-tensor")
+    }
     bad = run(
         "params", str(tmp_path / "q.yaml"), "--params", str(ROOT_PARAMS), "--set", "train.epochs=x"
     )

@@ -27,13 +27,13 @@ printf 'backend\tseed\tval_acc\tepoch_time_median_s\n' > "$table.part"
 sets=()
 for item in "$@"; do sets+=(--set "$item"); done
 for s in $seeds; do  # every params file first: a bad override or backend fails before any run
-    "$py" -m mnistbench.cli params "$out/params-$s.yaml" "${sets[@]}" --set "train.seed=$s" \
+    "$py" -m mnistbench params "$out/params-$s.yaml" "${sets[@]}" --set "train.seed=$s" \
         --backends "$backends" > /dev/null
 done
 for b in $backends; do
     for s in $seeds; do
         echo "== $b, seed $s" >&2
-        if ! "$py" -m mnistbench.cli train "$b" --params "$out/params-$s.yaml" \
+        if ! "$py" -m mnistbench train "$b" --params "$out/params-$s.yaml" \
                 --out "$out/metrics-$s" > "$out/$b-$s.log" 2>&1; then
             echo "train $b (seed $s) failed; its log: $out/$b-$s.log" >&2
             tail -5 "$out/$b-$s.log" >&2

@@ -25,7 +25,7 @@ py=${PYTHON:-python3}
 if ! "$py" -c "import mnistbench" 2>/dev/null; then  # not installed: run from the checkout
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
-mnistbench() { "$py" -m mnistbench.cli "$@"; }
+mnistbench() { "$py" -m mnistbench "$@"; }
 
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1

@@ -102,17 +102,18 @@ def collect(entries: list[dict]) -> list[Point]:
 
 
 def collect_roots(roots: list[str | Path]) -> list[Point]:
-    """Every <root>/<backend>/metrics.json under the given metrics roots: runs made without DVC
-    (e.g. scripts/gpu/run-cuda.sh once per batch size on a machine with no DVC). A root with no
-    results, or a malformed metrics.json, is an error naming it."""
+    """Every <root>/train/<backend>/metrics.json (mnistbench.layout) under the given metrics
+    roots: runs made without DVC (e.g. scripts/gpu/run-cuda.sh once per batch size on a
+    machine with no DVC). A root with no results, or a malformed metrics.json, is an error
+    naming it."""
     points = []
     for root in map(Path, roots):
-        found = sorted(root.glob(f"*/{layout.METRICS_FILE}"))
+        found = sorted(layout.train_dir(root).glob(f"*/{layout.METRICS_FILE}"))
         if not found:
-            raise SweepError(f"{root}: no <backend>/metrics.json here")
+            raise SweepError(
+                f"{root}: no {layout.TRAIN_DIR}/<backend>/{layout.METRICS_FILE} here"
+            )
         for path in found:
-            if path.parent.name == layout.ROOFLINE_DIR:
-                continue  # the roofline stage's file: no backend result
             try:
                 values = json.loads(path.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -2,7 +2,8 @@
 
 `derive` applies `section.key=value` overrides (each value parsed as YAML, so `2` is an int
 and `null` is None), keeps only the named backends, and lets each backend follow its data
-directory when `data.raw_dir` or `data.tfds_dir` moves. `write` validates the result with
+directory when `data.raw_dir` or `data.tfds_dir` moves (its entry's `data`; its `loader` and
+`step`, which dvc.yaml's train stage needs, are kept). `write` validates the result with
 config.from_dict before writing it, so a mistyped key or value fails here, with the config's
 message, and not minutes later in a training run. Not a dependency of any DVC stage.
 """
@@ -47,19 +48,30 @@ def derive(raw: dict, overrides: list[str], backends: list[str] | None = None) -
                 f"override {section}.{name}: params has no section {section!r}"
             )
         p[section][name] = value
-    known = p.get("backends")
-    if known is None:  # params.yaml without a backends section: the defaults, as config has them
-        known = dict(config.from_dict({}).backends)
+    known = p.get("backends") or {}  # none listed: config's default, no backends
+    if not isinstance(known, dict):
+        raise config.ConfigError(f"params: backends must be a mapping, got {known!r}")
     if backends is not None:
         unknown = [b for b in backends if b not in known]
         if unknown:
+            listed = ", ".join(known) or "none"
             raise config.ConfigError(
-                f"unknown backend(s) {', '.join(unknown)}; params has: {', '.join(known)}"
+                f"unknown backend(s) {', '.join(unknown)}; params has: {listed}"
             )
         known = {b: known[b] for b in backends}
     moved = {old: data.get(k, old) for k, old in dirs.items()}  # a backend keeps its data kind
-    p["backends"] = {b: moved.get(d, d) for b, d in known.items()}
+    p["backends"] = {b: _moved(entry, moved) for b, entry in known.items()}
     return p
+
+
+def _moved(entry: object, moved: dict[str, str]) -> object:
+    """A backends entry with its data folder following data.raw_dir / data.tfds_dir: a full
+    entry ({data, loader, step}) keeps its loader and step; a bare folder stays one."""
+    if isinstance(entry, str):
+        return moved.get(entry, entry)
+    if isinstance(entry, dict) and isinstance(entry.get("data"), str):
+        return {**entry, "data": moved.get(entry["data"], entry["data"])}
+    return entry  # malformed: left for config.from_dict to name
 
 
 def write(path: str | Path, raw: dict) -> config.Config:
