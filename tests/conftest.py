@@ -26,6 +26,31 @@ def pytest_configure(config):
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT / "data" / "mirror"
+PARAMS = ROOT / "params.yaml"
+
+
+def repo_backends(
+    *names: str, raw: str | Path | None = None, tfds: str | Path | None = None
+) -> dict[str, dict]:
+    """params.yaml's backends entries ({data, loader, step}: what dvc.yaml's train stage
+    needs), only `names` (default: all, in its order), each reading `raw` or `tfds` instead of
+    data.raw_dir or data.tfds_dir where given. For a params file a test writes: DVC takes
+    only full entries, and a backend reads the folder its entry names."""
+    import yaml
+
+    params = yaml.safe_load(PARAMS.read_text())
+    entries = params["backends"]
+    moved = {params["data"]["raw_dir"]: raw, params["data"]["tfds_dir"]: tfds}
+    unknown = [n for n in names if n not in entries]
+    if unknown:
+        raise KeyError(f"params.yaml has no backend {', '.join(unknown)}")
+    return {
+        name: {
+            **entries[name],
+            "data": str(moved.get(entries[name]["data"]) or entries[name]["data"]),
+        }
+        for name in names or entries
+    }
 
 
 def clone_env(repo: Path) -> dict[str, str]:

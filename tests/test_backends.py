@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import repo_backends
 
-from mnistbench import backends, colors, config, frameworks, layout, metrics, records, train
+from mnistbench import backends, colors, config, frameworks, inputs, layout, metrics, records, train
 
 ARTICLE_PARAMS = 136_074  # 784*128+128 + 128*256+256 + 256*10+10
 ALL = backends.names()
@@ -19,7 +20,6 @@ ALL = backends.names()
 
 def small_config(raw_dir: Path, tfds_dir: Path, **train) -> config.Config:
     """4,000 train / 500 test images, one epoch, every backend wired to its input."""
-    inputs = {"raw": str(raw_dir), "tfds": str(tfds_dir)}
     return config.from_dict(
         {
             "data": {
@@ -29,7 +29,7 @@ def small_config(raw_dir: Path, tfds_dir: Path, **train) -> config.Config:
                 "limit_test": 500,
             },
             "train": {"epochs": 1, "device": "cpu", **train},
-            "backends": {name: inputs[backends.load(name).DATA] for name in ALL},
+            "backends": repo_backends(*ALL, raw=raw_dir, tfds=tfds_dir),
         }
     )
 
@@ -62,7 +62,7 @@ def test_trains_on_a_subset_and_writes_every_metric(name, cfg, tmp_path):
 
 @pytest.mark.parametrize("name", ALL)
 def test_parameter_count_matches_the_article(name, cfg):
-    trainer = backends.load(name).build(cfg, "cpu")
+    trainer = backends.build(name, cfg, "cpu")
     assert trainer.num_params() == ARTICLE_PARAMS
 
 
@@ -82,15 +82,16 @@ def test_unknown_backend_lists_the_known_ones(cfg, tmp_path):
 
 @pytest.mark.parametrize("name", ALL)
 def test_missing_data_names_the_stage_to_run(name, tmp_path):
-    inputs = {"raw": str(tmp_path / "raw"), "tfds": str(tmp_path / "tfds")}
+    raw, tfds = tmp_path / "raw", tmp_path / "tfds"
     cfg = config.from_dict(
         {
-            "data": {"raw_dir": inputs["raw"], "tfds_dir": inputs["tfds"]},
-            "backends": {name: inputs[backends.load(name).DATA]},
+            "data": {"raw_dir": str(raw), "tfds_dir": str(tfds)},
+            "backends": repo_backends(name, raw=raw, tfds=tfds),
         }
     )
-    with pytest.raises(FileNotFoundError, match=r"download|build_tfds"):
-        backends.load(name).build(cfg, "cpu")
+    with pytest.raises(inputs.MissingDataError, match=r"download|build_tfds") as e:
+        backends.build(name, cfg, "cpu")
+    assert str(cfg.backend_data(name)) in str(e.value)  # the folder its entry names
 
 
 def test_missing_framework_names_the_package(monkeypatch):
@@ -109,15 +110,34 @@ def test_listing_and_loading_backends_imports_no_framework():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_params_must_name_the_data_a_backend_reads(cfg, tmp_path):
-    wrong = config.from_dict(
+@pytest.mark.parametrize(("name", "reads"), [("jax-tfds", "raw_dir"), ("jax-scan", "tfds_dir")])
+def test_params_must_name_the_data_a_backend_reads(name, reads, cfg, tmp_path):
+    """A backend reads the folder its params entry names, and nothing else: naming the other
+    data folder there fails in its reader, naming that folder, before anything is written."""
+    wrong = getattr(cfg.data, reads)
+    bad = config.from_dict(
         {
             "data": {"raw_dir": cfg.data.raw_dir, "tfds_dir": cfg.data.tfds_dir},
-            "backends": {"jax-tfds": cfg.data.raw_dir},
+            "backends": {name: {**repo_backends(name)[name], "data": wrong}},
         }
     )
-    with pytest.raises(config.ConfigError, match="backends.jax-tfds"):
-        train.train(wrong, "jax-tfds", out_root=tmp_path)
+    assert bad.backend_data(name) == Path(wrong)
+    with pytest.raises(inputs.MissingDataError, match=r"download|build_tfds") as e:
+        train.train(bad, name, out_root=tmp_path)
+    assert wrong in str(e.value)
+    assert not layout.backend_dir(tmp_path, name).exists()
+
+
+def test_a_backend_params_does_not_list_is_refused_before_training(cfg, tmp_path):
+    only = config.from_dict(
+        {
+            "data": {"raw_dir": cfg.data.raw_dir, "tfds_dir": cfg.data.tfds_dir},
+            "backends": repo_backends("jax-scan", raw=cfg.data.raw_dir),
+        }
+    )
+    with pytest.raises(config.ConfigError, match="backends has no torch-tensor.*jax-scan"):
+        train.train(only, "torch-tensor", out_root=tmp_path)
+    assert not layout.train_dir(tmp_path).exists()
 
 
 @pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="a GPU is visible here")
@@ -139,7 +159,7 @@ def test_cli_train_applies_threads_and_records_them(raw_dir, tfds_dir, tmp_path)
                     "limit_test": 100,
                 },
                 "train": {"epochs": 1, "threads": 1},
-                "backends": {"torch-dataloader": str(raw_dir)},
+                "backends": repo_backends("torch-dataloader", raw=raw_dir),
             }
         )
     )

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import repo_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -364,7 +366,8 @@ def test_build_command_installs_from_the_wheelhouse_only(tmp_path):
 def test_runs_cover_both_images_and_the_pipeline(tmp_path):
     clone = tmp_path / "clone"
     clone.mkdir()
-    (clone / "params.yaml").write_text("backends:\n  jax-scan: data/raw\n  torch-tfds: data/tfds\n")
+    params = {"backends": repo_backends("jax-scan", "torch-tfds")}  # full entries, as DVC reads
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     settings = common.Settings(root=ROOT, work=tmp_path, cache=tmp_path)
     chosen = runs.runs(settings, clone, tmp_path / "mnist")
     assert chosen["pipeline"][-1] == "mnistbench:cpu"  # the image's default command: dvc repro

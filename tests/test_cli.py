@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mnistbench import layout
+
 MNISTBENCH = str(Path(sys.executable).parent / "mnistbench")
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_COMMANDS = ("download", "build-tfds", "train", "backends", "env")
@@ -216,4 +218,4 @@ def test_damaged_raw_data_is_named_with_the_command_that_fixes_it(tmp_path, raw_
     )
     assert f"{raw / 'train-images-idx3-ubyte'} {named}" in line
     assert "`mnistbench download` or `dvc repro download`" in line
-    assert not (tmp_path / "metrics" / "jax-scan").exists()
+    assert not layout.backend_dir(tmp_path / "metrics", "jax-scan").exists()

@@ -20,10 +20,28 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import repo_backends
+
+from mnistbench import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)  # dvc and mnistbench of this environment
-BACKENDS = {"jax-scan": "data/raw", "torch-tensor": "data/raw"}  # fast ones, on data/raw
+BACKENDS = ("jax-scan", "torch-tensor")  # fast ones, on data/raw
+
+
+def _copy_results(reference: Path, metrics: Path) -> None:
+    """A kept run's metrics folder into `metrics`, laid out as the stages write them now
+    (mnistbench.layout): a backend's folder under train/, a repeat round's under
+    repeats/<round>/train/. A reference kept before train/ existed is moved there."""
+    shutil.copytree(reference, metrics)
+    rounds = [d for d in layout.repeats_root(metrics).glob("*") if d.name.isdigit()]
+    for root in (metrics, *rounds):
+        for folder in sorted(root.iterdir()):
+            if folder.is_dir() and (folder / layout.METRICS_FILE).is_file():
+                if folder.name == layout.ROOFLINE_DIR:
+                    continue  # the roofline stage's, no backend
+                layout.train_dir(root).mkdir(exist_ok=True)
+                folder.rename(layout.backend_dir(root, folder.name))
 
 
 def _results(repo: Path) -> dict[str, bytes]:
@@ -44,18 +62,20 @@ def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("dvc-repo")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     reference = ROOT / "results" / "amd-epyc-2cpu"
-    shutil.copytree(reference / "metrics", repo / "metrics")
+    _copy_results(reference / "metrics", repo / "metrics")
+    assert layout.metrics_path(repo / "metrics", "jax-scan").is_file()
     for name in ("summary.json", "summary.md", "epoch_time.png", "curves.png"):
         shutil.copyfile(reference / name, repo / "metrics" / name)
     shutil.copyfile(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["mirrors"] = [str(ROOT / "data" / "mirror")]
-    params["backends"] = BACKENDS
+    params["backends"] = repo_backends(*BACKENDS)  # full entries: dvc.yaml's foreach needs them
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("__pycache__/\n")
     for cmd in (
         ["git", "init", "-q"],
         ["dvc", "init", "-q"],
+        ["cp", "-r", str(ROOT / ".dvc" / "plots"), str(repo / ".dvc" / "plots")],  # dvc.yaml's
         ["dvc", "config", "core.analytics", "false"],
         ["dvc", "repro", "download"],  # up to date, as in a clone after `dvc pull`
         ["dvc", "repro", "machine"],  # this machine's fingerprint, as after a first run
@@ -119,12 +139,12 @@ def test_failing_train_stage_keeps_its_results(repo, restore):
 def test_failing_compare_keeps_the_previous_summary(repo, restore):
     """A truncated metrics.json, then `dvc repro -s compare`: compare refuses it, and
     summary.json, summary.md and both PNGs stay as they were."""
-    path = repo / "metrics" / "torch-tensor" / "metrics.json"
+    path = layout.metrics_path(repo / "metrics", "torch-tensor")
     path.write_bytes(path.read_bytes()[:100])
     before = _results(repo)
     proc = _dvc(repo, "repro", "-s", "compare")
     assert proc.returncode != 0
-    assert "metrics/torch-tensor/metrics.json" in proc.stdout + proc.stderr
+    assert "metrics/train/torch-tensor/metrics.json" in proc.stdout + proc.stderr
     assert _results(repo) == before
     assert {
         "metrics/summary.json",
@@ -183,5 +203,6 @@ def test_interrupted_training_keeps_the_previous_results(repo, restore):
             proc.wait()
     assert proc.returncode != 0
     assert _results(repo) == before
-    leftovers = [p.name for p in (repo / "metrics").iterdir() if p.name.startswith(".")]
-    assert leftovers == []  # no staging folder, no lock file
+    for folder in (repo / "metrics", layout.train_dir(repo / "metrics")):
+        leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        assert leftovers == [], folder  # no staging folder, no lock file

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import repo_backends
 
 from mnistbench import backends, config, frameworks, train
 from mnistbench.backends import _idx
@@ -26,11 +27,9 @@ def tiny_config(raw_dir: Path, tfds_dir: Path, **train_keys) -> config.Config:
                 "limit_test": 300,
             },
             "train": {"epochs": 2, "device": "cpu", **train_keys},
-            "backends": {
-                "jax-scan": str(raw_dir),
-                "torch-tensor": str(raw_dir),
-                "jax-grain": str(tfds_dir),
-            },
+            "backends": repo_backends(
+                "jax-scan", "torch-tensor", "jax-grain", raw=raw_dir, tfds=tfds_dir
+            ),
         }
     )
 
@@ -48,7 +47,7 @@ def test_jax_grain_never_imports_tensorflow(raw_dir, tfds_dir, tmp_path):
                     "limit_test": 100,
                 },
                 "train": {"epochs": 2, "device": "cpu"},
-                "backends": {"jax-grain": str(tfds_dir)},
+                "backends": repo_backends("jax-grain", tfds=tfds_dir),
             }
         )
     )
@@ -66,7 +65,7 @@ def test_jax_grain_never_imports_tensorflow(raw_dir, tfds_dir, tmp_path):
 def test_jax_grain_batched_read_is_the_records_in_the_order_asked(raw_dir, tfds_dir):
     """One __getitems__ per batch must give what one read per record gives, in the batch's
     (shuffled) order, and cover each training example once per epoch."""
-    trainer = backends.load("jax-grain").build(tiny_config(raw_dir, tfds_dir), "cpu")
+    trainer = backends.build("jax-grain", tiny_config(raw_dir, tfds_dir), "cpu")
     split = trainer.train
     order = np.array([7, 0, 999, 3, 3])
     x, y = split.read(order)
@@ -88,12 +87,12 @@ def test_jax_scan_counts_only_the_examples_it_trains_on(raw_dir, tfds_dir, tmp_p
 def test_jax_scan_refuses_a_batch_larger_than_the_data(raw_dir, tfds_dir):
     cfg = tiny_config(raw_dir, tfds_dir).replace("data", limit_train=20)
     with pytest.raises(config.ConfigError, match="train.batch_size"):
-        backends.load("jax-scan").build(cfg, "cpu")
+        backends.build("jax-scan", cfg, "cpu")
 
 
 def test_jax_scan_compiles_its_epoch_once(raw_dir, tfds_dir):
     """A second compile would land inside the timed epoch 2 (seen with an uncommitted state)."""
-    trainer = backends.load("jax-scan").build(tiny_config(raw_dir, tfds_dir), "cpu")
+    trainer = backends.build("jax-scan", tiny_config(raw_dir, tfds_dir), "cpu")
     for _ in range(3):
         trainer.train_epoch()
         trainer.evaluate()
@@ -115,7 +114,7 @@ def test_validation_is_the_articles_mean_of_batch_means(name, raw_dir, tfds_dir)
     torch on the same weights: 300 = 4 * 64 + 44, so the last batch is partial."""
     torch, _ = frameworks.torch(None, "cpu")
     cfg = tiny_config(raw_dir, tfds_dir, batch_size=64)
-    trainer = backends.load(name).build(cfg, "cpu")
+    trainer = backends.build(name, cfg, "cpu")
     trainer.train_epoch()
     val_loss, val_acc = trainer.evaluate()
     trainer.sync()

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import repo_backends
 from test_compare import ARTICLE_BACKENDS, write_metrics  # the runs compare reads, as train writes
 
-from mnistbench import compare, config, download, errors, inputs, keep, models
+from mnistbench import compare, config, download, errors, inputs, keep, layout, models
 from mnistbench.compare import summary as compare_summary
 from mnistbench.download import DownloadError
 from mnistbench.inputs import MissingDataError
@@ -59,13 +60,13 @@ def _one_error(result: subprocess.CompletedProcess, *parts: str) -> str:
 
 
 def _params(path: Path, **sections: dict) -> Path:
-    """A params file: the repository's, with the given sections' keys replaced; backends
-    follow data.raw_dir and data.tfds_dir (as `mnistbench params --set` makes them)."""
+    """A params file: the repository's, with the given sections' keys replaced; backends'
+    data follow data.raw_dir and data.tfds_dir (as `mnistbench params --set` makes them)."""
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    moved = {doc["data"][key]: sections.get("data", {}).get(key) for key in ("raw_dir", "tfds_dir")}
+    data = sections.get("data", {})
     for section, values in sections.items():
         doc.setdefault(section, {}).update(values)
-    doc["backends"] = {name: moved.get(reads) or reads for name, reads in doc["backends"].items()}
+    doc["backends"] = repo_backends(raw=data.get("raw_dir"), tfds=data.get("tfds_dir"))
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -75,9 +76,7 @@ def _compare_inputs(tmp_path: Path, first_s: float = 10.0) -> tuple[Path, Path]:
     steady epochs of 4.1-4.2 s."""
     params = tmp_path / "compare.yaml"
     params.write_text(
-        yaml.safe_dump(
-            {"train": {"epochs": 3}, "backends": dict.fromkeys(ARTICLE_BACKENDS, "data/tfds")}
-        )
+        yaml.safe_dump({"train": {"epochs": 3}, "backends": repo_backends(*ARTICLE_BACKENDS)})
     )
     root = tmp_path / "runs"
     for name in ARTICLE_BACKENDS:
@@ -86,9 +85,9 @@ def _compare_inputs(tmp_path: Path, first_s: float = 10.0) -> tuple[Path, Path]:
 
 
 def _earlier_result(out: Path, name: str) -> Path:
-    """A result of an earlier run in <out>/<name>/ (what a failed run must leave alone)."""
-    (out / name).mkdir(parents=True, exist_ok=True)
-    kept = out / name / "metrics.json"
+    """A result of an earlier run in <out>/train/<name>/ (what a failed run must leave alone)."""
+    layout.backend_dir(out, name).mkdir(parents=True, exist_ok=True)
+    kept = layout.metrics_path(out, name)
     kept.write_text('{"earlier": "run"}\n')
     return kept
 
@@ -370,11 +369,13 @@ def test_train_and_compare_on_a_full_disk_name_the_folder(raw_dir, tmp_path):
         _fill(small, leave=PAGE)  # the lock file fits, the run's curves do not
         _one_error(
             _cli("train", "jax-scan", "--params", str(params), "--out", str(out)),
-            f"no space left in {out}",
+            f"no space left in {layout.train_dir(out)}",
             "free some space there or write elsewhere",
         )
         assert kept.read_text() == '{"earlier": "run"}\n'
-        assert sorted(p.name for p in out.iterdir()) == ["jax-scan"]  # no partial, no lock
+        assert sorted(p.name for p in out.iterdir()) == [layout.TRAIN_DIR]
+        trained = sorted(p.name for p in layout.train_dir(out).iterdir())
+        assert trained == ["jax-scan"]  # no partial, no lock
         compare_params, runs = _compare_inputs(tmp_path)
         summary = out / "summary.json"
         summary.write_text('{"earlier": "summary"}\n')
@@ -391,7 +392,8 @@ def test_train_and_compare_on_a_full_disk_name_the_folder(raw_dir, tmp_path):
             f"no space left in {out}",
         )
         assert summary.read_text() == '{"earlier": "summary"}\n'
-        assert sorted(p.name for p in out.iterdir()) == ["jax-scan", "summary.json"]
+        assert sorted(p.name for p in out.iterdir()) == ["summary.json", layout.TRAIN_DIR]
+        assert sorted(p.name for p in layout.train_dir(out).iterdir()) == ["jax-scan"]
 
 
 # ---------------------------------------------------------------- read-only folder
@@ -404,11 +406,25 @@ def test_train_and_compare_into_a_read_only_folder_name_it(raw_dir, tmp_path):
     out = tmp_path / "metrics"
     kept = _earlier_result(out, "jax-scan")
     with _read_only(out):
-        for args in (
-            ("train", "jax-scan", "--params", str(params), "--out", str(out)),
-            ("compare", "--params", str(compare_params), "--metrics", str(runs), "--out", str(out)),
+        for args, folder in (  # each names the folder it writes in: train its backend's parent
+            (
+                ("train", "jax-scan", "--params", str(params), "--out", str(out)),
+                layout.train_dir(out),
+            ),
+            (
+                (
+                    "compare",
+                    "--params",
+                    str(compare_params),
+                    "--metrics",
+                    str(runs),
+                    "--out",
+                    str(out),
+                ),
+                out,
+            ),
         ):
-            _one_error(_cli(*args), f"{out} is on a read-only filesystem", "write elsewhere")
+            _one_error(_cli(*args), f"{folder} is on a read-only filesystem", "write elsewhere")
     assert kept.read_text() == '{"earlier": "run"}\n'
 
 

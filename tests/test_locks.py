@@ -15,8 +15,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import repo_backends
 
-from mnistbench import locks
+from mnistbench import layout, locks
 
 MNISTBENCH = str(Path(sys.executable).parent / "mnistbench")
 
@@ -58,12 +60,16 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def params(tmp_path) -> Path:
     """Data and outputs under tmp_path; no mirror that works (nothing is fetched here)."""
     path = tmp_path / "params.yaml"
-    path.write_text(
-        f"data:\n  raw_dir: {tmp_path / 'data' / 'raw'}\n"
-        f"  tfds_dir: {tmp_path / 'data' / 'tfds'}\n"
-        f"  mirrors: [{tmp_path / 'no-mirror'}]\n"
-        "backends:\n  jax-scan: " + str(tmp_path / "data" / "raw") + "\n"
-    )
+    raw, tfds = tmp_path / "data" / "raw", tmp_path / "data" / "tfds"
+    params = {
+        "data": {
+            "raw_dir": str(raw),
+            "tfds_dir": str(tfds),
+            "mirrors": [str(tmp_path / "no-mirror")],
+        },
+        "backends": repo_backends("jax-scan", raw=raw, tfds=tfds),
+    }
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
 
@@ -72,7 +78,7 @@ def params(tmp_path) -> Path:
     [
         (["download"], "data/raw"),
         (["build-tfds"], "data/tfds"),
-        (["train", "jax-scan", "--out", "metrics"], "metrics/jax-scan"),
+        (["train", "jax-scan", "--out", "metrics"], "metrics/train/jax-scan"),
         (["compare", "--metrics", "metrics"], "metrics/summary.json"),
         (["roofline", "--out", "metrics"], "metrics/roofline"),
     ],
@@ -105,7 +111,7 @@ def test_other_outputs_are_not_blocked(tmp_path, params):
 
 
 def test_a_killed_holder_leaves_a_lock_file_that_does_not_block(tmp_path):
-    output = tmp_path / "metrics" / "jax-scan"
+    output = layout.backend_dir(tmp_path / "metrics", "jax-scan")
     Holder(output, "train jax-scan").kill()  # SIGKILL: no cleanup at all
     assert locks.lock_path(output).exists()
     with locks.exclusive(output, "train jax-scan"):

@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import repo_backends
 
 from mnistbench import (
     compare,
@@ -57,7 +58,7 @@ def make_cfg(epochs: int = 3, lr: float = 1e-3) -> config.Config:
     return config.Config(
         data=config.DataConfig(limit_train=1000, limit_test=300),
         train=config.TrainConfig(epochs=epochs, lr=lr, device="cpu"),
-        backends={FAKE: "data/raw"},
+        backends={FAKE: config.Backend(data="data/raw")},
     )
 
 
@@ -68,14 +69,12 @@ def fake_backend(monkeypatch):
     module = types.SimpleNamespace(
         FRAMEWORK="Fake",
         LOADER="fake loader",
-        DATA="raw",
-        build=lambda cfg, device: FakeTrainer(losses),
+        build=lambda cfg, device, data: FakeTrainer(losses),
     )
     real_load = train.backends.load
     monkeypatch.setattr(
         train.backends, "load", lambda name: module if name == FAKE else real_load(name)
     )
-    monkeypatch.setattr(train, "_check_input", lambda cfg, name, reads: None)
     quiet_machine(monkeypatch)
     return losses
 
@@ -128,13 +127,14 @@ def test_train_refuses_a_key_the_contract_lacks(fake_backend, tmp_path, monkeypa
     monkeypatch.setattr(harness, "summarize", lambda *a: {**real(*a), "gpu_temp_c": 61.0})
     with pytest.raises(metrics.MetricsError, match="unknown keys: gpu_temp_c"):
         train.train(make_cfg(), FAKE, tmp_path)
-    assert not (tmp_path / FAKE).exists() and not list(tmp_path.iterdir())
+    assert not layout.backend_dir(tmp_path, FAKE).exists()
+    assert not list(layout.train_dir(tmp_path).iterdir())  # no staging folder left either
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_a_diverged_run_writes_nothing_and_names_the_epoch_and_lr(fake_backend, tmp_path, bad):
-    old = tmp_path / FAKE
-    old.mkdir()
+    old = layout.backend_dir(tmp_path, FAKE)
+    old.mkdir(parents=True)
     (old / "metrics.json").write_text('{"previous": "results"}\n')
     fake_backend[1] = bad  # epoch 2's training loss
     with pytest.raises(metrics.MetricsError) as err:
@@ -144,7 +144,8 @@ def test_a_diverged_run_writes_nothing_and_names_the_epoch_and_lr(fake_backend, 
     assert f"train_loss must be a finite number >= 0, got {bad}" in message
     assert "\n" not in message
     assert (old / "metrics.json").read_text() == '{"previous": "results"}\n'  # as it was
-    assert sorted(p.name for p in tmp_path.iterdir()) == [FAKE]  # no staging folder left
+    assert [p.name for p in tmp_path.iterdir()] == [layout.TRAIN_DIR]
+    assert [p.name for p in layout.train_dir(tmp_path).iterdir()] == [FAKE]  # no staging left
 
 
 def test_cli_train_that_diverges_is_a_one_line_error(raw_dir, tmp_path):
@@ -155,7 +156,7 @@ def test_cli_train_that_diverges_is_a_one_line_error(raw_dir, tmp_path):
             {  # JSON is YAML
                 "data": {"raw_dir": str(raw_dir), "limit_train": 512, "limit_test": 100},
                 "train": {"epochs": 2, "lr": 1e30, "device": "cpu"},
-                "backends": {"jax-scan": str(raw_dir)},
+                "backends": repo_backends("jax-scan", raw=raw_dir),
             }
         )
     )
@@ -181,7 +182,7 @@ def test_cli_train_that_diverges_is_a_one_line_error(raw_dir, tmp_path):
     assert errors[0].startswith(
         "error: jax-scan: training diverged at epoch 1 (lower train.lr, now 1e+30)"
     )
-    assert not list(out.glob("*/metrics.json"))
+    assert not list(out.glob("**/metrics.json"))
 
 
 # ---------------------------------------------------------------- compare reads the contract
@@ -312,18 +313,35 @@ def test_validate_lists_every_problem():
     assert metrics.validate([1]) == ["must hold a JSON object, got list"]
 
 
+def test_repeat_roots_are_the_rounds_that_hold_the_backend(tmp_path):
+    assert layout.repeat_roots(tmp_path, "jax-scan") == []  # no repeats stage run yet
+    for round_, name in (("10", "jax-scan"), ("2", "jax-scan"), ("3", "torch-tensor")):
+        layout.backend_dir(layout.repeats_root(tmp_path) / round_, name).mkdir(parents=True)
+    (layout.repeats_root(tmp_path) / ".4.partial").mkdir()  # not a round
+    rounds = layout.repeat_roots(tmp_path, "jax-scan")
+    assert rounds == [tmp_path / "repeats" / "2", tmp_path / "repeats" / "10"]  # in round order
+
+
 def test_layout():
-    assert layout.metrics_path("m", "jax-scan") == Path("m/jax-scan/metrics.json")
-    assert layout.run_path("m", "jax-scan") == Path("m/jax-scan/run.json")
+    assert layout.backend_dir("m", "jax-scan") == Path("m/train/jax-scan")
+    assert layout.metrics_path("m", "jax-scan") == Path("m/train/jax-scan/metrics.json")
+    assert layout.run_path("m", "jax-scan") == Path("m/train/jax-scan/run.json")
     assert layout.curve_path("m", "jax-scan", "val_acc") == Path(
-        "m/jax-scan/plots/metrics/val_acc.tsv"
+        "m/train/jax-scan/plots/metrics/val_acc.tsv"
     )
-    assert layout.backend_of("metrics/jax-scan/metrics.json") == "jax-scan"
+    assert layout.all_curves_path("m", "val_acc") == Path("m/curves/val_acc.tsv")
+    assert layout.roofline_path("m") == Path("m/roofline/metrics.json")
+    assert layout.backend_dir(layout.repeats_root("m") / "2", "jax-scan") == Path(
+        "m/repeats/2/train/jax-scan"
+    )
+    assert layout.backend_of("metrics/train/jax-scan/metrics.json") == "jax-scan"
     for other in (
         "metrics/roofline/metrics.json",
         "metrics/summary.json",
-        "results/x/metrics/jax-scan/metrics.json",
-        "metrics/jax-scan/plots/x.tsv",
+        "metrics/jax-scan/metrics.json",  # the layout before train/
+        "metrics/repeats/2/train/jax-scan/metrics.json",
+        "results/x/metrics/train/jax-scan/metrics.json",
+        "metrics/train/jax-scan/plots/x.tsv",
     ):
         assert layout.backend_of(other) is None, other
     assert compare.OUTPUTS == layout.SUMMARY_FILES

@@ -71,8 +71,23 @@ VALID_PARAMS = {
         "threads": None,
         "device": "auto",
     },
-    "backends": {"torch-dataloader": "data/raw", "jax-tfds": "data/tfds"},
+    "backends": {  # params.yaml's full entries, and the shorthand (a bare folder) beside them
+        "torch-dataloader": {
+            "data": "data/raw",
+            "loader": "torch-dataloader",
+            "step": "_article_torch",
+        },
+        "jax-tfds": {"data": "data/tfds", "loader": "_article_tfds", "step": "jax-tfds"},
+        "jax-scan": "data/raw",
+    },
 }
+
+
+def test_the_valid_params_are_valid():
+    """The base of the mutations below loads, so they test single changes."""
+    cfg = config.from_dict(copy.deepcopy(VALID_PARAMS))
+    assert cfg.backends["jax-tfds"] == config.Backend("data/tfds", "_article_tfds", "jax-tfds")
+    assert cfg.backends["jax-scan"] == config.Backend("data/raw")
 
 
 def _paths(doc, prefix=()):

@@ -16,10 +16,12 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
+from conftest import repo_backends
 from test_compare import TIMES, make_cfg, write_metrics
 
-from mnistbench import compare, config, keep, layout, records, report, train
+from mnistbench import compare, config, keep, layout, metrics, records, repeat, report, train
 from mnistbench.cli import main as cli
 
 FAKE = "numpy-mlp"
@@ -84,19 +86,17 @@ def numpy_backend(monkeypatch):
         {
             "FRAMEWORK": "NumPy",
             "LOADER": "none",
-            "DATA": "raw",
-            "build": lambda cfg, d: NumpyTrainer(),
+            "build": lambda cfg, device, data: NumpyTrainer(),
         },
     )
     monkeypatch.setattr(train.backends, "load", lambda name: module)
-    monkeypatch.setattr(train, "_check_input", lambda cfg, name, reads: None)
 
 
 def _cfg(epochs: int) -> config.Config:
     return config.Config(
         data=config.DataConfig(limit_train=1000, limit_test=300),
         train=config.TrainConfig(epochs=epochs, device="cpu"),
-        backends={FAKE: "data/raw"},
+        backends={FAKE: config.Backend(data="data/raw")},
     )
 
 
@@ -137,6 +137,37 @@ def test_a_run_beside_a_cpu_hog_is_disturbed_and_names_the_epochs(numpy_backend,
 
 def _with_repeat(root, name, steady, round_=2, foreign=0.0):
     write_metrics(layout.repeats_root(root) / str(round_), name, 30.0, steady, foreign=foreign)
+
+
+def test_repeats_are_fresh_train_runs_each_round_a_metrics_root(raw_dir, tmp_path):
+    """`repeat` trains every backend again in its own process, into repeats/<round>/train/
+    <backend>/ where compare finds them (layout.repeat_roots), and lists what ran."""
+    params = tmp_path / "params.yaml"
+    doc = {
+        "data": {"raw_dir": str(raw_dir), "limit_train": 256, "limit_test": 64},
+        "train": {"epochs": 1, "device": "cpu"},
+        "bench": {"repeats": 3},
+        "backends": repo_backends("torch-tensor", raw=raw_dir),
+    }
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    root = tmp_path / "metrics"
+    assert repeat.run(config.load(params), params, root) == layout.repeats_root(root)
+    rounds = layout.repeat_roots(root, "torch-tensor")
+    assert rounds == [layout.repeats_root(root) / "2", layout.repeats_root(root) / "3"]
+    for round_root in rounds:
+        record = records.read_record(round_root, "torch-tensor")
+        assert metrics.validate(record, backend="torch-tensor") == []
+        assert record["test_examples"] == 64
+    listing = json.loads((layout.repeats_root(root) / repeat.ROUNDS_FILE).read_text())
+    assert listing == {"rounds": [2, 3], "backends": ["torch-tensor"]}
+    assert sorted(p.name for p in root.iterdir()) == [layout.REPEATS_DIR]  # no staging left
+
+    before = sorted(p for p in layout.repeats_root(root).rglob("*") if p.is_file())
+    doc["backends"] = {}
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(repeat.RepeatError, match="backends lists no backend"):
+        repeat.run(config.load(params), params, root)
+    assert sorted(p for p in layout.repeats_root(root).rglob("*") if p.is_file()) == before
 
 
 def test_compare_shows_the_spread_across_runs_and_two_modes(tmp_path):

@@ -50,7 +50,10 @@ def test_run_cuda_script_writes_a_complete_report(tmp_path):
 
     params = yaml.safe_load((out / "params.yaml").read_text())
     raw = str(tmp_path / "raw")
-    assert params["backends"] == {"torch-tensor": raw, "jax-scan": raw}
+    assert {name: entry["data"] for name, entry in params["backends"].items()} == {
+        "torch-tensor": raw,
+        "jax-scan": raw,
+    }
     assert params["train"]["device"] == "cpu" and params["train"]["epochs"] == 2
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["backends"]) == {"torch-tensor", "jax-scan"}

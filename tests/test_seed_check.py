@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import repo_backends
+
+from mnistbench import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "cpu" / "seed_check.sh"
@@ -45,7 +48,10 @@ def test_seed_check_trains_once_per_seed_and_tabulates(tmp_path, raw_dir):
         params = yaml.safe_load((out / f"params-{seed}.yaml").read_text())
         assert params["train"]["seed"] == seed and params["train"]["epochs"] == 2
         assert params["data"]["limit_train"] == 256
-        assert params["backends"] == {"jax-scan": str(raw_dir)}  # follows data.raw_dir
+        entry = repo_backends("jax-scan", raw=raw_dir)  # params.yaml's, data follows raw_dir
+        assert params["backends"] == entry
+    for seed in (0, 1):  # where `mnistbench train --out metrics-<seed>` wrote each run
+        assert layout.metrics_path(out / f"metrics-{seed}", "jax-scan").is_file()
     rows = list(csv.DictReader((out / "seeds.tsv").open(), delimiter="\t"))
     assert [(r["backend"], r["seed"]) for r in rows] == [("jax-scan", "0"), ("jax-scan", "1")]
     assert all(0.0 < float(r["val_acc"]) <= 1.0 for r in rows)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import repo_backends
 
 from mnistbench import backends, config, frameworks
 
@@ -18,6 +19,7 @@ def tiny_config(raw_dir: Path, **train_keys) -> config.Config:
         {
             "data": {"raw_dir": str(raw_dir), "limit_train": 1000, "limit_test": 300},
             "train": {"epochs": 2, "device": "cpu", "batch_size": 64, **train_keys},
+            "backends": repo_backends("torch-graph", "torch-tensor", raw=raw_dir),
         }
     )
 
@@ -48,14 +50,14 @@ def test_on_a_cpu_it_is_torch_tensor_to_the_bit(raw_dir):
     """Same init, shuffle, batches (the last one smaller), loss and Adam: identical losses,
     accuracies and weights after two epochs."""
     cfg = tiny_config(raw_dir)
-    graph = backends.load("torch-graph").build(cfg, "cpu")
-    tensor = backends.load("torch-tensor").build(cfg, "cpu")
+    graph = backends.build("torch-graph", cfg, "cpu")
+    tensor = backends.build("torch-tensor", cfg, "cpu")
     assert _train(graph, 2) == _train(tensor, 2)
     _assert_same_weights(_weights(graph), _weights(tensor))
 
 
 def test_batches_cover_every_example_once_the_last_one_smaller(raw_dir):
-    trainer = backends.load("torch-graph").build(tiny_config(raw_dir), "cpu")
+    trainer = backends.build("torch-graph", tiny_config(raw_dir), "cpu")
     sizes = [stop - start for start, stop in trainer.bounds]
     assert sizes == [64] * 15 + [40]
     assert [start for start, _ in trainer.bounds] == list(range(0, 1000, 64))
@@ -68,8 +70,10 @@ def test_warm_up_before_a_capture_trains_nothing(raw_dir):
     afterwards gives the weights of a trainer that never warmed up: weights, both Adam
     moments and its step count were all put back."""
     cfg = tiny_config(raw_dir)
-    module = backends.load("torch-graph")
-    warmed, fresh = module.build(cfg, "cpu"), module.build(cfg, "cpu")
+    warmed, fresh = (
+        backends.build("torch-graph", cfg, "cpu"),
+        backends.build("torch-graph", cfg, "cpu"),
+    )
     before = _weights(warmed)
     warmed.perm.copy_(warmed.torch.randperm(warmed.num_train))  # any batches: undone anyway
     warmed._warm_up()
@@ -83,10 +87,12 @@ def test_warm_up_before_a_capture_trains_nothing(raw_dir):
 @pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="a GPU is visible here")
 def test_cuda_without_a_gpu_is_the_projects_error(raw_dir):
     with pytest.raises(frameworks.DeviceUnavailableError, match="cuda"):
-        backends.load("torch-graph").build(tiny_config(raw_dir), "cuda")
+        backends.build("torch-graph", tiny_config(raw_dir), "cuda")
 
 
 def test_its_row_says_how_it_runs_on_each_device():
     module = backends.load("torch-graph")
     assert "CUDA graph" in module.FRAMEWORK and "CPU: eager" in module.FRAMEWORK
-    assert module.DATA == backends.load("torch-tensor").DATA == "raw"
+    entries = repo_backends("torch-graph", "torch-tensor")  # params.yaml's: torch-tensor's data
+    assert entries["torch-graph"] == entries["torch-tensor"]  # and loader and step: no copy
+    assert entries["torch-graph"]["data"] == config.DataConfig.raw_dir

@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 import types
+from pathlib import Path
 
 sys.path.insert(0, "src")
 from mnistbench import backends, config, frameworks, kernel_bound  # noqa: E402
@@ -38,9 +39,10 @@ def main() -> None:
     kernel_bound.time = types.SimpleNamespace(
         perf_counter=time.process_time
     )  # its best_time, in CPU s
+    raw = Path(args.raw_dir)  # what both backends read (params' data/raw)
     trainers = {
-        "torch": backends.load("torch-tensor").build(cfg, "cpu"),
-        "jax": backends.load("jax-scan").build(cfg, "cpu"),
+        "torch": backends.load("torch-tensor").build(cfg, "cpu", raw),
+        "jax": backends.load("jax-scan").build(cfg, "cpu", raw),
     }
     for t in trainers.values():  # compile, warm up
         t.train_epoch()

@@ -8,9 +8,9 @@
 # build_tfds` for the TFDS rows). SEEDS (default: 0 1 2 3 4) and BACKENDS (default: jax-scan
 # torch-tensor jax-tfds) pick the runs; `mnistbench params` applies the overrides to
 # params.yaml (each value parsed as YAML, e.g. train.epochs=3), as in run-cuda.sh. OUT_DIR
-# gets params-<seed>.yaml, metrics-<seed>/<backend>/ as `mnistbench train` writes them, one
-# log per run, and seeds.tsv (backend, seed, val_acc, steady s/epoch), written only when
-# every run succeeded. The seed sets the init, the shuffles and every framework's RNG (README,
+# gets params-<seed>.yaml, metrics-<seed>/train/<backend>/ as `mnistbench train` writes
+# them, one log per run, and seeds.tsv (backend, seed, val_acc, steady s/epoch), written only
+# when every run succeeded. The seed sets the init, the shuffles and every framework's RNG (README,
 # "Backends and the harness"); on a CPU a run is repeatable, so each line is that seed's
 # result. PYTHON (default python3) is the interpreter with mnistbench installed.
 set -euo pipefail
@@ -39,7 +39,7 @@ for b in $backends; do
             tail -5 "$out/$b-$s.log" >&2
             exit 1
         fi
-        "$py" - "$out/metrics-$s/$b/metrics.json" "$b" "$s" >> "$table.part" <<'PY'
+        "$py" - "$out/metrics-$s/train/$b/metrics.json" "$b" "$s" >> "$table.part" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 print(f"{sys.argv[2]}\t{sys.argv[3]}\t{m['val_acc']:.4f}\t{m['epoch_time_median_s']:.3f}")

@@ -169,6 +169,11 @@ def _config(args: argparse.Namespace) -> Any:
             "data": {"raw_dir": args.raw_dir, "limit_train": args.limit_train, "limit_test": None},
             "model": params["model"],
             "train": {**params["train"], "device": args.device},
+            # the backends profiled here, params.yaml's entries, each reading RAW_DIR
+            "backends": {
+                name: {**params["backends"][name], "data": args.raw_dir}
+                for name in ("torch-graph", "torch-tensor", "jax-scan")
+            },
         }
     )
 
@@ -215,7 +220,7 @@ def part_torch_graph(args, out: Path) -> dict:
 
     frameworks.configure_threads(None)
     cfg = _config(args)
-    trainer = backends.load("torch-graph").build(cfg, args.device)
+    trainer = backends.build("torch-graph", cfg, args.device)
     result = _time_epochs(trainer, args.epochs)
     steps = len(trainer.bounds)
 
@@ -240,7 +245,7 @@ def part_torch_step(args, out: Path) -> dict:
 
     frameworks.configure_threads(None)
     cfg = _config(args)
-    t = backends.load("torch-graph").build(cfg, args.device)
+    t = backends.build("torch-graph", cfg, args.device)
     torch, bs = t.torch, cfg.train.batch_size
     if t.device != "cuda":
         return {"skipped": "CUDA graphs need a GPU"}
@@ -278,7 +283,7 @@ def part_torch_tensor(args, out: Path) -> dict:
 
     frameworks.configure_threads(None)
     cfg = _config(args)
-    trainer = backends.load("torch-tensor").build(cfg, args.device)
+    trainer = backends.build("torch-tensor", cfg, args.device)
     torch = trainer.torch
     result = _time_epochs(trainer, args.epochs)
     steps = -(-trainer.num_train // cfg.train.batch_size)
@@ -312,7 +317,7 @@ def _jax_scan(args) -> tuple[Any, Any]:
     from mnistbench import backends, frameworks
 
     frameworks.configure_threads(None)
-    trainer = backends.load("jax-scan").build(_config(args), args.device)
+    trainer = backends.build("jax-scan", _config(args), args.device)
     return trainer, _time_epochs(trainer, args.epochs)
 
 

@@ -17,7 +17,7 @@ scan = importlib.import_module("mnistbench.backends.jax-scan")
 def run(unroll: int, epochs: int = 8) -> None:
     scan.UNROLL = unroll  # read when the epoch is traced, so before build()
     cfg = config.load("params.yaml").replace("train", device="cuda")
-    trainer = scan.build(cfg, "cuda")
+    trainer = scan.build(cfg, "cuda", cfg.backend_data("jax-scan"))  # params' data/raw
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()

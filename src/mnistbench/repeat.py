@@ -5,9 +5,10 @@ threads on a 2-vCPU VM settles into a fast or a slow mode for a whole run (1.3 o
 epoch), and a noisy spell of the machine can slow one stage of the pipeline only. So params'
 bench.repeats - 1 more rounds are run after the train@<backend> stages, each round every
 backend in params' order (a slow spell of the machine then hits them all, not one), each a
-fresh `mnistbench train` process, into <root>/repeats/<round>/<backend>/ (round 2 onwards: the
-train@ stage's own result is round 1). compare reads them and shows each backend's spread
-across runs beside its spread across epochs, and calls a backend whose runs disagree unstable.
+fresh `mnistbench train` process, into <root>/repeats/<round>/train/<backend>/ (each round a
+metrics root of its own, mnistbench.layout; round 2 onwards: the train@ stage's own result is
+round 1). compare reads them and shows each backend's spread across runs beside its spread
+across epochs, and calls a backend whose runs disagree unstable.
 
 The rounds are written to a staging folder and swapped in whole at the end: an interrupted
 or failed stage leaves the previous repeats as they were.
@@ -36,16 +37,18 @@ class RepeatError(UserError, RuntimeError):
 
 def run(cfg: Config, params: str | Path, out_root: str | Path = layout.METRICS_ROOT) -> Path:
     """Rounds 2..bench.repeats of every backend into <out_root>/repeats/; returns that folder."""
+    rounds = list(range(2, cfg.bench.repeats + 1))
+    if rounds and not cfg.backends:
+        raise RepeatError("params: backends lists no backend: nothing to repeat")
     final = layout.repeats_root(out_root)
     staging = final.with_name(f".{final.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        rounds = list(range(2, cfg.bench.repeats + 1))
         for round_ in rounds:
             for name in cfg.backends:
                 log.info("repeat %d/%d: %s", round_, cfg.bench.repeats, name)
-                _train(name, params, staging / str(round_), round_)
+                _train(name, params, staging / str(round_), round_)  # its train/<name>/
         # what ran, also when nothing did (bench.repeats 1): git keeps no empty folder, and
         # compare depends on this one
         listing = {"rounds": rounds, "backends": list(cfg.backends)}

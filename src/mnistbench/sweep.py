@@ -110,9 +110,7 @@ def collect_roots(roots: list[str | Path]) -> list[Point]:
     for root in map(Path, roots):
         found = sorted(layout.train_dir(root).glob(f"*/{layout.METRICS_FILE}"))
         if not found:
-            raise SweepError(
-                f"{root}: no {layout.TRAIN_DIR}/<backend>/{layout.METRICS_FILE} here"
-            )
+            raise SweepError(f"{root}: no {layout.TRAIN_DIR}/<backend>/{layout.METRICS_FILE} here")
         for path in found:
             try:
                 values = json.loads(path.read_text())

@@ -66,7 +66,7 @@ def train(backend: str, params: str, out: str) -> None:
     "--out",
     default=ROOT,
     show_default=True,
-    help="Metrics root; repeats go to <out>/repeats/<round>/<backend>/.",
+    help="Metrics root; repeats go to <out>/repeats/<round>/train/<backend>/.",
 )
 @known_errors
 def repeat(params: str, out: str) -> None:
