@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_version_is_the_installed_distributions():
     done = subprocess.run(
-        [sys.executable, "-m", "mnistbench.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "mnistbench", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"mnistbench {metadata.version('mnistbench')}\n"

@@ -82,7 +82,7 @@ def test_cli_writes_the_file_compare_reads(tmp_path):
         [
             sys.executable,
             "-m",
-            "mnistbench.cli",
+            "mnistbench",
             "roofline",
             "--params",
             str(params),

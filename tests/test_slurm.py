@@ -266,7 +266,7 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
 
 def test_gather_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mnistbench.cli", "gather", str(tmp_path)],
+        [sys.executable, "-m", "mnistbench", "gather", str(tmp_path)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -308,7 +308,7 @@ def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, t
     runs, params = tmp_path / "runs", tmp_path / "small.yaml"
     env = _env(**{k: v for k, v in cluster.env.items() if k in ("SLURM_CONF", "PATH")})
     subprocess.run(
-        [sys.executable, "-m", "mnistbench.cli", "params", str(params)]
+        [sys.executable, "-m", "mnistbench", "params", str(params)]
         + ["--set", "data.limit_train=2000", "--set", "data.limit_test=500"]
         + ["--set", "train.epochs=2"],
         env=env,
@@ -359,7 +359,7 @@ def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, t
     ]
 
     out = subprocess.run(
-        [sys.executable, "-m", "mnistbench.cli", "gather", str(runs), "--no-references"],
+        [sys.executable, "-m", "mnistbench", "gather", str(runs), "--no-references"],
         env=env,
         capture_output=True,
         text=True,

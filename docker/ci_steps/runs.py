@@ -27,7 +27,7 @@ def step_clone(s: Settings) -> tuple[Path, Path]:
     for path in (clone, mirror):
         shutil.rmtree(path, ignore_errors=True)
     sh(["git", "clone", "--quiet", s.root, clone], what="git clone")
-    mnistbench = [s.python, "-m", "mnistbench.cli", "params"]
+    mnistbench = [s.python, "-m", "mnistbench", "params"]
     env = {**os.environ, "PYTHONPATH": str(clone / "src")}  # the clone's code, not the host's
     sets = [a for kv in SUBSET for a in ("--set", kv)]
     for out, extra in (("params.yaml", []), ("params-cuda.yaml", ["--set", "train.device=cuda"])):

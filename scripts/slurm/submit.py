@@ -172,7 +172,7 @@ def check_params(args: argparse.Namespace, out: Path) -> None:
     python = (args.venv or args.repo / ".venv") / "bin" / "python"
     if not python.exists():
         raise SubmitError(f"no {python}: `make install` in {args.repo}, or name one with --venv")
-    cmd = [str(python), "-m", "mnistbench.cli", "params", str(out), "--params", str(args.params)]
+    cmd = [str(python), "-m", "mnistbench", "params", str(out), "--params", str(args.params)]
     if args.backends:
         cmd += ["--backends", args.backends]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=args.repo, timeout=300)
