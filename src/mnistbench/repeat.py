@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from mnistbench import layout
+from mnistbench import layout, outputs
 from mnistbench.config import Config
 from mnistbench.errors import UserError
 
@@ -41,10 +40,7 @@ def run(cfg: Config, params: str | Path, out_root: str | Path = layout.METRICS_R
     if rounds and not cfg.backends:
         raise RepeatError("params: backends lists no backend: nothing to repeat")
     final = layout.repeats_root(out_root)
-    staging = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with outputs.replace_folder(final) as staging:
         for round_ in rounds:
             for name in cfg.backends:
                 log.info("repeat %d/%d: %s", round_, cfg.bench.repeats, name)
@@ -53,10 +49,6 @@ def run(cfg: Config, params: str | Path, out_root: str | Path = layout.METRICS_R
         # compare depends on this one
         listing = {"rounds": rounds, "backends": list(cfg.backends)}
         (staging / ROUNDS_FILE).write_text(json.dumps(listing, indent=2) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
