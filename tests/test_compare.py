@@ -635,9 +635,9 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     rev2 = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
 
     diff = json.loads(_run(["dvc", "metrics", "diff", rev1, rev2, "--json"], repo, env))
-    assert set(diff) == {f"metrics/{name}/metrics.json" for name in names}  # no summary, env
+    assert set(diff) == {f"metrics/train/{name}/metrics.json" for name in names}  # no summary, env
     for name in names:
-        per_backend = diff[f"metrics/{name}/metrics.json"]
+        per_backend = diff[f"metrics/train/{name}/metrics.json"]
         assert per_backend["batch_size"] == {"old": 32, "new": 64, "diff": 32}
         for key in ("epoch_time_median_s", "train_time_median_s", "first_epoch_s", "val_acc"):
             assert per_backend[key]["diff"] != 0, (name, key)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistbench import records
+from mnistbench import layout, records
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.cuda"]
@@ -173,7 +173,7 @@ def test_default_command_runs_the_pipeline_offline(ci):
     version = (ci / "image_version").read_text().strip()
     assert params["backends"], "params.yaml lists no backend"
     for backend in params["backends"]:
-        path = clone / "metrics" / backend / "metrics.json"
+        path = layout.metrics_path(clone / "metrics", backend)
         assert path.is_file(), f"no metrics for {backend}:\n{log[-3000:]}"
         metrics = records.read_record(clone / "metrics", backend)
         # the subset of params (a backend may drop the last partial batch)
@@ -224,7 +224,7 @@ def test_git_and_dvc_work_for_another_uid(ci):
     params = yaml.safe_load((ci / "clone" / "params.yaml").read_text())
     files = shown[""]["data"]
     for backend in params["backends"]:
-        assert f"metrics/{backend}/metrics.json" in files, log
+        assert f"metrics/train/{backend}/metrics.json" in files, log
 
 
 @pytest.mark.docker
