@@ -346,7 +346,7 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
             stdout_only=True,
         )
     )
-    timed = diff["metrics/jax-scan/metrics.json"]["epoch_time_median_s"]
+    timed = diff["metrics/train/jax-scan/metrics.json"]["epoch_time_median_s"]
     assert timed["old"] == first["epoch_time_median_s"]
     assert timed["new"] == second["epoch_time_median_s"]
     assert _tree_hash(repo / "results") == references  # the reference runs are untouched
