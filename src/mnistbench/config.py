@@ -145,13 +145,11 @@ class Backend:
     loader: str | None = None
     step: str | None = None
 
-    def check(self, name: str, folders: tuple[str, ...]) -> None:
-        from mnistbench import backends
-
+    def check(self, name: str, folders: tuple[str, ...], modules: list[str]) -> None:
+        """`folders`: the data folders it may read; `modules`: mnistbench/backends/'s."""
         _require(
             self.data in folders, f"backends.{name}.data", f"must be one of {', '.join(folders)}"
         )
-        modules = backends.modules()
         for slot in ("loader", "step"):
             module = getattr(self, slot)
             _require(
@@ -177,12 +175,12 @@ class Config:
         self.bench.check()
         from mnistbench import backends  # cheap: lists module files, imports no framework
 
-        known = backends.names()
+        known, modules = backends.names(), backends.modules()  # listed once, for every entry
         for name, entry in self.backends.items():
             _require(
                 name in known, f"backends.{name}", f"is not a backend (known: {', '.join(known)})"
             )
-            entry.check(name, (self.data.raw_dir, self.data.tfds_dir))
+            entry.check(name, (self.data.raw_dir, self.data.tfds_dir), modules)
 
     def backend_data(self, name: str) -> Path:
         """The folder backend `name` reads, as params' backends.<name>.data names it."""

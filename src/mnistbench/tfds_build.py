@@ -10,9 +10,10 @@ The build is byte-for-byte reproducible (data/tfds's hash in dvc.lock does not c
 rebuilt, so the TFDS rows do not rerun for nothing): see `_deterministic_examples`. Each
 format's data_dir gets a SHA256SUMS file (`sha256sum -c` reads it) listing every file of that
 format's build, written with the build and swapped in with it. Readers check the build before
-using it (mnistbench.inputs: `require_tfds`: presence, sizes, then every file of the format they read against
-SHA256SUMS, ~0.1 s for the 23 MB of one format), and the raw files' size and SHA-256
-(`require_raw`), so damaged data is an error naming the file and the command that remakes it.
+using it (mnistbench.inputs.require_tfds: presence, sizes, then every file of the format they
+read against SHA256SUMS, ~0.1 s for the 23 MB of one format), and the raw files' size and
+SHA-256 (`require_raw`), so damaged data is an error naming the file and the command that
+remakes it.
 """
 
 from __future__ import annotations

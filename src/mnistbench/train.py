@@ -1,9 +1,9 @@
 """Stage `train@<backend>`: build one backend, time it with the harness, write its metrics.
 
-Output in metrics/train/<backend>/, in DVCLive's layout (mnistbench.metrics, the metrics contract):
-metrics.json (the numbers people compare), run.json (the other numbers, the verdict on how
-quiet the machine was, `env`, the environment they came from, and `params`, the parameters
-they were made with) and plots/metrics/<key>.tsv (per-epoch curves).
+Output in metrics/train/<backend>/, in DVCLive's layout (mnistbench.metrics, the metrics
+contract): metrics.json (the numbers people compare), run.json (the other numbers, the verdict
+on how quiet the machine was, `env`, the environment they came from, and `params`, the
+parameters they were made with) and plots/metrics/<key>.tsv (per-epoch curves).
 
 Before the backend is built the machine is sampled (a busy one is named at once, and params
 may ask to wait for quiet) and a fixed-work probe is timed; the probe is timed again at the
@@ -41,13 +41,13 @@ log = logging.getLogger(__name__)
 def train(cfg: Config, name: str, out_root: str | Path = layout.METRICS_ROOT) -> dict:
     """Train backend `name` for cfg.train.epochs; returns the record written to metrics.json."""
     backend = backends.load(name)
-    cfg.backend_data(name)  # params must list it: said before any waiting
+    data = cfg.backend_data(name)  # params must list it: said before any waiting
     threads = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     limits = quiet.thresholds(cfg)
     busy = interference.wait_for_quiet(limits, cfg.bench.wait_quiet_s)
     probe_start_s = interference.probe()
     harness.seed_everything(cfg.train.seed)
-    trainer = backends.build(name, cfg, cfg.train.device)
+    trainer = backend.build(cfg, cfg.train.device, data)
     log.info(
         "%s: %d parameters, %d train / %d test examples, batch %d, %d epochs",
         name,
