@@ -92,7 +92,7 @@ def test_a_new_backend_is_one_file_and_one_params_entry(tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(limit_train=500, limit_test=100)
     params["train"].update(epochs=2, batch_size=50)
-    params["bench"].update(repeats=1)
+    params["bench"].update(rounds_min=1, rounds_max=1)
     params["backends"] = {
         "torch-tensor": params["backends"]["torch-tensor"],
         TOY: {"data": "data/raw", "loader": "_idx", "step": TOY},

@@ -191,21 +191,19 @@ def _strings(value, where: str = "") -> list[str]:
 def test_report_puts_the_article_beside_this_run(metrics_root):
     compare.compare(make_cfg(), metrics_root)
     md = (metrics_root / "summary.md").read_text()
-    # backend | implementation | loader | article | this run (min-max) | first: article, this run
+    # backend | implementation | loader | article | this run (one round: no interval) | first:
+    # article, this run | train / eval share
     assert (
-        "| torch-dataloader | PyTorch | torch-dataloader loader | 14.3-15.1 | 25.0 (24.0-26.0) "
-        "| — | 30.0 | 21.0 + 4.00 |"
+        "| torch-dataloader | PyTorch | torch-dataloader loader | 14.3-15.1 | 25.0 s "
+        "| — | 30.0 | 84% / 16% |"
     ) in md
+    assert ("| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 s | 13.9 | 12.0 |") in md
     assert (
-        "| torch-tfds | PyTorch | torch-tfds loader | 7.2-10.9 | 10.5 (10.0-11.0) | 13.9 | 12.0 |"
+        "| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 s | 13.8 | 10.0 |"
     ) in md
-    assert (
-        "| jax-tfds | JAX (Flax + Optax) | jax-tfds loader | 3.8-6.4 | 4.50 (4.00-5.00) "
-        "| 13.8 | 10.0 |"
-    ) in md
-    assert ("| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 (0.250-0.350) | — |") in md
-    assert "| jax-tfds | 2.88x | 5.56x | 1.13x |" in md  # ratios: article, this run, vs article
-    assert "| my-fast | — | 83.33x | — |" in md
+    assert ("| my-fast | JAX (Flax + Optax) | my-fast loader | — | 0.300 s | — |") in md
+    assert "| jax-tfds | 2.88x | 5.6x | 1.13x |" in md  # ratios: article, this run, vs article
+    assert "| my-fast | — | 83x | — |" in md
     for heading in (
         "## Ratios",
         "## Where the time goes",
@@ -243,7 +241,7 @@ def test_eval_cost_readings_follow_the_named_thresholds(ratio, reading):
 def test_where_time_goes_is_a_table_explained_below_it():
     rows = {
         "a": {
-            "epoch_time_median_s": 1.0,
+            "epoch_time_s": 1.0,
             "train_share": 0.5,
             "eval_cost_ratio": 1.0,
             "first_epoch_extra_s": -0.1,
@@ -252,7 +250,7 @@ def test_where_time_goes_is_a_table_explained_below_it():
             "epoch_time_spread": 0.25,
         },
         "b": {
-            "epoch_time_median_s": 2.0,
+            "epoch_time_s": 2.0,
             "train_share": 0.9,
             "eval_cost_ratio": 0.34,
             "first_epoch_extra_s": 1.0,
@@ -319,7 +317,7 @@ def test_roofline_adds_efficiency(metrics_root, tmp_path):
     assert jax["efficiency"] == pytest.approx(0.35 / 4.5)
     assert summary["roofline"]["matmul_gflops"] == 114.0
     md = (metrics_root / "summary.md").read_text()
-    assert "| jax-tfds | 2.88x | 5.56x | 1.13x | 0.350 | 7.8% |" in md
+    assert "| jax-tfds | 2.88x | 5.6x | 1.13x | 0.350 | 7.8% |" in md
     assert "Efficiency (above) is the share of the steady epoch that the arithmetic" in md
 
 
@@ -568,8 +566,10 @@ def test_dvc_yaml_compare_stage_params_outputs_and_plots():
     assert not unread, f"dvc.yaml: compare checks params {unread}: list them in its params"
     assert "--roofline metrics/roofline/metrics.json" in stage["cmd"]
     assert "metrics/roofline/metrics.json" in stage["deps"]
-    assert "metrics" not in stage  # summary.json is the report's input, not a DVC metric
-    outs = [next(iter(o)) for section in ("outs", "plots") for o in stage[section]]
+    # DVC's metrics are the headline (estimates and intervals); summary.json is the report's
+    # input, not a DVC metric
+    assert [next(iter(m)) for m in stage["metrics"]] == ["metrics/headline.json"]
+    outs = [next(iter(o)) for section in ("metrics", "outs", "plots") for o in stage[section]]
     assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
     for out in outs:  # nothing compare writes is inside a train stage's output
         assert Path(out).parent == Path("metrics") and Path(out).stem not in names
@@ -597,7 +597,7 @@ def _set_params(repo: Path, **train_keys) -> None:
     params = yaml.safe_load(path.read_text())
     params["data"].update(limit_train=1000, limit_test=300)
     params["train"].update(train_keys)
-    params["bench"].update(repeats=2)  # the repeats stage too, but short
+    params["bench"].update(rounds_min=2, rounds_max=2)  # the repeats stage too, but short
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

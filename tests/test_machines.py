@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from mnistbench import envinfo, keep, machine, metrics, records, report
+from mnistbench.checkout import checkout_id
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -111,8 +112,8 @@ def test_the_fingerprint_of_a_canned_environment_is_byte_for_byte_unchanged():
     )
     text = json.dumps(machine.record(machine.fingerprint(snap)), indent=2)
     assert (
-        hashlib.sha256(text.encode()).hexdigest()[:12] == "9f0427285f3f"
-    )  # as written before envinfo had one snapshot, text
+        hashlib.sha256(text.encode()).hexdigest()[:12] == "c7909fede395"
+    )  # as written since machine.json holds the checkout (empty here: none given)
 
 
 def test_the_run_env_and_the_fingerprint_read_one_snapshot():
@@ -172,7 +173,8 @@ def _machine_dir(root: Path, name: str, rows: dict[str, tuple[float, float]]) ->
     return d
 
 
-def test_report_one_column_per_machine_and_a_dash_for_a_missing_backend(tmp_path):
+def test_report_one_column_per_machine_and_a_dash_for_a_missing_backend(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # this checkout's identity goes to tmp_path/.mnistbench/
     results = tmp_path / "results"
     _machine_dir(
         results,
@@ -195,6 +197,14 @@ def test_report_one_column_per_machine_and_a_dash_for_a_missing_backend(tmp_path
             "jax-scan": (0.25, 0.97),
         },
     )
+    # made by another checkout (the committed reference of a fresh clone): said so
+    name = machine.record()["name"]
+    cols = report.write(results, local, tmp_path / "out")
+    assert (
+        cols[-1].name == f"{report.COMMITTED} ({name}, date unknown; not measured in this checkout)"
+    )
+    # made by this one
+    (local / "machine.json").write_text(json.dumps(machine.record(checkout=checkout_id())))
     cols = report.write(results, local, tmp_path / "out")
     assert [c.name for c in cols] == [
         report.ARTICLE,

@@ -146,7 +146,7 @@ def test_repeats_are_fresh_train_runs_each_round_a_metrics_root(raw_dir, tmp_pat
     doc = {
         "data": {"raw_dir": str(raw_dir), "limit_train": 256, "limit_test": 64},
         "train": {"epochs": 1, "device": "cpu"},
-        "bench": {"repeats": 3},
+        "bench": {"rounds_min": 3, "rounds_max": 3},
         "backends": repo_backends("torch-tensor", raw=raw_dir),
     }
     params.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -159,7 +159,11 @@ def test_repeats_are_fresh_train_runs_each_round_a_metrics_root(raw_dir, tmp_pat
         assert metrics.validate(record, backend="torch-tensor") == []
         assert record["test_examples"] == 64
     listing = json.loads((layout.repeats_root(root) / repeat.ROUNDS_FILE).read_text())
-    assert listing == {"rounds": [2, 3], "backends": ["torch-tensor"]}
+    assert [r["round"] for r in listing["rounds"]] == [1, 2, 3]  # 1: the train@ stages
+    assert all(r["order"] == ["torch-tensor"] for r in listing["rounds"])
+    assert listing["backends"] == ["torch-tensor"] and listing["seed"] == 0
+    assert listing["stop"]["reason"] in ("precision", "rounds_max")
+    assert listing["stop"]["rounds"] == 3
     assert sorted(p.name for p in root.iterdir()) == [layout.REPEATS_DIR]  # no staging left
 
     before = sorted(p for p in layout.repeats_root(root).rglob("*") if p.is_file())
@@ -170,7 +174,9 @@ def test_repeats_are_fresh_train_runs_each_round_a_metrics_root(raw_dir, tmp_pat
     assert sorted(p for p in layout.repeats_root(root).rglob("*") if p.is_file()) == before
 
 
-def test_compare_shows_the_spread_across_runs_and_two_modes(tmp_path):
+def test_one_odd_run_is_an_outlier_two_speeds_need_two_runs_each(tmp_path):
+    """Three runs, one twice as slow: an outlier, not a second mode. Four runs, two at each
+    speed: unstable, both speeds listed."""
     root = tmp_path / "metrics"
     for name, (first, steady) in TIMES.items():
         write_metrics(root, name, first, steady)
@@ -180,11 +186,19 @@ def test_compare_shows_the_spread_across_runs_and_two_modes(tmp_path):
     summary = compare.compare(make_cfg(), root)
     jax = summary["backends"]["jax-tfds"]
     assert jax["runs"] == 3 and jax["runs_s"] == pytest.approx([4.5, 9.0, 4.5])
-    assert jax["epoch_time_s"] == pytest.approx(4.5)  # the median run
-    assert jax["unstable"] == 1 and jax["modes"] == [[4.5, 4.5], [9.0]]
+    assert jax["epoch_time_s"] == pytest.approx(4.5 * 2 ** (1 / 3))  # geometric mean
+    assert jax["epoch_time_lo_s"] < 4.5 and jax["epoch_time_hi_s"] > 9.0  # 3 runs: wide
+    assert jax["unstable"] == 0 and jax["outliers"] == pytest.approx([9.0])
     md = (root / "summary.md").read_text()
-    assert "| jax-tfds | unstable: 4.50 s (2) and 9.00 s (1) |" in md
-    assert "4.50 (4.50-9.00, 3 runs) †" in md
+    assert "| jax-tfds | quiet, outlier 9.00 s |" in md
+
+    _with_repeat(root, "jax-tfds", slow, 4)
+    jax = compare.compare(make_cfg(), root)["backends"]["jax-tfds"]
+    assert jax["unstable"] == 1 and jax["modes"] == [[4.5, 4.5], [9.0, 9.0]]
+    assert jax["outliers"] == []
+    md = (root / "summary.md").read_text()
+    assert "| jax-tfds | unstable: 4.50 s (2) and 9.00 s (2) |" in md
+    assert "†" in md.split("## The answer")[0]
 
 
 def test_a_disturbed_repeat_is_left_out_of_the_headline_and_marked(tmp_path):

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -31,6 +32,12 @@ DEFAULT_MIRRORS = (
 TIMEOUT_MAX_S = 3600.0  # one HTTP request's limit: an hour fetches MNIST's 10 MB at 3 kB/s
 RETRIES_MAX = 10  # tries per mirror and file; with download's capped wait, 10 tries wait ~48 s
 SEED_MAX = 2**32 - 1  # NumPy's and tf.data's seeds are unsigned 32-bit
+# A params file is a few kB (the repository's: 2.6 kB); 256 kB parses in about 0.2 s, so any
+# bigger file is refused before parsing rather than read for minutes (a 50 MB file took 574 s).
+PARAMS_MAX_BYTES = 256 * 1024
+# Values after expanding YAML aliases: the repository's file holds ~100; an alias bomb ("billion
+# laughs") holds 10**9 in a few lines, which every later step (checks, messages) would walk.
+PARAMS_MAX_VALUES = 100_000
 EXP_RUN_ENV = "DVC_EXP_BASELINE_REV"  # set by DVC in the stages of `dvc exp run`
 
 
@@ -116,16 +123,34 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """How each timing is judged (mnistbench.interference) and how often it is repeated."""
+    """How each timing is judged (mnistbench.interference) and how many rounds are run."""
 
-    repeats: int = 3  # runs of every timed stage, each in a fresh process, interleaved
+    # rounds: every backend once, each a fresh process, in an order drawn per round from
+    # `seed` (null: train.seed); the train@ stages are round 1 (mnistbench.repeat)
+    rounds_min: int = 2  # rounds before the stage may stop for precision
+    rounds_max: int = 8  # rounds at most
+    precision: float = 0.05  # stop once every speed-up's 95% interval is within +-5%
+    budget_s: float = 1200.0  # the repeats stage starts no round it expects to end past this
+    seed: int | None = None  # the rounds' order; null = train.seed
     max_foreign: float = 0.02  # others' largest share of the CPUs in any epoch
     max_steal: float = 0.02  # the hypervisor's largest share of the CPUs in any epoch
     max_spread: float = 0.15  # (slowest - fastest) / median of the steady epochs, and repeats
     wait_quiet_s: float = 0.0  # before a timed stage, wait up to this long for a quiet machine
 
     def check(self) -> None:
-        _require(1 <= self.repeats <= 100, "bench.repeats", "must be between 1 and 100")
+        _require(1 <= self.rounds_min <= 100, "bench.rounds_min", "must be between 1 and 100")
+        _require(
+            self.rounds_min <= self.rounds_max <= 100,
+            "bench.rounds_max",
+            f"must be between bench.rounds_min ({self.rounds_min}) and 100",
+        )
+        _require(0 < self.precision < 1, "bench.precision", "must be > 0 and < 1 (0.05 = +-5%)")
+        _require(0 < self.budget_s <= 86400, "bench.budget_s", "must be > 0 and at most 86400")
+        _require(
+            self.seed is None or 0 <= self.seed <= SEED_MAX,
+            "bench.seed",
+            f"must be null or between 0 and {SEED_MAX}",
+        )
         for key in ("max_foreign", "max_steal", "max_spread"):
             _require(0 < getattr(self, key) <= 1, f"bench.{key}", "must be > 0 and <= 1")
         _require(0 <= self.wait_quiet_s <= 3600, "bench.wait_quiet_s", "must be between 0 and 3600")
@@ -199,9 +224,14 @@ class Config:
 
 def shown(value: Any, limit: int = 60) -> str:
     """repr(value) for a one-line message: cut at `limit` characters, and an int too long for
-    repr (over 4300 digits, a ValueError) described instead."""
+    repr (over 4300 digits, a ValueError) described instead. Nested lists are cut while being
+    written (reprlib), not after: a list shared a billion times over must not be written out."""
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = limit // 3
+    short.maxstring = short.maxlong = short.maxother = 2 * limit  # cut below, as before
     try:
-        text = repr(value)
+        text = short.repr(value)
     except ValueError:
         return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -212,7 +242,8 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"params: {key} {message}")
 
 
-_YAML11_EXPONENT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+# YAML 1.1 (PyYAML) reads `1e-3` (no dot) and `1.0e308` (no exponent sign) as strings
+_YAML11_EXPONENT = re.compile(r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -249,7 +280,7 @@ def _float(value: Any, key: str) -> float:
     """A finite float: ints are widened, `1e-3` read as a string by YAML 1.1 is parsed,
     `.inf` and `.nan` are refused (they train to NaN or never time out)."""
     if isinstance(value, str) and _YAML11_EXPONENT.match(value):
-        value = float(value)  # YAML 1.1 (PyYAML) reads `1e-3`, without a dot, as a string
+        value = float(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
@@ -320,15 +351,24 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path) -> Any:
-    """A params file parsed (safe YAML, duplicate keys refused). Raises ConfigError."""
+    """A params file parsed (safe YAML, duplicate keys refused, size and aliases bounded).
+    Raises ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params: {path} not found (run from the repository root)")
     if not path.is_file():
         raise ConfigError(f"params: {path} is {errors.kind(path)}, not a regular file")
     try:
-        with path.open(encoding="utf-8") as f:
-            raw = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        with path.open("rb") as f:
+            data = f.read(PARAMS_MAX_BYTES + 1)  # never more: the file may grow while read
+        if len(data) > PARAMS_MAX_BYTES:
+            raise ConfigError(
+                f"params: {path} is over {errors.size_text(PARAMS_MAX_BYTES)} (a params file "
+                f"is a few kB): not read"
+            )
+        raw = _parse(data.decode("utf-8"), path)
+    except ConfigError:  # already one line; a ValueError too, so not the clause below
+        raise
     except PermissionError as e:
         raise ConfigError(f"params: cannot read {path} ({e.strerror})") from e
     except UnicodeDecodeError as e:
@@ -346,6 +386,38 @@ def read_yaml(path: str | Path) -> Any:
             "and backends, as in the repository's params.yaml)"
         )
     return raw
+
+
+def _parse(text: str, path: Path) -> Any:
+    """yaml.load, with the document's size after alias expansion checked before it is built."""
+    try:
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as e:  # a control character: name the file, not the text
+        e.name = str(path)
+        raise
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_size(node, {})
+        if values > PARAMS_MAX_VALUES:
+            raise ConfigError(
+                f"params: {path} expands its YAML aliases (*name) to {values:.3g} values, over "
+                f"the limit of {PARAMS_MAX_VALUES} (an alias bomb?): write the values out"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """The values a node stands for once its aliases are expanded; each node counted once
+    (`seen`), so a billion-value bomb costs a few steps, not a billion."""
+    if id(node) not in seen:
+        children = node.value if isinstance(node.value, list) else []
+        parts = (c for child in children for c in (child if isinstance(child, tuple) else (child,)))
+        seen[id(node)] = 1 + sum(_expanded_size(part, seen) for part in parts)
+    return seen[id(node)]
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

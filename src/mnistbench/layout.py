@@ -8,7 +8,9 @@ them.
     <root>/train/<backend>/plots/metrics/<k>.tsv its per-epoch curves (DVCLive's layout)
     <root>/repeats/<round>/train/<backend>/      the repeats stage's runs, a root each
     <root>/roofline/metrics.json                 the roofline stage's
+    <root>/repeats/rounds.json                   the rounds: order, stop, precision
     <root>/summary.json, summary.md, *.png       compare's
+    <root>/headline.json                         compare's: estimates and intervals (DVC metrics)
     <root>/curves/<k>.tsv                        compare's: each curve of every backend
     <root>/machines.md, machines.png             the report's
 
@@ -29,11 +31,23 @@ REPEATS_DIR = "repeats"  # <root>/repeats/<round>/: a metrics root per extra rou
 ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's
 SUMMARY_FILE = "summary.json"  # <root>/summary.json: compare's numbers, the report's input
 SUMMARY_MD = "summary.md"  # compare's report for people
+HEADLINE_FILE = "headline.json"  # compare's: per backend estimate and interval (DVC metrics)
+ROUNDS_FILE = "rounds.json"  # <root>/repeats/rounds.json: the rounds, their order, the stop
 COMPARE_PLOTS = ("epoch_time.png", "curves.png")  # compare's charts
 ALL_CURVES_DIR = "curves"  # <root>/curves/<key>.tsv: compare's, every backend's curve
-SUMMARY_FILES = (SUMMARY_FILE, SUMMARY_MD, *COMPARE_PLOTS, ALL_CURVES_DIR)  # compare writes these
+SUMMARY_FILES = (
+    SUMMARY_FILE,
+    HEADLINE_FILE,
+    SUMMARY_MD,
+    *COMPARE_PLOTS,
+    ALL_CURVES_DIR,
+)  # compare writes these
 MACHINE_FILE = "machine.json"  # <root>/machine.json: the machine stage's fingerprint
 MACHINES_MD, MACHINES_PNG = "machines.md", "machines.png"  # the report's
+# This checkout's run identity, relative to the repository root (the working directory of every
+# stage): made once by the machine stage, never committed (.gitignore) and never copied into an
+# image (.dockerignore), so a fresh clone or workspace has none and measures (mnistbench.machine).
+CHECKOUT_FILE = ".mnistbench/checkout"
 
 
 def train_dir(root: str | Path) -> Path:

@@ -6,6 +6,15 @@ same machine the file comes out byte for byte the same, so DVC skips everything 
 on another CPU, GPU, container image or framework version it differs, and every timing stage
 reruns.
 
+A run also belongs to the checkout that made it. metrics/ and dvc.lock on main hold a committed
+reference run, so that DVC's views work on a fresh clone; a clone on a machine of the same kind
+would otherwise find every timed stage up to date and present that reference as its own. So the
+record also holds this checkout's identity (`checkout`: random, made on the first run and kept
+in the untracked layout.CHECKOUT_FILE): a fresh clone or workspace has a new one, its
+machine.json differs from the committed one, and every timed stage reruns; a second run in
+the same checkout writes the same bytes and reruns nothing. Reports, `keep` and `gather` group
+runs by the fingerprint `id` (the machine kind), never by the checkout.
+
 What goes in: the CPU model and the instruction-set flags that change kernel speed (AVX2,
 AVX-512, AMX; NEON/SVE on Arm), the CPUs this process may use and any cgroup CPU quota, the
 memory size, the GPUs with their driver, the container image and its version, Python and the
@@ -21,6 +30,7 @@ import re
 from pathlib import Path
 
 from mnistbench import envinfo, layout, outputs
+from mnistbench.checkout import checkout_id
 
 FINGERPRINT_FILE = Path(layout.METRICS_ROOT) / layout.MACHINE_FILE
 
@@ -73,15 +83,21 @@ def _slug(text: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def record(fp: dict | None = None) -> dict:
-    """metrics/machine.json's content: name, id and the fingerprint itself."""
+def record(fp: dict | None = None, checkout: str = "") -> dict:
+    """metrics/machine.json's content: name, id, the checkout that ran, the fingerprint."""
     fp = fingerprint() if fp is None else fp
-    return {"name": machine_name(fp), "id": fingerprint_id(fp), "fingerprint": fp}
+    return {
+        "name": machine_name(fp),
+        "id": fingerprint_id(fp),
+        "checkout": checkout,
+        "fingerprint": fp,
+    }
 
 
 def write(path: str | Path = FINGERPRINT_FILE) -> dict:
-    """Write the record; the same machine writes the same bytes (so DVC skips what follows)."""
-    rec = record()
+    """Write the record; the same machine in the same checkout writes the same bytes (so DVC
+    skips what follows), another checkout or machine other bytes (so the timings rerun)."""
+    rec = record(checkout=checkout_id())
     path = Path(path)
     outputs.write_files(path.parent, {path.name: (json.dumps(rec, indent=2) + "\n").encode()})
     return rec

@@ -285,6 +285,9 @@ ROOFLINE: dict[str, Kind] = {
 }
 
 
+BASELINE = "torch-dataloader"  # every speed-up is against this backend, as in the article's table
+
+
 def framework_of(backend: str) -> str:
     """The framework whose kernels a backend runs, as kernel_bound_epoch_s names it: the first
     word of the backend's name (torch-tensor -> torch, jax-scan -> jax)."""

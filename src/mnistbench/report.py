@@ -21,17 +21,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import outputs
+from mnistbench.checkout import current_checkout
+from mnistbench.compare.fmt import seconds_ci, speedup_ci
 from mnistbench.compare.load import read_json
 from mnistbench.compare.markdown import verdict_word
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
-from mnistbench.compare.summary import BASELINE
+from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY
 from mnistbench.errors import UserError
-from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
+from mnistbench.layout import (
+    MACHINE_FILE,
+    MACHINES_MD,
+    MACHINES_PNG,
+    REPEATS_DIR,
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+)
 
 ARTICLE_ORDER = tuple(ARTICLE_ROWS)  # the article's rows, slowest first in its table
 ARTICLE_VAL_ACC = 0.98  # the article: every row reached about 0.98
 ARTICLE = "article (Colab CPU)"
-LOCAL = "this machine"  # the column of the run in the workspace
+LOCAL = "this machine"  # the column of the run in the workspace, when this checkout made it
+COMMITTED = "committed reference"  # ... when it came with the clone (nothing measured here yet)
 OUTPUTS = (MACHINES_MD, MACHINES_PNG)
 DASH = "—"
 
@@ -47,6 +57,8 @@ class Cell:
     high_s: float
     val_acc: float
     verdict: str = "quiet"  # compare's verdict word (VERDICT_MARKS); "unverified": not measured
+    interval: bool = False  # low_s, high_s: the 95% interval over rounds (else a range)
+    speedup: tuple[float, float | None, float | None] | None = None  # paired, with interval
 
 
 # The mark each verdict puts after a cell's seconds, and what it means (machines.md's legend).
@@ -105,14 +117,31 @@ def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
             raise ReportError(f"{summary_path}: backends.{backend} lacks a number ({e})") from e
         if not all(math.isfinite(v) for v in values) or values[0] <= 0:
             raise ReportError(f"{summary_path}: backends.{backend} has {values}: not finite > 0")
-        cells[backend] = Cell(*values, verdict=_verdict(row))
+        cells[backend] = Cell(
+            *values,
+            verdict=_verdict(row),
+            interval=keys[1] == "epoch_time_lo_s",
+            speedup=_speedup(row),
+        )
     machine = _read_json(machine_path)
     return Column(name, describe(machine, summary.get("settings", {})), cells)
 
 
+def _speedup(row: dict) -> tuple[float, float | None, float | None] | None:
+    """The paired speed-up and its interval, from summaries that have one."""
+    values = [row.get(k) for k in (SPEEDUP_KEY, "speedup_lo", "speedup_hi")]
+    ok = [isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values]
+    if not ok[0]:
+        return None
+    return (float(values[0]), *(float(v) if good else None for v, good in zip(values[1:], ok[1:])))
+
+
 def _cell_keys(row: dict) -> tuple[str, ...]:
-    """summary.json's keys for a cell: over every run (epoch_time_s, the runs' range) where
-    compare had repeats, else the one run's steady median and epochs' range."""
+    """summary.json's keys for a cell: the estimate and its 95% interval where compare made
+    one; older summaries: the median over runs and their range, or one run's median and its
+    epochs' range."""
+    if row.get("epoch_time_lo_s") is not None:
+        return ("epoch_time_s", "epoch_time_lo_s", "epoch_time_hi_s", "val_acc")
     if row.get("runs", 1) > 1:
         return ("epoch_time_s", "run_min_s", "run_max_s", "val_acc")
     head = "epoch_time_s" if "epoch_time_s" in row else "epoch_time_median_s"
@@ -175,9 +204,22 @@ def columns(results_dir: str | Path, metrics_dir: str | Path | None) -> list[Col
         summary, machine = metrics_dir / SUMMARY_FILE, metrics_dir / MACHINE_FILE
         if summary.is_file():
             local = machine_column(LOCAL, summary, machine)
-            name = _read_json(machine).get("name", "?")
-            cols.append(Column(f"{LOCAL} ({name})", local.about, local.cells))
+            cols.append(Column(local_name(summary, machine), local.about, local.cells))
     return cols
+
+
+def local_name(summary_path: Path, machine_path: Path) -> str:
+    """The last column's header: "this machine (<name>)" when this checkout measured the run
+    in metrics/, else the committed reference it holds, with its machine kind and date (a
+    fresh clone before its first run)."""
+    machine = _read_json(machine_path)
+    name = machine.get("name", "?")
+    if machine.get("checkout") and machine.get("checkout") == current_checkout():
+        return f"{LOCAL} ({name})"
+    rounds = summary_path.parent / REPEATS_DIR / ROUNDS_FILE  # when its rounds finished
+    finished = _read_json(rounds).get("finished") if rounds.is_file() else None
+    when = finished[:10] if isinstance(finished, str) else "date unknown"
+    return f"{COMMITTED} ({name}, {when}; not measured in this checkout)"
 
 
 def backend_order(cols: list[Column]) -> list[str]:
@@ -195,8 +237,14 @@ def cell_text(col: Column, backend: str) -> str:
         return DASH
     speedup = col.speedup(backend)
     ratio = DASH if speedup is None else f"{speedup:.1f}x" if speedup < 10 else f"{speedup:.0f}x"
+    if cell.speedup is not None and BASELINE in col.cells:
+        ratio = speedup_ci(*cell.speedup)
     seconds = (
-        f"{cell.low_s:g}-{cell.high_s:g} s" if col.name == ARTICLE else f"{_s(cell.epoch_s)} s"
+        f"{cell.low_s:g}-{cell.high_s:g} s"
+        if col.name == ARTICLE
+        else seconds_ci(cell.epoch_s, cell.low_s, cell.high_s)
+        if cell.interval
+        else f"{_s(cell.epoch_s)} s"
     )
     return f"{seconds}{VERDICT_MARKS[cell.verdict][0]} · {ratio} · {cell.val_acc:.3f}"
 
@@ -207,8 +255,10 @@ def markdown(cols: list[Column]) -> str:
         "# Every machine side by side",
         "",
         "Each cell: steady seconds per epoch (train + validation pass) · speed-up over "
-        f"`{BASELINE}` on the same machine · val_acc after the last epoch. {DASH}: the "
-        "machine did not run that backend.",
+        f"`{BASELINE}` on the same machine · val_acc after the last epoch. Brackets: the 95% "
+        "confidence interval over randomized rounds (s/epoch: geometric mean; speed-up: "
+        "paired within each round); machines measured before rounds were randomized have "
+        f"none. {DASH}: the machine did not run that backend.",
         *_legend(cols),
         "",
         "| backend | " + " | ".join(c.name for c in cols) + " |",
@@ -229,7 +279,7 @@ def markdown(cols: list[Column]) -> str:
         verdict = {True: "yes", False: "no", None: f"{DASH} (not all three rows ran)"}[holds]
         out.append(f"- {col.name}: {verdict}")
     local = cols[-1]
-    if local.name.startswith(LOCAL) and len(cols) > 2:
+    if local.name.startswith((LOCAL, COMMITTED)) and len(cols) > 2:
         out += [
             "",
             "## How far this machine is from the others",
@@ -330,7 +380,7 @@ def png(cols: list[Column]) -> bytes:
     ax.set_yscale("log")
     ax.set_ylim(bottom=floor)
     ax.set_xticks(range(len(rows)), rows, rotation=15)
-    ax.set_ylabel("steady seconds per epoch (log; whiskers: min-max)")
+    ax.set_ylabel("steady s/epoch (log; whiskers: 95% interval, or min-max)")
     ax.set_title(
         "Steady epoch time per backend, one bar per machine\n"
         + "; ".join(f"{m} {w}" for w, (m, _) in VERDICT_MARKS.items() if m)

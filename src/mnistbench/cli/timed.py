@@ -4,6 +4,7 @@ reports' commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -37,7 +38,7 @@ def machine(out: str) -> None:
     "--out",
     default=ROOT,
     show_default=True,
-    help="Metrics root; results go to <out>/<backend>/.",
+    help="Metrics root; results go to <out>/train/<backend>/.",
 )
 @known_errors
 def train(backend: str, params: str, out: str) -> None:
@@ -70,21 +71,22 @@ def train(backend: str, params: str, out: str) -> None:
 )
 @known_errors
 def repeat(params: str, out: str) -> None:
-    """Time every backend again, bench.repeats - 1 more rounds, each run a fresh process.
+    """Run rounds 2.. of every backend, as many as the precision needs (round 1: the train
+    stages' runs in <out>/train/).
 
-    Rounds go through every backend in params' order (interleaved, so a slow spell of the
-    machine hits them all); the train stage's own run is round 1. compare then shows each
-    backend's spread across runs beside its spread across epochs, and calls a backend whose
-    runs disagree unstable. bench.repeats: 1 makes this a no-op.
+    A round runs every backend once, each a fresh process, in an order drawn at random for
+    that round from bench.seed. After each round from bench.rounds_min on, it stops once every
+    speed-up over torch-dataloader has a 95% interval within +-bench.precision, at
+    bench.rounds_max, or before a round it expects to end past bench.budget_s; rounds.json
+    says which. bench.rounds_max: 1 makes this a no-op.
     """
     from mnistbench import repeat as repeat_mod
 
     cfg = load_params(params)
     with locks.exclusive(layout.repeats_root(out), "repeat"):
         root = repeat_mod.run(cfg, params, out)
-    click.echo(
-        f"repeats: {cfg.bench.repeats - 1} more rounds of {len(cfg.backends)} backends in {root}/"
-    )
+    stop = json.loads((root / layout.ROUNDS_FILE).read_text())["stop"]
+    click.echo(f"repeats: {stop['says']}; rounds in {root}/")
 
 
 @click.command()

@@ -28,11 +28,12 @@ from mnistbench.compare.load import (
     CompareError,
     load_machine,
     load_roofline,
+    load_rounds,
     load_runs,
 )
 from mnistbench.compare.markdown import render_markdown, verdict_word, where_time_goes
 from mnistbench.compare.plots import curves_png, epoch_time_png
-from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary, compact
+from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, build_summary, compact, headline
 from mnistbench.config import Config
 
 OUTPUTS = layout.SUMMARY_FILES  # written to the metrics root, or --out
@@ -71,9 +72,19 @@ def compare(
     machine = load_machine(metrics_root)
     if machine is not None:
         summary["machine"] = machine
+    rounds = load_rounds(metrics_root)
+    summary["measured"] = {  # whose run this is: the checkout, when, how the rounds ended
+        "checkout": machine["checkout"] if machine else "",
+        "machine": machine["name"] if machine else "",
+        "finished": rounds.get("finished", "") if rounds else "",
+        "stop": (rounds or {}).get("stop"),
+    }
     files = {
         layout.SUMMARY_FILE: (
             json.dumps(compact(summary), indent=2, allow_nan=False) + "\n"
+        ).encode(),
+        layout.HEADLINE_FILE: (
+            json.dumps(headline(summary), indent=2, allow_nan=False) + "\n"
         ).encode(),
         layout.SUMMARY_MD: render_markdown(summary).encode(),
         layout.COMPARE_PLOTS[0]: epoch_time_png(summary),

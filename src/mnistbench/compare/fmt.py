@@ -22,3 +22,24 @@ def ratio(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.2f}x" if abs(value) >= 0.1 else f"{value:#.2g}x"
+
+
+def seconds_ci(value: float, low: float | None, high: float | None) -> str:
+    """s/epoch with its 95% interval: "1.52 s (1.44-1.61)"; without one, "1.52 s"."""
+    if low is None or high is None:
+        return f"{seconds(value)} s"
+    return f"{seconds(value)} s ({seconds(low)}-{seconds(high)})"
+
+
+def speedup(value: float) -> str:
+    """A speed-up as the tables give it: "4.7x", "11x", "0.52x"."""
+    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x" if value >= 1 else f"{value:.2f}x"
+
+
+def speedup_ci(value: float | None, low: float | None, high: float | None) -> str:
+    """A speed-up with its 95% interval: "4.7x (4.1-5.3)"; "—" when there is none."""
+    if value is None:
+        return "—"
+    if low is None or high is None or low == high:  # the baseline against itself: exactly 1
+        return speedup(value)
+    return f"{speedup(value)} ({speedup(low).rstrip('x')}-{speedup(high).rstrip('x')})"

@@ -28,11 +28,17 @@ class BackendRun:
     metrics: dict[str, Any]  # the record: metrics.json and run.json in one, validated
     curves: dict[str, list[float]]  # metrics.CURVES key -> value per epoch (epochs 1..N)
     repeats: tuple[dict[str, Any], ...] = ()  # the repeats stage's records, rounds 2..R
+    repeat_rounds: tuple[int, ...] = ()  # the round number of each repeat
 
     @property
     def records(self) -> tuple[dict[str, Any], ...]:
         """Every run of this backend: the train@ stage's, then each repeat."""
         return (self.metrics, *self.repeats)
+
+    @property
+    def rounds(self) -> tuple[int, ...]:
+        """The round of each of `records`: 1 for the train@ stage's run."""
+        return (1, *(self.repeat_rounds or range(2, len(self.repeats) + 2)))
 
 
 def load_runs(cfg: Config, metrics_root: str | Path = layout.METRICS_ROOT) -> dict[str, BackendRun]:
@@ -62,10 +68,9 @@ def load_run(cfg: Config, metrics_root: str | Path, name: str) -> BackendRun:
         key: records.read_curve(layout.curve_path(metrics_root, name, key), key, record["epochs"])
         for key in metrics.CURVES
     }
-    repeats = tuple(
-        _load_record(cfg, root, name) for root in layout.repeat_roots(metrics_root, name)
-    )
-    return BackendRun(name, record, curves, repeats)
+    roots = layout.repeat_roots(metrics_root, name)
+    repeats = tuple(_load_record(cfg, root, name) for root in roots)
+    return BackendRun(name, record, curves, repeats, tuple(int(r.name) for r in roots))
 
 
 def _load_record(cfg: Config, root: Path, name: str) -> dict[str, Any]:
@@ -103,7 +108,26 @@ def load_machine(metrics_root: str | Path) -> dict[str, str] | None:
     )
     if problems:
         raise CompareError(f"{path}: {'; '.join(problems)} (rewrite it: `mnistbench machine`)")
-    return {"name": raw["name"], "id": raw["id"]}
+    checkout = raw.get("checkout")  # absent from files written before runs had one
+    return {
+        "name": raw["name"],
+        "id": raw["id"],
+        "checkout": checkout if isinstance(checkout, str) else "",
+    }
+
+
+def load_rounds(metrics_root: str | Path) -> dict[str, Any] | None:
+    """The repeats stage's rounds.json (rounds, their order, why they stopped), if any."""
+    path = layout.repeats_root(metrics_root) / layout.ROUNDS_FILE
+    if not path.is_file():
+        return None
+    raw = read_json(path)
+    stop = raw.get("stop")
+    if not isinstance(raw.get("rounds"), list) or not (stop is None or isinstance(stop, dict)):
+        raise CompareError(
+            f"{path}: rounds must be a list and stop an object (rerun `mnistbench repeat`)"
+        )
+    return raw
 
 
 def read_json(path: Path, error: type[Exception] = CompareError) -> Any:

@@ -8,6 +8,7 @@ from mnistbench import mnist
 from mnistbench.compare.fmt import pct as _pct
 from mnistbench.compare.fmt import ratio as _x
 from mnistbench.compare.fmt import seconds as _s
+from mnistbench.compare.fmt import seconds_ci, speedup_ci
 from mnistbench.compare.summary import ARTICLE_SETUP, BASELINE, SPEEDUP_KEY
 
 # "Where the time goes" reads each backend against these thresholds. A validation example
@@ -46,7 +47,7 @@ def where_time_goes(summary: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["backends"].items():
-        steady = f"{_s(r['epoch_time_median_s'])} s"
+        steady = f"{_s(r['epoch_time_s'])} s"
         if r["epoch_time_spread"] >= UNSTEADY_SPREAD:
             steady += f", unsteady ({_s(r['epoch_time_min_s'])}-{_s(r['epoch_time_max_s'])})"
         extra = r["first_epoch_extra_s"]
@@ -87,14 +88,41 @@ MARKS = {"disturbed": " ‡", "unstable": " †", "unsteady": " *", "quiet": ""}
 
 
 def headline(r: dict) -> str:
-    """The steady s/epoch cell: the headline, its range, and the verdict's mark."""
-    if r["runs"] > 1:
-        text = (
-            f"{_s(r['epoch_time_s'])} ({_s(r['run_min_s'])}-{_s(r['run_max_s'])}, {r['runs']} runs)"
-        )
-    else:
-        text = f"{_s(r['epoch_time_s'])} ({_s(r['epoch_time_min_s'])}-{_s(r['epoch_time_max_s'])})"
+    """The steady s/epoch cell: the estimate, its 95% interval, and the verdict's mark."""
+    text = seconds_ci(r["epoch_time_s"], r["epoch_time_lo_s"], r["epoch_time_hi_s"])
     return text + MARKS[verdict_word(r)]
+
+
+def speedup_cell(r: dict) -> str:
+    return speedup_ci(r[SPEEDUP_KEY], r["speedup_lo"], r["speedup_hi"])
+
+
+def answers(summary: dict) -> list[str]:
+    """One line per question the run answers, each a paired ratio with its interval."""
+    out = []
+    for p in summary["pairs"]:
+        verdict = (
+            "no significant difference"
+            if p["ratio_lo"] is not None and p["ratio_lo"] <= 1 <= p["ratio_hi"]
+            else "faster"
+            if p["ratio"] > 1
+            else "slower"
+        )
+        out.append(
+            f"- **{p['what']}**: `{p['a']}` ran {speedup_ci(p['ratio'], p['ratio_lo'], p['ratio_hi'])} "
+            f"as fast as `{p['b']}` ({verdict}; paired over {p['rounds']} round{'s' if p['rounds'] > 1 else ''})."
+        )
+    return out
+
+
+def rounds_line(summary: dict) -> str:
+    """How many rounds, and why the repeats stage stopped."""
+    stop = (summary.get("measured") or {}).get("stop")
+    said = f": {stop['says']}" if stop else ""
+    return (
+        f"{summary['rounds']} rounds (every backend once per round, a fresh process each, "
+        f"in an order drawn at random per round){said}."
+    )
 
 
 def legend(rows: dict) -> list[str]:
@@ -103,9 +131,10 @@ def legend(rows: dict) -> list[str]:
     lines = {
         "disturbed": "‡ disturbed: other processes or the hypervisor took CPU time while it "
         "was timed (see below); the number is not this machine's.",
-        "unstable": "† unstable: its runs disagree beyond the spread allowed, with the "
-        "machine free; both modes are listed below.",
-        "unsteady": "* unsteady: its steady epochs spread beyond the limit with the machine free.",
+        "unstable": "† unstable: its runs fall into two speeds (each held by at least two "
+        "runs), with the machine free; both are listed below.",
+        "unsteady": "* unsteady: in most of its runs the steady epochs spread beyond the limit "
+        "with the machine free.",
     }
     return [lines[k] for k in lines if k in present] or [
         "Every backend was timed on a quiet machine (nothing else beyond the limits below)."
@@ -127,6 +156,8 @@ def quiet_table(summary: dict) -> list[str]:
             word += ": " + " and ".join(
                 f"{_s(statistics.median(m))} s ({len(m)})" for m in r["modes"]
             )
+        if r["outliers"]:
+            word += ", outlier " + ", ".join(f"{_s(x)} s" for x in r["outliers"])
         out.append(
             f"| {name} | {word} | {_pct(r['foreign_cpu_max'])} | {_pct(r['steal_max'])} "
             f"| {_pct(r['epoch_time_spread'])} | {r['runs']}: {runs} s | {_pct(r['run_spread'])} |"
@@ -159,8 +190,10 @@ def render_markdown(summary: dict) -> str:
     out = ["# mnistbench: this run beside the article", ""]
     out.append(
         "An epoch is one training pass plus one validation pass (the article's epoch). "
-        f"Steady s/epoch: {_steady_epochs(settings['epochs'])}, min-max across the steady "
-        f"epochs in brackets. This run: {settings['epochs']} epochs, batch "
+        f"Steady s/epoch: a run's {_steady_epochs(settings['epochs'])}; over the runs, the "
+        "geometric mean with its 95% confidence interval in brackets. Speed-ups are paired: "
+        "the two backends' runs of one round divided, then summarised over rounds. "
+        f"{rounds_line(summary)} This run: {settings['epochs']} epochs, batch "
         f"{settings['batch_size']}, {settings['train_examples']} training / "
         f"{settings['test_examples']} test examples. "
         f"The article: {ARTICLE_SETUP}."
@@ -176,7 +209,7 @@ def render_markdown(summary: dict) -> str:
     out += [
         "",
         "| backend | implementation | data loader | s/epoch, article | s/epoch, this run "
-        "| first epoch, article | first epoch, this run | train + eval, this run | val_acc |",
+        "| first epoch, article | first epoch, this run | train / eval share, this run | val_acc |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
@@ -186,11 +219,13 @@ def render_markdown(summary: dict) -> str:
         out.append(
             f"| {name} | {r['framework']} | {r['loader']} | {article_s} "
             f"| {headline(r)} | {article_first} | {_s(r['first_epoch_s'])} "
-            f"| {_s(r['train_time_median_s'])} + {_s(r['eval_time_median_s'])} "
+            f"| {r['train_share']:.0%} / {1 - r['train_share']:.0%} "
             f"| {r['val_acc']:.4f} |"
         )
 
     out += ["", *legend(rows)]
+    if summary["pairs"]:
+        out += ["", "## The answer", "", *answers(summary)]
     out += ["", "## Ratios", ""]
     head = (
         f"| backend | speed-up vs {BASELINE}, article | speed-up vs {BASELINE}, this run "
@@ -208,7 +243,7 @@ def render_markdown(summary: dict) -> str:
     for name, r in rows.items():
         a = r["article"]
         line = (
-            f"| {name} | {_x(a[SPEEDUP_KEY]) if a else '—'} | {_x(r[SPEEDUP_KEY])} "
+            f"| {name} | {_x(a[SPEEDUP_KEY]) if a else '—'} | {speedup_cell(r)} "
             f"| {_x(r['speedup_vs_article'])} |"
         )
         if has_roofline:
@@ -219,8 +254,8 @@ def render_markdown(summary: dict) -> str:
         out.append(line)
     out += [
         "",
-        "Speed-ups divide s/epoch: the article's range midpoints, this run's steady medians "
-        "(the median over its undisturbed runs where it made several). "
+        "Speed-ups divide s/epoch: the article's range midpoints; this run's runs of one "
+        "round, paired, over every round without a disturbed run (95% interval in brackets). "
         "\"This run vs article\" is the article's s/epoch over this run's (above 1: faster "
         "here)."
         + (
@@ -250,6 +285,11 @@ def render_markdown(summary: dict) -> str:
     if "machine" in summary:
         m = summary["machine"]
         out.append(f"| machine | {m['name']}, fingerprint {m['id']} (machine.json) |")
+        measured = summary.get("measured") or {}
+        out.append(
+            f"| measured | checkout {measured.get('checkout') or '?'}, rounds finished "
+            f"{measured.get('finished') or '?'} |"
+        )
     out.append(f"| CPU | {env['cpu']} ({env['cpus_usable']} of {env['cpu_count']} CPUs usable) |")
     out.append(f"| GPU | {', '.join(env['gpus']) if env['gpus'] else 'none'} |")
     out.append("| device | " + ", ".join(f"{n}: {r['device']}" for n, r in rows.items()) + " |")

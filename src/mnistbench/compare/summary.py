@@ -12,10 +12,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from mnistbench import metrics
+from mnistbench import metrics, stats
 from mnistbench.compare.load import BackendRun
 
-BASELINE = "torch-dataloader"  # speed-ups are against this backend, as in the article's table
+BASELINE = metrics.BASELINE
 SPEEDUP_KEY = f"speedup_vs_{BASELINE}"
 SETTINGS = ("epochs", "batch_size", "train_examples", "test_examples")
 
@@ -46,16 +46,26 @@ ARTICLE = {  # keyed by backend name; backends beyond the article have no row
 }
 
 
+# Pairs the summary answers in one line each: JAX against PyTorch with the same loader, and
+# the cost of the article's DataLoader against tf.data feeding the same step.
+PAIRS = (
+    ("jax-tfds", "torch-tfds", "JAX vs PyTorch, both fed by tf.data (the article's rows)"),
+    ("jax-scan", "torch-tensor", "JAX vs PyTorch, data in memory, no loader"),
+    ("torch-tfds", "torch-dataloader", "tf.data vs the DataLoader, the same PyTorch step"),
+)
+
+
 def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None = None) -> dict:
     """The summary: per backend numbers and verdicts, plus the article's rows and the
     environment. summary.json holds its numbers only (`compact`)."""
-    entries = {name: _runs_entry(run) for name, run in runs.items()}
-    base_s = entries[BASELINE]["epoch_time_s"] if BASELINE in entries else None
+    last = max(r for run in runs.values() for r in run.rounds)
+    entries = {name: _runs_entry(run, last) for name, run in runs.items()}
     backends = {}
     for name, run in runs.items():
         m, entry = run.metrics, entries[name]
         headline = entry["epoch_time_s"]
         train_s, eval_s = m["train_time_median_s"], m["eval_time_median_s"]
+        speedup = _paired(entries, BASELINE, name)
         row = ARTICLE.get(name)
         entry |= {
             "framework": m["env"]["framework"],
@@ -78,7 +88,9 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None =
             "eval_cost_ratio": _eval_cost_ratio(m),
             "samples_per_s": m["samples_per_s"],
             "val_acc": m["val_acc"],
-            SPEEDUP_KEY: base_s / headline if base_s else None,
+            SPEEDUP_KEY: speedup.value if speedup else None,
+            "speedup_lo": speedup.low if speedup else None,
+            "speedup_hi": speedup.high if speedup else None,
             "speedup_vs_article": row.mid_s / headline if row else None,  # > 1: faster than Colab
             "article": _article_entry(row),
         }
@@ -91,8 +103,15 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None =
                 entry["kernel_efficiency"] = bound / headline  # 1 = nothing but those kernels
         backends[name] = entry
     first = next(iter(runs.values())).metrics
+    pairs = [
+        {"a": a, "b": b, "what": what, **_estimate(_paired(entries, b, a))}
+        for a, b, what in PAIRS
+        if a in entries and b in entries and _paired(entries, b, a)
+    ]
     summary = {
         "baseline": BASELINE,
+        "rounds": last,
+        "pairs": pairs,
         "settings": {k: first[k] for k in SETTINGS},
         "backends": backends,
         "drift": _drift(runs, roofline),
@@ -108,6 +127,11 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None =
 # are in summary.md); `dvc metrics` reads the backends' metrics.json, not this file.
 COMPACT = (
     "epoch_time_s",
+    "epoch_time_lo_s",
+    "epoch_time_hi_s",
+    "speedup_lo",
+    "speedup_hi",
+    "rounds_s",
     "epoch_time_median_s",
     "epoch_time_min_s",
     "epoch_time_max_s",
@@ -128,11 +152,13 @@ def compact(summary: dict) -> dict:
     """summary.json's content: settings, each backend's COMPACT numbers, the drift probe's."""
     out = {
         "settings": summary["settings"],
+        "rounds": summary["rounds"],
         "backends": {
             name: {k: row[k] for k in COMPACT} for name, row in summary["backends"].items()
         },
         "drift": {k: v for k, v in summary["drift"].items() if k != "disturbed_stages"},
     }
+
     if "roofline" in summary:
         out["roofline"] = {
             k: summary["roofline"][k] for k in ("roofline_epoch_s", "matmul_gflops", "disturbed")
@@ -140,42 +166,95 @@ def compact(summary: dict) -> dict:
     return out
 
 
-def _runs_entry(run: BackendRun) -> dict[str, Any]:
-    """The backend over all its runs (the train@ stage's and the repeats'): the headline
-    s/epoch is the median of the undisturbed runs' steady medians (of all runs when every one
-    was disturbed); `unstable` when those runs fall in two or more modes, each more than
-    bench.max_spread above the last."""
+# A backend's runs fall into two speeds ("unstable") only when each speed holds at least
+# MODE_RUNS runs; a run alone at either end is an outlier, shown as such. With fewer runs the
+# interval says how far they disagree, and no label does.
+MODE_RUNS = 2
+
+
+def _runs_entry(run: BackendRun, last_round: int) -> dict[str, Any]:
+    """The backend over all its runs (round 1 the train@ stage's, then the repeats'): the
+    headline s/epoch is the geometric mean of the undisturbed runs with its 95% interval
+    (mnistbench.stats), of every run when each one was disturbed. `rounds_s` holds each
+    round's number, null where that run was disturbed or did not run: the speed-ups pair them."""
     records = run.records
     clean = [r for r in records if not r["disturbed"]]
     medians = sorted(r["epoch_time_median_s"] for r in clean or records)
-    headline = statistics.median(medians)
+    estimate = stats.geometric(medians)
+    by_round = dict(zip(run.rounds, records, strict=True))
+    rounds_s = [
+        None
+        if i not in by_round or (clean and by_round[i]["disturbed"])
+        else by_round[i]["epoch_time_median_s"]
+        for i in range(1, last_round + 1)
+    ]
     limit = run.metrics["quiet"]["thresholds"].get("spread", 1.0)
-    spread = (medians[-1] - medians[0]) / headline
-    # only clean runs can show the backend's modes: two or more, a gap over the limit between
-    groups = modes(medians, limit) if len(clean) > 1 else [medians]
-    unstable = len(groups) > 1
+    groups = modes(medians, limit)
+    big = [g for g in groups if len(g) >= MODE_RUNS]
     verdicts = [r["quiet"]["verdict"] for r in records]
     causes = [
         f"run {i}: {cause}" if len(records) > 1 else cause
-        for i, r in enumerate(records, start=1)
+        for i, r in zip(run.rounds, records, strict=True)
         for cause in r["quiet"]["causes"]
     ]
     return {
         "name": run.name,
-        "epoch_time_s": headline,
+        "epoch_time_s": estimate.value,
+        "epoch_time_lo_s": estimate.low,
+        "epoch_time_hi_s": estimate.high,
         "runs": len(records),
-        "runs_s": [r["epoch_time_median_s"] for r in records],  # in run order
+        "runs_s": [r["epoch_time_median_s"] for r in records],  # in round order
+        "rounds_s": rounds_s,
         "run_min_s": medians[0],
         "run_max_s": medians[-1],
-        "run_spread": spread,
+        "run_spread": (medians[-1] - medians[0]) / statistics.median(medians),
         "disturbed": sum(v == "disturbed" for v in verdicts),  # runs; 0 = every run clean
-        "unsteady": sum(v == "unsteady" for v in verdicts),
-        "unstable": int(unstable),
-        "modes": groups if unstable else [],
+        # unsteady: most runs' steady epochs spread beyond the limit (one such run is noise)
+        "unsteady": int(sum(v == "unsteady" for v in verdicts) * 2 > len(verdicts)),
+        "unstable": int(len(big) >= 2),
+        "modes": groups if len(big) >= 2 else [],
+        "outliers": [g[0] for g in groups if len(g) == 1] if big else [],
         "foreign_cpu_max": max(r["foreign_cpu_max"] for r in records),
         "steal_max": max(r["steal_max"] for r in records),
         "verdicts": verdicts,
         "causes": causes,
+    }
+
+
+def _paired(entries: dict[str, dict], base: str, name: str) -> stats.Estimate | None:
+    """base's s/epoch over name's, paired by round (> 1: name is faster); None without a
+    round holding clean runs of both."""
+    if base not in entries:
+        return None
+    try:
+        return stats.paired_ratio(entries[base]["rounds_s"], entries[name]["rounds_s"])
+    except ValueError:
+        return None
+
+
+def _estimate(e: stats.Estimate) -> dict[str, float | int | None]:
+    return {"ratio": e.value, "ratio_lo": e.low, "ratio_hi": e.high, "rounds": e.n}
+
+
+def headline(summary: dict) -> dict:
+    """What `dvc metrics show` and `dvc metrics diff` read (metrics/headline.json): per
+    backend the estimate and 95% interval of s/epoch and of the speed-up, and val_acc; numbers
+    only, and no bound where there is no interval (a single round)."""
+    keys = {
+        "epoch_s": "epoch_time_s",
+        "epoch_s_lo": "epoch_time_lo_s",
+        "epoch_s_hi": "epoch_time_hi_s",
+        "speedup": SPEEDUP_KEY,
+        "speedup_lo": "speedup_lo",
+        "speedup_hi": "speedup_hi",
+        "val_acc": "val_acc",
+    }
+    return {
+        "rounds": summary["rounds"],
+        **{
+            name: {k: row[src] for k, src in keys.items() if row.get(src) is not None}
+            for name, row in summary["backends"].items()
+        },
     }
 
 
