@@ -360,7 +360,8 @@ def png(cols: list[Column]) -> bytes:
                     fontweight="bold",
                 )
                 continue
-            err = [[cell.epoch_s - cell.low_s], [cell.high_s - cell.epoch_s]]
+            # max(0, ...): an estimate at the end of its range may pass it by a rounding error
+            err = [[max(0.0, cell.epoch_s - cell.low_s)], [max(0.0, cell.high_s - cell.epoch_s)]]
             ax.bar(
                 x,
                 cell.epoch_s - floor,

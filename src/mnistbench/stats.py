@@ -65,7 +65,7 @@ def geometric(values: Sequence[float]) -> Estimate:
         raise ValueError("no values to estimate from")
     centre = statistics.fmean(logs)
     if len(logs) < 2:
-        return Estimate(math.exp(centre), None, None, len(logs))
+        return Estimate(values[0], None, None, 1)  # the value itself, not exp(log(value))
     half = t_quantile(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
     return Estimate(math.exp(centre), math.exp(centre - half), math.exp(centre + half), len(logs))
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "report": "reports",
     "keep": "reports",
     "gather": "reports",
+    "diff": "reports",
     "sweep-plot": "reports",
     "params": "tools",
     "backends": "tools",

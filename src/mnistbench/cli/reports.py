@@ -215,3 +215,23 @@ def sweep_plot(
         f"{path}: {len(points)} results, {len({p.backend for p in points})} backends, "
         f"batch sizes {', '.join(map(str, sizes))}"
     )
+
+
+@click.command("diff")
+@click.argument("a", default="HEAD")
+@click.argument("b", default="workspace")
+@known_errors
+def diff(a: str, b: str) -> None:
+    """Did B make a backend faster than A, beyond the noise? Per backend, B's s/epoch over A's
+    with its 95% confidence interval over both sides' rounds, and a verdict: faster, slower or
+    no significant difference.
+
+    A and B: git revisions (a branch, a tag, HEAD; their metrics/summary.json), `workspace`
+    (metrics/ on disk), or result folders (results/<machine>). Default: HEAD against the
+    workspace, i.e. what the last `make repro` changed. `dvc metrics diff` shows the same
+    numbers without saying whether a difference is real.
+    """
+    from mnistbench import diff as diff_mod
+
+    rows = diff_mod.compare_sides(diff_mod.read_side(a), diff_mod.read_side(b))
+    click.echo(diff_mod.render(a, b, rows))

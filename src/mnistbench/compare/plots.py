@@ -29,7 +29,8 @@ def _colors(names: list[str]) -> dict[str, str]:
 
 
 def epoch_time_png(summary: dict) -> bytes:
-    """Bars: this run's steady s/epoch, whiskers min-max; hatched: the article's range beside
+    """Bars: this run's steady s/epoch (the headline), whiskers its 95% interval (the runs'
+    range with a single round); hatched: the article's range beside
     it, where the article has the backend; triangles: first epochs. Log scale: a subset run
     and the article differ by orders of magnitude."""
     rows = summary["backends"]
@@ -44,8 +45,10 @@ def epoch_time_png(summary: dict) -> bytes:
     for i, (name, r) in enumerate(rows.items()):
         a = r["article"]
         x = i - width / 2 if a else i  # alone and centred without an article bar
-        median = r["epoch_time_median_s"]
-        err = [[median - r["epoch_time_min_s"]], [r["epoch_time_max_s"] - median]]
+        median = r["epoch_time_s"]  # the headline: every view shows the same number
+        low = r["epoch_time_lo_s"] if r["epoch_time_lo_s"] is not None else r["run_min_s"]
+        high = r["epoch_time_hi_s"] if r["epoch_time_hi_s"] is not None else r["run_max_s"]
+        err = [[max(0.0, median - low)], [max(0.0, high - median)]]
         ax.bar(
             x,
             median,
@@ -53,11 +56,11 @@ def epoch_time_png(summary: dict) -> bytes:
             yerr=err,
             capsize=4,
             color=colors[name],
-            label=label("this run: steady median, min-max"),
+            label=label("this run: steady s/epoch over rounds, 95% interval"),
         )
         ax.annotate(
             _s(median),
-            (x, r["epoch_time_max_s"]),
+            (x, high),
             ha="center",
             va="bottom",
             fontsize=8,
