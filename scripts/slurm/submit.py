@@ -71,7 +71,10 @@ class Task:
 
 def parse_target(target: str) -> dict[str, str]:
     """`-p gpu --gres=gpu:1` -> {"partition": "gpu", "gres": "gpu:1"}; a bare word is a partition."""
-    words, fields = shlex.split(target), {}
+    try:
+        words, fields = shlex.split(target), {}
+    except ValueError as e:  # "-p 'cpu": no closing quotation
+        raise SubmitError(f"target {target!r}: {e} (quote a target as the shell would)") from e
     while words:
         word = words.pop(0)
         option, eq, value = word.partition("=")
@@ -187,8 +190,13 @@ def submit(args: argparse.Namespace) -> tuple[str, list[Task]]:
         raise SubmitError(f"{args.params}: no such params file")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     job_dir = args.results / "jobs" / f"{stamp}-{os.getpid()}"
-    job_dir.mkdir(parents=True)
-    (args.results / "logs").mkdir(exist_ok=True)
+    try:
+        job_dir.mkdir(parents=True)
+        (args.results / "logs").mkdir(exist_ok=True)
+    except OSError as e:  # a file on the way (NotADirectoryError), no permission, a full disk
+        shutil.rmtree(job_dir, ignore_errors=True)
+        why = f"cannot create {e.filename or job_dir} ({e.strerror})"
+        raise SubmitError(f"--results {args.results}: {why}") from e
     job = ""
     try:
         params = job_dir / "params.yaml"
@@ -214,6 +222,12 @@ def submit(args: argparse.Namespace) -> tuple[str, list[Task]]:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
     return job, tasks
+
+
+def check_results(results: Path) -> None:
+    """--results is a folder, or not there yet (submit makes it): never a file."""
+    if results.exists() and not results.is_dir():
+        raise SubmitError(f"--results {results}: not a folder (the shared folder for the runs)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -249,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         p.resolve() for p in (args.results, args.params, args.repo)
     )
     try:
+        check_results(args.results)
         if args.dry_run:
             tasks = tasks_of(args.targets)
             print(shlex.join(sbatch_command(args, tasks, args.params)))

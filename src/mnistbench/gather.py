@@ -11,16 +11,27 @@ of each node's steady s/epoch, its range (the plot's whiskers) their min-max: ho
 kind's nodes are from each other, a measure of how reproducible the number is. Below the
 table: that spread per kind, every run (node, job, status, time), each failed run with its
 node and the last line of its log, and each submitted task that left no run at all.
+
+Every file here was written by another user or node: gather follows no symbolic link (a run
+folder that is a link is listed, not read; a file that is one is not opened), opens regular
+files only (a FIFO would wait forever), caps what it reads, and checks summary.json,
+machine.json and job.json field by field before report.py formats them. A bad run is listed
+as failed, saying which file and why; a bad job.json stops gather with one line naming it.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import math
+import os
+import stat
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench import outputs, report
-from mnistbench.compare.load import read_json
+from mnistbench import errors, outputs, report
+from mnistbench.compare.summary import SPEEDUP_KEY
 from mnistbench.errors import UserError
 from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
 
@@ -29,6 +40,7 @@ LOG = "run.log"
 JOBS = "jobs"  # submit.py's records: jobs/<time>-<pid>/job.json
 SLURM_LOGS = "logs"  # Slurm's output of each task: logs/<job>_<task>.out
 DASH = report.DASH
+MAX_BYTES = 1_000_000  # any record here is a few kB; a bigger one is not what mnistbench wrote
 
 
 class GatherError(UserError, ValueError):
@@ -81,27 +93,154 @@ class Gathered:
         return [r for r in self.runs if r.column is None]
 
 
-# ---------------------------------------------------------------- reading
+# ---------------------------------------------------------------- reading, untrusted
+
+
+def open_regular(path: Path) -> int:
+    """A file descriptor of `path` when it is a regular file, not a symbolic link; else
+    GatherError. lstat first, so that no device is ever opened; O_NOFOLLOW and O_NONBLOCK in
+    case it was swapped since (a FIFO then opens at once instead of waiting for a writer)."""
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            raise GatherError(f"{path}: a symbolic link (to {os.readlink(path)}): not followed")
+        if not stat.S_ISREG(mode):
+            raise GatherError(f"{path}: {errors.kind(path)}, not a regular file: not read")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError as e:
+        raise GatherError(f"{path}: missing") from e
+    except OSError as e:
+        why = "a symbolic link: not followed" if e.errno == errno.ELOOP else e.strerror
+        raise GatherError(f"{path}: unreadable ({why})") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise GatherError(f"{path}: not a regular file: not read")
+    return fd
+
+
+def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
+    """A regular file's bytes (open_regular), refused when over `limit`."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise GatherError(f"{path}: over {errors.size_text(limit)}: not what mnistbench writes")
+    return data
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a regular file, or GatherError naming the file."""
+    try:
+        raw = json.loads(read_bytes(path))
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int of 5000 digits
+        raise GatherError(f"{path}: not valid JSON ({str(e).split(';')[0]})") from e
+    if not isinstance(raw, dict):
+        raise GatherError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 def read_status(path: Path) -> dict[str, str]:
     """status.txt: `key=value` lines; the value is the rest of the line after the first `=`."""
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_bytes(path).decode().splitlines()
+    except UnicodeDecodeError as e:
         raise GatherError(f"{path}: unreadable ({e})") from e
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def last_line(path: Path, tail_bytes: int = 4096) -> str:
-    """The last non-empty line of a log (its last few kB only: logs can be long)."""
+    """The last non-empty line of a log (its last few kB only: logs can be long); a log that
+    is a link, is in a linked folder (a run folder, logs/) or is not a regular file is not read."""
+    if path.parent.is_symlink():
+        return f"{DASH} (not read: {path.parent.name} is a symbolic link)"
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             f.seek(max(0, f.seek(0, 2) - tail_bytes))
             lines = f.read().decode(errors="replace").splitlines()
+    except GatherError as e:
+        return f"{DASH} ({path.name}: {str(e).removeprefix(f'{path}: ')})"
     except OSError:
         return f"{DASH} (no {path.name})"
     return next((line.strip() for line in reversed(lines) if line.strip()), f"{DASH} (empty)")
+
+
+# ---------------------------------------------------------------- checking, before report.py
+
+# every number of a row report.py may draw: seconds, and the paired speed-up (a ratio), > 0
+TIMES = ("epoch_time_s", "epoch_time_median_s", "epoch_time_min_s", "epoch_time_max_s")
+TIMES += ("run_min_s", "run_max_s", "epoch_time_lo_s", "epoch_time_hi_s")
+TIMES += (SPEEDUP_KEY, "speedup_lo", "speedup_hi")
+RANGES = (("epoch_time_min_s", "epoch_time_max_s"), ("run_min_s", "run_max_s"))
+RANGES += (("epoch_time_lo_s", "epoch_time_hi_s"), ("speedup_lo", "speedup_hi"))
+VERDICTS = ("disturbed", "unstable", "unsteady")  # compare.markdown.verdict_word reads all three
+
+
+def check_summary(summary: dict, path: Path) -> None:
+    """summary.json's fields report.machine_column reads, typed and in range; else
+    GatherError naming the file and the field."""
+    rows = summary.get("backends")
+    _need(isinstance(rows, dict), path, "backends", "an object", rows)
+    settings = summary.get("settings", {})
+    _need(isinstance(settings, dict), path, "settings", "an object", settings)
+    for backend, row in rows.items():
+        _need(isinstance(row, dict), path, f"backends.{backend}", "an object", row)
+        runs = row.get("runs", 1)
+        _need(_is_int(runs) and runs >= 1, path, f"backends.{backend}.runs", "an int >= 1", runs)
+        for key in TIMES:
+            value = row.get(key)  # null: absent (an interval compare could not draw)
+            ok = value is None or (_is_finite(value) and value > 0)
+            _need(ok, path, f"backends.{backend}.{key}", "finite and > 0", value)
+        for low, high in RANGES:
+            ok = (row.get(low) or 0) <= (row.get(high) or math.inf)
+            _need(ok, path, f"backends.{backend}.{low}", f"<= {high}", row.get(low))
+        acc = row.get("val_acc", 0.0)
+        ok = _is_finite(acc) and 0 <= acc <= 1
+        _need(ok, path, f"backends.{backend}.val_acc", "a number in [0, 1]", acc)
+        if "disturbed" in row:
+            for key in VERDICTS:
+                flag = row.get(key)
+                _need(isinstance(flag, bool), path, f"backends.{backend}.{key}", "true/false", flag)
+
+
+def check_machine(machine: dict, path: Path) -> None:
+    """machine.json's fields report.describe and kinds() read, typed; else GatherError."""
+    for key in ("name", "id"):
+        value = machine.get(key, "")
+        _need(isinstance(value, str), path, key, "a string", value)
+    fp = machine.get("fingerprint", {})
+    _need(isinstance(fp, dict), path, "fingerprint", "an object", fp)
+    for key in ("cpu_flags", "gpus"):
+        value = fp.get(key, []) if key == "gpus" else fp.get(key) or []  # describe: flags or []
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        _need(ok, path, f"fingerprint.{key}", "a list of strings", value)
+    frameworks = fp.get("frameworks", {})
+    _need(isinstance(frameworks, dict), path, "fingerprint.frameworks", "an object", frameworks)
+
+
+def _need(ok: bool, path: Path, key: str, what: str, got: object) -> None:
+    if not ok:
+        raise GatherError(f"{path}: {key} must be {what}, got {_shown(got)}")
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    """A JSON number that is a finite float: not a bool, NaN, infinity or an int like 10**400."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+# ---------------------------------------------------------------- runs and jobs
 
 
 def read_run(folder: Path) -> Run:
@@ -111,7 +250,7 @@ def read_run(folder: Path) -> Run:
     except GatherError as e:
         return Run(folder, {}, {}, None, str(e))
     try:
-        machine = read_json(folder / MACHINE_FILE, GatherError)
+        machine = read_json(folder / MACHINE_FILE)
     except GatherError:
         machine = {}
     if status.get("status") != "ok":
@@ -119,32 +258,72 @@ def read_run(folder: Path) -> Run:
         why = f"step `{step}` failed (exit {status.get('exit_code', '?')})"
         return Run(folder, status, machine, None, why)
     try:
+        # checked here, then read again by report.py from the same files: a file swapped for
+        # a link in between would be followed there (report.machine_column takes paths)
+        check_summary(read_json(folder / SUMMARY_FILE), folder / SUMMARY_FILE)
+        check_machine(read_json(folder / MACHINE_FILE), folder / MACHINE_FILE)
         column = report.machine_column(folder.name, folder / SUMMARY_FILE, folder / MACHINE_FILE)
-    except report.ReportError as e:
+    except (GatherError, report.ReportError) as e:
         return Run(folder, status, machine, None, f"status ok, but {e}")
     return Run(folder, status, machine, column)
 
 
 def read_runs(runs_dir: Path) -> list[Run]:
-    """Every run folder (one holding status.txt; hidden ones are runs still being copied)."""
-    folders = sorted(
-        p.parent for p in runs_dir.glob(f"*/{STATUS}") if not p.parent.name.startswith(".")
-    )
-    return [read_run(f) for f in folders]
+    """Every run folder: a real folder (not hidden: those are runs still being copied) with a
+    status.txt entry. A link to a folder is listed as failed, not read: it may lead anywhere,
+    or to a run already counted."""
+    runs = []
+    for entry in sorted(runs_dir.iterdir()):
+        if entry.name.startswith(".") or entry.name in (JOBS, SLURM_LOGS):
+            continue
+        if entry.is_symlink() and entry.is_dir():
+            problem = f"{entry}: a symbolic link (to {os.readlink(entry)}): not followed"
+            runs.append(Run(entry, {}, {}, None, problem))
+        elif _is_real_dir(entry) and os.path.lexists(entry / STATUS):
+            runs.append(read_run(entry))
+    return runs
+
+
+def _is_real_dir(path: Path) -> bool:
+    return not path.is_symlink() and path.is_dir()
 
 
 def missing_tasks(runs_dir: Path, runs: list[Run]) -> list[Missing]:
     """Tasks of every jobs/*/job.json with no run folder (a requeued task's counts)."""
     reported = {r.job.split(".restart")[0] for r in runs}
     missing = []
-    for record_path in sorted(runs_dir.glob(f"{JOBS}/*/job.json")):
-        record = read_json(record_path, GatherError)
-        for task in record.get("tasks", []):
-            job = f"{record.get('job')}_{task.get('task')}"
+    for record_path in job_records(runs_dir):
+        record = read_json(record_path)
+        for task in check_tasks(record, record_path):
+            job = f"{record.get('job')}_{task['task']}"
             if job not in reported:
                 log = runs_dir / SLURM_LOGS / f"{job}.out"
                 missing.append(Missing(job, str(task.get("target", "?")), log))
     return missing
+
+
+def job_records(runs_dir: Path) -> list[Path]:
+    """jobs/<submission>/job.json of every real folder under a real jobs/ (no link followed)."""
+    jobs = runs_dir / JOBS
+    if jobs.is_symlink():  # refused, not skipped: its tasks would silently go unlisted
+        raise GatherError(f"{jobs}: a symbolic link (to {os.readlink(jobs)}): not followed")
+    if not jobs.is_dir():
+        return []
+    folders = (d for d in sorted(jobs.iterdir()) if _is_real_dir(d))
+    return [d / "job.json" for d in folders if os.path.lexists(d / "job.json")]
+
+
+def check_tasks(record: dict, path: Path) -> list[dict]:
+    """job.json's tasks as submit.py writes them: a list of objects, each with an int `task`."""
+    tasks = record.get("tasks", [])
+    ok = isinstance(tasks, list) and all(
+        isinstance(t, dict) and _is_int(t.get("task")) for t in tasks
+    )
+    _need(
+        ok, path, "tasks", 'a list of {"task": <int>, "target": ...} (as submit.py writes)', tasks
+    )
+    _need(isinstance(record.get("job", ""), (str, int)), path, "job", "a job id", record.get("job"))
+    return tasks
 
 
 # ---------------------------------------------------------------- kinds
