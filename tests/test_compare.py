@@ -706,3 +706,19 @@ def test_curves_hold_every_backend_in_params_order(metrics_root):
             )
             assert [int(r[0]) for r in mine] == list(range(1, len(mine) + 1))
             assert [float(r[2]) for r in mine] == expected
+
+
+def test_the_run_settings_do_not_depend_on_the_backends_order(tmp_path):
+    """jax-scan drops the last partial batch (1984 of 2000 images), the others see all: the
+    run's size is the same whichever backend params lists first."""
+    root = tmp_path / "metrics"
+    for name in ("jax-tfds", "torch-dataloader"):
+        write_metrics(root, name, *TIMES[name])
+    record = json.loads(layout.metrics_path(root, "jax-tfds").read_text())
+    run = json.loads(layout.run_path(root, "jax-tfds").read_text())
+    run["details"]["train_examples"] = 59968  # 1874 full batches of 32
+    layout.run_path(root, "jax-tfds").write_text(json.dumps(run))
+    assert record["epochs"] == 3
+    for order in (("jax-tfds", "torch-dataloader"), ("torch-dataloader", "jax-tfds")):
+        cfg = make_cfg(order)
+        assert compare.compare(cfg, root)["settings"]["train_examples"] == 60000, order

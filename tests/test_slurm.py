@@ -242,7 +242,7 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
 
     assert [c.name for c in g.columns] == [
         report.ARTICLE,
-        "amd-epyc-8cpu [aaaaaaaaaaaa] (3 nodes)",
+        "amd-epyc-8cpu [aaaaaaaaaaaa] (3 runs on 3 nodes)",
         "amd-epyc-8cpu [dddddddddddd]",
         "nvidia-h100 [bbbbbbbbbbbb]",
         "nvidia-h100 [cccccccccccc]",
@@ -258,7 +258,7 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
     assert [m.job for m in g.missing] == ["5_7", "5_8"]
 
     text = (tmp_path / "out" / "machines.md").read_text()
-    assert "| `torch-dataloader` | 4-4.8 s · 18% · 3 nodes |" in text
+    assert "| `torch-dataloader` | 4-4.8 s · 18% · 3 runs |" in text
     assert "- job 5_8 (`-p cpu`): `logs/5_8.out`: `[mnistbench 5_8 on n6] train jax-scan`" in text
     assert "7 runs, 6 ok, 1 failed; 2 submitted tasks without a run" in text
     assert (tmp_path / "out" / "machines.png").read_bytes().startswith(b"\x89PNG")
@@ -368,11 +368,11 @@ def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, t
     assert out.returncode == 0, out.stderr
     assert "1 machine kinds from 2 runs (0 failed), 0 submitted tasks without a run" in out.stdout
     text = (runs / "machines.md").read_text()
-    assert f"| {rec['name']} (2 nodes) |" in text  # the table's header
+    assert f"| {rec['name']} (2 runs on 1 node) |" in text  # the header: runs, not nodes
     for i, partition in enumerate(("bench-a", "bench-b")):
         assert f"| {local_cluster.NODE} | {job}_{i} | {partition} | ok |" in text
     for backend in ("torch-tensor", "jax-scan"):
-        assert re.search(rf"\| `{backend}` \| [0-9.]+-[0-9.]+ s · \d+% · 2 nodes \|", text)
+        assert re.search(rf"\| `{backend}` \| [0-9.]+-[0-9.]+ s · \d+% · 2 runs \|", text)
 
 
 def test_slurm_is_installed_only_where_ci_allows_it(monkeypatch):
@@ -389,3 +389,21 @@ def test_slurm_is_installed_only_where_ci_allows_it(monkeypatch):
     assert "needs root" in local_cluster.ensure_installed(allow_install=True) and ran == []
     assert "export MNISTBENCH_CI_INSTALL_SLURM=1" in (ROOT / ".ci" / "run").read_text()
     assert "MNISTBENCH_CI_INSTALL_SLURM" not in (ROOT / "Makefile").read_text()
+
+
+def test_a_combined_column_keeps_the_verdict_and_counts_nodes_not_runs(tmp_path):
+    """Two runs on one node, both disturbed: the combined cell is marked disturbed, and the
+    header says 2 runs on 1 node (a spread on one node is no reproduction across nodes)."""
+    runs = tmp_path / "runs"
+    for job, scale in (("7_0", 1.0), ("7_1", 1.4)):
+        d = _run_dir(
+            runs, "amd-epyc-2cpu", "bench0", job, {"jax-scan": (0.5 * scale, 0.97)}, "a" * 12
+        )
+        summary = json.loads((d / "summary.json").read_text())
+        summary["backends"]["jax-scan"] |= {"disturbed": 1, "unsteady": 0, "unstable": 0}
+        (d / "summary.json").write_text(json.dumps(summary))
+    g = gather.write(runs, None, tmp_path / "out")
+    kind = g.columns[-1]
+    assert kind.name == "amd-epyc-2cpu (2 runs on 1 node)"
+    assert kind.cells["jax-scan"].verdict == "disturbed"
+    assert "‡" in (tmp_path / "out" / "machines.md").read_text().split("| `jax-scan` |")[1]

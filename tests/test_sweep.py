@@ -307,3 +307,27 @@ def test_exp_show_results_are_found_by_the_contracts_layout():
         }
     ]
     assert [(p.backend, p.epoch_time_s) for p in sweep.collect(entries)] == [("jax-scan", 0.5)]
+
+
+def test_points_from_headline_json_take_batch_size_and_epochs_from_the_params():
+    """DVC's metric is metrics/headline.json: every backend's estimate over rounds, placed at
+    the experiment's train.batch_size and train.epochs."""
+    headline = {
+        "data": {
+            "rounds": 3,
+            "jax-scan": {"epoch_s": 0.3, "epoch_s_lo": 0.29, "epoch_s_hi": 0.31, "val_acc": 0.96},
+            "torch-tensor": {"epoch_s": 1.2, "val_acc": 0.97},
+        }
+    }
+    row = _row("3333333ccc", "exp-c", {"metrics/headline.json": headline})
+    row["data"]["params"] = {"params.yaml": {"data": {"train": {"batch_size": 128, "epochs": 3}}}}
+    entries = [
+        {**_row("abc1234def", "main", {}), "experiments": [{"name": "exp-c", "revs": [row]}]}
+    ]
+    points = sweep.collect(entries)
+    assert [(p.backend, p.batch_size, p.epoch_time_s, p.val_acc, p.epochs) for p in points] == [
+        ("jax-scan", 128, 0.3, 0.96, 3),
+        ("torch-tensor", 128, 1.2, 0.97, 3),
+    ]
+    row["data"]["params"] = {}  # no params shown: nowhere to place the points
+    assert sweep.collect(entries) == []

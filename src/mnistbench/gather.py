@@ -196,9 +196,10 @@ def check_summary(summary: dict, path: Path) -> None:
         ok = _is_finite(acc) and 0 <= acc <= 1
         _need(ok, path, f"backends.{backend}.val_acc", "a number in [0, 1]", acc)
         if "disturbed" in row:
-            for key in VERDICTS:
+            for key in VERDICTS:  # compare writes counts of runs (disturbed) and 0/1 flags
                 flag = row.get(key)
-                _need(isinstance(flag, bool), path, f"backends.{backend}.{key}", "true/false", flag)
+                ok = isinstance(flag, int) and flag >= 0
+                _need(ok, path, f"backends.{backend}.{key}", "a count >= 0", flag)
 
 
 def check_machine(machine: dict, path: Path) -> None:
@@ -346,7 +347,8 @@ def kinds(runs: list[Run]) -> list[Kind]:
             taken = sum(1 for k in out if k.column.name.startswith(name))
             name += f" #{taken + 1}" if taken else ""
         if len(group) > 1:
-            name += f" ({len(group)} nodes)"
+            nodes = len({r.node for r in group})  # runs of one node are not reproductions
+            name += f" ({len(group)} runs on {nodes} node{'s' if nodes > 1 else ''})"
         out.append(Kind(combine(name, about, group), tuple(group)))
     return out
 
@@ -366,10 +368,18 @@ def combine(name: str, about: str, group: list[Run]) -> report.Column:
     cells = {}
     for backend in sorted({b for r in group for b in r.column.cells}):
         got = [r.column.cells[backend] for r in group if backend in r.column.cells]
-        times = [c.epoch_s for c in got]
-        median_acc = statistics.median(c.val_acc for c in got)
-        cells[backend] = report.Cell(statistics.median(times), min(times), max(times), median_acc)
+        clean = [c for c in got if c.verdict != "disturbed"] or got  # as compare does: a
+        times = [c.epoch_s for c in clean]  # disturbed run counts only when every one was
+        median_acc = statistics.median(c.val_acc for c in clean)
+        verdict = max((c.verdict for c in clean), key=VERDICT_RANK.index)  # the worst kept
+        cells[backend] = report.Cell(
+            statistics.median(times), min(times), max(times), median_acc, verdict=verdict
+        )
     return report.Column(name, about, cells)
+
+
+# a combined cell carries the worst verdict of the runs it combines, in this order
+VERDICT_RANK = ("quiet", "unsteady", "unstable", "unverified", "disturbed")
 
 
 # ---------------------------------------------------------------- the report
@@ -446,7 +456,7 @@ def _spread(found: list[Kind]) -> list[str]:
     rows = report.backend_order([k.column for k in several])
     out = [
         "",
-        "### Spread across nodes",
+        "### Spread across runs",
         "",
         "Each node's steady s/epoch, min-max over the nodes of one kind, and that range over "
         "their median: how reproducible the kind's number is.",
@@ -463,7 +473,7 @@ def _spread(found: list[Kind]) -> list[str]:
                 DASH
                 if cell is None
                 else f"{cell.low_s:.3g}-{cell.high_s:.3g} s · "
-                f"{(cell.high_s - cell.low_s) / cell.epoch_s:.0%} · {n} nodes"
+                f"{(cell.high_s - cell.low_s) / cell.epoch_s:.0%} · {n} runs"
             )
         out.append(f"| `{backend}` | " + " | ".join(cells) + " |")
     return out

@@ -26,7 +26,7 @@ from mnistbench.compare.fmt import seconds_ci, speedup_ci
 from mnistbench.compare.load import read_json
 from mnistbench.compare.markdown import verdict_word
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
-from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY
+from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, full_size
 from mnistbench.errors import UserError
 from mnistbench.layout import (
     MACHINE_FILE,
@@ -80,6 +80,7 @@ class Column:
     name: str  # the header: article, a reference machine's folder, or "this machine"
     about: str  # one line: what the machine is (CPU, GPU, image, versions, fingerprint id)
     cells: dict[str, Cell]  # backend -> its numbers on this machine
+    full: bool = True  # the article's sizes (full MNIST, 10 epochs); False: a subset run
 
     def speedup(self, backend: str) -> float | None:
         """s/epoch of the baseline over the backend's, on this machine; None if either lacks."""
@@ -124,7 +125,8 @@ def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
             speedup=_speedup(row),
         )
     machine = _read_json(machine_path)
-    return Column(name, describe(machine, summary.get("settings", {})), cells)
+    settings = summary.get("settings", {})
+    return Column(name, describe(machine, settings), cells, full_size(settings))
 
 
 def _speedup(row: dict) -> tuple[float, float | None, float | None] | None:
@@ -188,10 +190,10 @@ def _read_json(path: Path) -> dict:
 
 def reference_columns(results_dir: str | Path) -> list[Column]:
     """Every results/<machine>/ holding summary.json and machine.json, sorted by name."""
-    found = sorted(
+    found = sorted(  # a hidden folder is no machine: `keep` stages its copy in one
         p.parent
         for p in Path(results_dir).glob(f"*/{SUMMARY_FILE}")
-        if (p.parent / MACHINE_FILE).is_file()
+        if not p.parent.name.startswith(".") and (p.parent / MACHINE_FILE).is_file()
     )
     return [machine_column(d.name, d / SUMMARY_FILE, d / MACHINE_FILE) for d in found]
 
@@ -204,7 +206,10 @@ def columns(results_dir: str | Path, metrics_dir: str | Path | None) -> list[Col
         summary, machine = metrics_dir / SUMMARY_FILE, metrics_dir / MACHINE_FILE
         if summary.is_file():
             local = machine_column(LOCAL, summary, machine)
-            cols.append(Column(local_name(summary, machine), local.about, local.cells))
+            name = local_name(summary, machine)
+            if not local.full:  # never posing as a full run beside full ones
+                name += " [SUBSET: not comparable]"
+            cols.append(Column(name, local.about, local.cells, local.full))
     return cols
 
 
@@ -311,6 +316,12 @@ def _distance_lines(cols: list[Column]) -> list[str]:
     last, others = cols[-1], cols[1:-1]
     lines = []
     for other in others:
+        if last.full != other.full:
+            lines.append(
+                f"- {last.name} vs {other.name}: {DASH} (different run sizes: see "
+                '"The machines"; only the speed-ups within each column compare)'
+            )
+            continue
         shared = [b for b in last.cells if b in other.cells]
         if not shared:
             lines.append(f"- {last.name} vs {other.name}: {DASH} (no backend in common)")

@@ -1,13 +1,14 @@
 """How cost grows with work: results of a batch-size sweep run through DVC's experiment queue.
 
-The sweep itself is plain DVC (README, "Batch-size sweep"):
+The sweep itself is plain DVC (docs/sweep.md):
 
     dvc exp run --queue -S train.batch_size=128     # one queued experiment per batch size
     dvc queue start --jobs 1                        # one at a time: timings need the whole CPU
 
 This module reads what `dvc exp show --json` reports for every experiment (or, for runs made
-without DVC, metrics roots given by hand), keeps each backend's metrics.json (batch_size,
-epoch_time_median_s, val_acc, epochs), and plots steady epoch time and val_acc against batch
+without DVC, metrics roots given by hand), keeps each backend's steady s/epoch and val_acc
+(headline.json's estimate over rounds; older experiments: its own metrics.json) with the
+experiment's batch size and epochs, and plots steady epoch time and val_acc against batch
 size, one line per backend, in one PNG; the points go to a JSON file beside it.
 """
 
@@ -86,7 +87,7 @@ def collect(entries: list[dict]) -> list[Point]:
     points, seen = [], set()
     for source, data in _records(entries):
         ran_with = _train_params(data)
-        for path, shown in (data.get("metrics") or {}).items():
+        for path, shown in _per_backend(data, ran_with):
             backend = layout.backend_of(path)
             values = (shown or {}).get("data") or {}
             if backend is None or _problems(values):
@@ -99,6 +100,30 @@ def collect(entries: list[dict]) -> list[Point]:
             seen.add(key)
             points.append(_point(backend, values, source))
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
+
+
+HEADLINE = f"{layout.METRICS_ROOT}/{layout.HEADLINE_FILE}"
+
+
+def _per_backend(data: dict, ran_with: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+    """(metrics/train/<backend>/metrics.json, {"data": values}) per backend of one experiment.
+    DVC's metric is headline.json (every backend's estimate over rounds), whose batch size
+    and epochs are the experiment's params; experiments made before it existed show each
+    backend's own metrics.json, passed on as they are."""
+    for path, shown in (data.get("metrics") or {}).items():
+        if path != HEADLINE:
+            yield path, shown
+            continue
+        if set(ran_with) != {"batch_size", "epochs"}:
+            continue  # no params shown: nothing to place the points at
+        for backend, row in ((shown or {}).get("data") or {}).items():
+            if isinstance(row, dict):  # the other keys ("rounds") are no backend
+                values = {
+                    **ran_with,
+                    "epoch_time_median_s": row.get("epoch_s"),
+                    "val_acc": row.get("val_acc"),
+                }
+                yield str(layout.metrics_path(layout.METRICS_ROOT, backend)), {"data": values}
 
 
 def collect_roots(roots: list[str | Path]) -> list[Point]:

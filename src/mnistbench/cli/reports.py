@@ -20,7 +20,8 @@ from mnistbench.cli.common import PARAMS_HELP, ROOT, known_errors, load_params
     "metrics_root",
     default=ROOT,
     show_default=True,
-    help="Metrics root holding <backend>/metrics.json for every backend in params.",
+    help="Metrics root holding train/<backend>/ (and repeats/<round>/train/<backend>/) for "
+    "every backend in params.",
 )
 @click.option(
     "--out",
@@ -191,7 +192,7 @@ def sweep_plot(
 ) -> None:
     """Plot steady epoch time and val_acc vs batch size, per backend, from DVC experiments.
 
-    Run the sweep first, through DVC's queue (README, "Batch-size sweep"):
+    Run the sweep first, through DVC's queue (docs/sweep.md):
     `dvc exp run --queue -S train.batch_size=128` per size, then `dvc queue start --jobs 1`.
     """
     from mnistbench import sweep

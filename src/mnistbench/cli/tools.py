@@ -7,7 +7,7 @@ import json
 import click
 
 from mnistbench import config as config_mod
-from mnistbench.cli.common import PARAMS_HELP, known_errors
+from mnistbench.cli.common import PARAMS_HELP, known_errors, load_params
 
 
 @click.command()
@@ -61,9 +61,21 @@ def params_file(
 
 
 @click.command("backends")
-def list_backends() -> None:
-    """List the known backends (one module each under mnistbench/backends/)."""
+@click.option(
+    "--params",
+    default="params.yaml",
+    show_default=True,
+    help="Its backends come first, in its order (the reports' order); a missing file: none.",
+)
+@known_errors
+def list_backends(params: str) -> None:
+    """List the known backends (one module each under mnistbench/backends/): those params
+    lists first, in its order, as every report orders them; then any other module, by name."""
+    from pathlib import Path
+
     from mnistbench import backends as backends_mod
 
-    for name in backends_mod.names():
+    listed = list(load_params(params).backends) if Path(params).is_file() else []
+    known = backends_mod.names()
+    for name in [n for n in listed if n in known] + [n for n in known if n not in listed]:
         click.echo(name)

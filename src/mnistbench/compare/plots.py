@@ -7,6 +7,7 @@ import io
 
 from mnistbench.compare.fmt import seconds as _s
 from mnistbench.compare.load import BackendRun
+from mnistbench.compare.summary import full_size
 
 
 def _figure(width: float, height: float, ncols: int = 1):
@@ -34,6 +35,7 @@ def epoch_time_png(summary: dict) -> bytes:
     it, where the article has the backend; triangles: first epochs. Log scale: a subset run
     and the article differ by orders of magnitude."""
     rows = summary["backends"]
+    full = full_size(summary["settings"])
     colors = _colors(list(rows))
     fig, ax = _figure(max(6.0, 1.3 * len(rows) + 2), 5.0)
     width = 0.38
@@ -43,7 +45,7 @@ def epoch_time_png(summary: dict) -> bytes:
         return None if text in labelled or labelled.add(text) else text
 
     for i, (name, r) in enumerate(rows.items()):
-        a = r["article"]
+        a = r["article"] if full else None  # a subset's seconds never beside the article's
         x = i - width / 2 if a else i  # alone and centred without an article bar
         median = r["epoch_time_s"]  # the headline: every view shows the same number
         low = r["epoch_time_lo_s"] if r["epoch_time_lo_s"] is not None else r["run_min_s"]
@@ -114,7 +116,7 @@ def epoch_time_png(summary: dict) -> bytes:
     ax.set_title(
         f"Steady epoch time (train + validation pass)\n{s['train_examples']} train + "
         f"{s['test_examples']} test examples, batch {s['batch_size']}, "
-        f"{s['epochs']} epochs",
+        f"{s['epochs']} epochs" + ("" if full else " (a subset: the article's ranges left out)"),
         fontsize=10,
     )
     fig.legend(fontsize=8, loc="outside lower center", ncols=4)
