@@ -411,3 +411,29 @@ def test_the_workspace_run_committed_is_a_kept_reference():
             assert ours == theirs, f"{path}'s stages differ from {twin}'s"
             continue
         assert (ROOT / path).read_bytes() == twin.read_bytes(), f"{path} differs from {twin}"
+
+
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),  # v1
+        (
+            {
+                "cpu,cpuacct/cpu.cfs_quota_us": "50000\n",
+                "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            },
+            0.5,
+        ),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_cpu_limit_is_read_under_cgroup_v1_and_v2(tmp_path, files, quota):
+    """A node with a 1-CPU quota must not fingerprint as an unlimited one, whichever cgroup
+    version its kernel mounts."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert envinfo.cpu_quota(tmp_path) == quota

@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnistbench import config, gather, keep
+from mnistbench import config, gather, keep, report
 from mnistbench.errors import UserError
 from mnistbench.report import ReportError
 
@@ -450,7 +450,7 @@ JSON_VALUES = st.recursive(
 )
 ROW_KEYS = ("runs", "epoch_time_s", "run_min_s", "run_max_s", "val_acc", "disturbed")
 ROW_KEYS += ("unstable", "epoch_time_median_s", "epoch_time_min_s", "epoch_time_max_s")
-ROW_KEYS += ("epoch_time_lo_s", "epoch_time_hi_s", gather.SPEEDUP_KEY, "speedup_lo", "speedup_hi")
+ROW_KEYS += ("epoch_time_lo_s", "epoch_time_hi_s", report.SPEEDUP_KEY, "speedup_lo", "speedup_hi")
 # where a value goes: summary.json's backends.b.<key> or top level, machine.json's top level or
 # its fingerprint
 PLACES = st.one_of(
@@ -530,3 +530,21 @@ def test_submit_with_results_under_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: --results {results}: cannot create ") and "Not a dir" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "field, value", [("val_acc", 7.5), ("run_min_s", -1), ("epoch_time_s", "3")]
+)
+def test_report_refuses_a_reference_summary_with_impossible_numbers(tmp_path, field, value):
+    """results/ comes from other machines and users: `mnistbench report` checks every field it
+    draws, and names the file and the field instead of printing the number."""
+    results = tmp_path / "results"
+    d = results / "other-box"
+    d.mkdir(parents=True)
+    row = {"epoch_time_s": 2.0, "run_min_s": 1.5, "run_max_s": 2.5, "val_acc": 0.97, "runs": 3}
+    row[field] = value
+    (d / "summary.json").write_text(json.dumps({"backends": {"jax-scan": row}, "settings": {}}))
+    (d / "machine.json").write_text(json.dumps({"name": "other-box", "id": "a" * 12}))
+    with pytest.raises(report.ReportError, match=rf"summary.json: backends.jax-scan.{field}"):
+        report.write(results, None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written

@@ -149,13 +149,26 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def cpu_quota() -> float | None:
-    """A cgroup v2 CPU limit in CPUs (`docker run --cpus 1.5` gives 1.5), or None for none."""
+CGROUP = Path("/sys/fs/cgroup")  # where the cgroup file system is mounted, v1 or v2
+
+
+def cpu_quota(root: Path = CGROUP) -> float | None:
+    """A cgroup CPU limit in CPUs (`docker run --cpus 1.5` gives 1.5), or None for none.
+    cgroup v2: cpu.max ("max 100000" or "150000 100000"); v1: the cpu controller's
+    cpu.cfs_quota_us (-1: no limit) over cpu.cfs_period_us."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else round(int(quota) / int(period), 2)
     except (OSError, ValueError):
-        return None
-    return None if quota == "max" else round(int(quota) / int(period), 2)
+        pass
+    for controller in ("cpu", "cpu,cpuacct"):  # the v1 mount, named either way
+        try:
+            quota = int((root / controller / "cpu.cfs_quota_us").read_text())
+            period = int((root / controller / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else round(quota / period, 2)
+    return None
 
 
 def memory_gib() -> int | None:

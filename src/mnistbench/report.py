@@ -15,6 +15,7 @@ imports this module's ReportError and OUTPUTS (never the reverse).
 from __future__ import annotations
 
 import io
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def article_column() -> Column:
 def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
     """A column from compare's summary.json and the machine stage's machine.json."""
     summary = _read_json(summary_path)
+    check_summary(summary, summary_path)
     rows = summary.get("backends")
     if not isinstance(rows, dict) or not rows:
         raise ReportError(f"{summary_path}: no backends (write it with `mnistbench compare`)")
@@ -125,8 +127,89 @@ def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
             speedup=_speedup(row),
         )
     machine = _read_json(machine_path)
+    check_machine(machine, machine_path)
     settings = summary.get("settings", {})
     return Column(name, describe(machine, settings), cells, full_size(settings))
+
+
+# ---------------------------------------------------------------- checking what is read
+# summary.json and machine.json come from other machines and users (results/, a cluster's
+# runs): every field drawn is checked first, and a bad one is a ReportError naming it.
+
+# every number of a row report.py may draw: seconds, and the paired speed-up (a ratio), > 0
+TIMES = ("epoch_time_s", "epoch_time_median_s", "epoch_time_min_s", "epoch_time_max_s")
+TIMES += ("run_min_s", "run_max_s", "epoch_time_lo_s", "epoch_time_hi_s")
+TIMES += (SPEEDUP_KEY, "speedup_lo", "speedup_hi")
+RANGES = (("epoch_time_min_s", "epoch_time_max_s"), ("run_min_s", "run_max_s"))
+RANGES += (("epoch_time_lo_s", "epoch_time_hi_s"), ("speedup_lo", "speedup_hi"))
+VERDICTS = ("disturbed", "unstable", "unsteady")  # compare.markdown.verdict_word reads all three
+
+
+def check_summary(summary: dict, path: Path) -> None:
+    """summary.json's fields machine_column reads, typed and in range; else
+    ReportError naming the file and the field."""
+    rows = summary.get("backends")
+    _need(isinstance(rows, dict), path, "backends", "an object", rows)
+    settings = summary.get("settings", {})
+    _need(isinstance(settings, dict), path, "settings", "an object", settings)
+    for backend, row in rows.items():
+        _need(isinstance(row, dict), path, f"backends.{backend}", "an object", row)
+        runs = row.get("runs", 1)
+        _need(_is_int(runs) and runs >= 1, path, f"backends.{backend}.runs", "an int >= 1", runs)
+        for key in TIMES:
+            value = row.get(key)  # null: absent (an interval compare could not draw)
+            ok = value is None or (_is_finite(value) and value > 0)
+            _need(ok, path, f"backends.{backend}.{key}", "finite and > 0", value)
+        for low, high in RANGES:
+            ok = (row.get(low) or 0) <= (row.get(high) or math.inf)
+            _need(ok, path, f"backends.{backend}.{low}", f"<= {high}", row.get(low))
+        acc = row.get("val_acc", 0.0)
+        ok = _is_finite(acc) and 0 <= acc <= 1
+        _need(ok, path, f"backends.{backend}.val_acc", "a number in [0, 1]", acc)
+        if "disturbed" in row:
+            for key in VERDICTS:  # compare writes counts of runs (disturbed) and 0/1 flags
+                flag = row.get(key)
+                ok = isinstance(flag, int) and flag >= 0
+                _need(ok, path, f"backends.{backend}.{key}", "a count >= 0", flag)
+
+
+def check_machine(machine: dict, path: Path) -> None:
+    """machine.json's fields report.describe and kinds() read, typed; else ReportError."""
+    for key in ("name", "id"):
+        value = machine.get(key, "")
+        _need(isinstance(value, str), path, key, "a string", value)
+    fp = machine.get("fingerprint", {})
+    _need(isinstance(fp, dict), path, "fingerprint", "an object", fp)
+    for key in ("cpu_flags", "gpus"):
+        value = fp.get(key, []) if key == "gpus" else fp.get(key) or []  # describe: flags or []
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        _need(ok, path, f"fingerprint.{key}", "a list of strings", value)
+    frameworks = fp.get("frameworks", {})
+    _need(isinstance(frameworks, dict), path, "fingerprint.frameworks", "an object", frameworks)
+
+
+def _need(ok: bool, path: Path, key: str, what: str, got: object) -> None:
+    if not ok:
+        raise ReportError(f"{path}: {key} must be {what}, got {_shown(got)}")
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    """A JSON number that is a finite float: not a bool, NaN, infinity or an int like 10**400."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
 
 
 def _speedup(row: dict) -> tuple[float, float | None, float | None] | None:
