@@ -162,7 +162,12 @@ def test_dvc_metrics_hold_numbers_only_and_a_branch_diff_fits_a_screen():
         "val_acc": 0.98,
         "runs": 5,  # not a headline number: stays out
     }
-    head = summary_mod.headline({"rounds": 5, "backends": {n: dict(row) for n in names}})
-    flat = [(k, v) for n in names for k, v in head[n].items()] + [("rounds", head["rounds"])]
+    settings = {"batch_size": 32, "epochs": 10}
+    head = summary_mod.headline(
+        {"rounds": 5, "settings": settings, "backends": {n: dict(row) for n in names}}
+    )
+    flat = [(k, v) for n in names for k, v in head[n].items()]
+    flat += [(k, head[k]) for k in ("rounds", "batch_size", "epochs")]
+    assert set(head) == {*names, "rounds", "batch_size", "epochs"}
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for _, v in flat)
     assert len(flat) + 1 <= 60  # `dvc metrics diff`: one row per number, and a header

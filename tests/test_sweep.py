@@ -173,13 +173,16 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 def test_queued_sweep_end_to_end(tmp_path):
     """The README's commands on a clone of HEAD (commit first): two batch sizes queued with
     `dvc exp run --queue -S`, run by `dvc queue start`, then plotted from `dvc exp show`.
-    Tiny: 500/100 images, 2 epochs, and only train@jax-scan (a target) to stay under a minute."""
+    Tiny: 500/100 images, 2 epochs, one round, and only jax-scan in params; `compare` is the
+    target (it writes headline.json, DVC's metric), so each experiment also runs the roofline."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     env = clone_env(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(limit_train=500, limit_test=100)
     params["train"].update(epochs=2, device="cpu")
+    params["bench"].update(rounds_min=1, rounds_max=1)
+    params["backends"] = {"jax-scan": params["backends"]["jax-scan"]}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "-c", "commit.gpgsign=false", "commit", "-qam", "tiny sweep"], repo, env)
 
@@ -193,13 +196,13 @@ def test_queued_sweep_end_to_end(tmp_path):
                     "--queue",
                     "-S",
                     f"train.batch_size={size}",
-                    "train@jax-scan",
+                    "compare",
                 ],
                 repo,
                 env,
             )
         _run(["dvc", "queue", "start", "--jobs", "1"], repo, env)
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             status = _run(["dvc", "queue", "status"], repo, env)
             if "Queued" not in status and "Running" not in status:
@@ -315,6 +318,8 @@ def test_points_from_headline_json_take_batch_size_and_epochs_from_the_params():
     headline = {
         "data": {
             "rounds": 3,
+            "batch_size": 128,
+            "epochs": 3,
             "jax-scan": {"epoch_s": 0.3, "epoch_s_lo": 0.29, "epoch_s_hi": 0.31, "val_acc": 0.96},
             "torch-tensor": {"epoch_s": 1.2, "val_acc": 0.97},
         }
@@ -329,5 +334,8 @@ def test_points_from_headline_json_take_batch_size_and_epochs_from_the_params():
         ("jax-scan", 128, 0.3, 0.96, 3),
         ("torch-tensor", 128, 1.2, 0.97, 3),
     ]
+    headline["data"]["batch_size"] = 32  # compare did not rerun: the baseline's headline
+    assert sweep.collect(entries) == []
+    headline["data"]["batch_size"] = 128
     row["data"]["params"] = {}  # no params shown: nowhere to place the points
     assert sweep.collect(entries) == []

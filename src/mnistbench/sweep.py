@@ -116,7 +116,10 @@ def _per_backend(data: dict, ran_with: dict[str, Any]) -> Iterator[tuple[str, di
             continue
         if set(ran_with) != {"batch_size", "epochs"}:
             continue  # no params shown: nothing to place the points at
-        for backend, row in ((shown or {}).get("data") or {}).items():
+        made_with = (shown or {}).get("data") or {}
+        if any(made_with.get(k) != v for k, v in ran_with.items()):
+            continue  # compare did not rerun in this experiment: the baseline's headline
+        for backend, row in made_with.items():
             if isinstance(row, dict):  # the other keys ("rounds") are no backend
                 values = {
                     **ran_with,
