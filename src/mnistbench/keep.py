@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mnistbench import errors, outputs
 from mnistbench.compare.load import read_json
+from mnistbench.compare.summary import disturbed_headline
 from mnistbench.layout import MACHINE_FILE, METRICS_ROOT, SUMMARY_FILE
 from mnistbench.report import OUTPUTS, ReportError
 
@@ -32,9 +33,11 @@ def _read_json(path: Path) -> dict:
 
 
 def disturbed_parts(summary: dict) -> list[str]:
-    """The backends (and the roofline) a summary.json calls disturbed; [] for a clean run."""
+    """The backends (and the roofline) whose number a summary.json says is disturbed; [] for
+    a clean run. A disturbed run among a backend's clean ones is left out of its headline,
+    so it does not count here."""
     rows = summary.get("backends") if isinstance(summary.get("backends"), dict) else {}
-    names = [n for n, row in rows.items() if isinstance(row, dict) and row.get("disturbed")]
+    names = [n for n, row in rows.items() if isinstance(row, dict) and disturbed_headline(row)]
     roofline = summary.get("roofline")
     if isinstance(roofline, dict) and roofline.get("disturbed"):
         names.append("roofline")

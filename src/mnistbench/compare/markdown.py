@@ -9,7 +9,7 @@ from mnistbench.compare.fmt import pct as _pct
 from mnistbench.compare.fmt import ratio as _x
 from mnistbench.compare.fmt import seconds as _s
 from mnistbench.compare.fmt import seconds_ci, speedup_ci
-from mnistbench.compare.summary import ARTICLE_SETUP, BASELINE, SPEEDUP_KEY
+from mnistbench.compare.summary import ARTICLE_SETUP, BASELINE, SPEEDUP_KEY, disturbed_headline
 
 # "Where the time goes" reads each backend against these thresholds. A validation example
 # costs, per example, this share of a training example's arithmetic: forward only, against
@@ -77,9 +77,10 @@ def where_time_goes(summary: dict) -> list[str]:
 
 
 def verdict_word(r: dict) -> str:
-    """One word for a backend over its runs: disturbed (some run was), unstable (its clean
-    runs disagree), unsteady (a run's steady epochs spread with the machine free), or quiet."""
-    if r["disturbed"]:
+    """One word for a backend over its runs: disturbed (its headline rests on disturbed runs:
+    every run was), unstable (its clean runs fall into two speeds), unsteady (most runs'
+    steady epochs spread with the machine free), or quiet."""
+    if disturbed_headline(r):
         return "disturbed"
     return "unstable" if r["unstable"] else "unsteady" if r["unsteady"] else "quiet"
 

@@ -245,6 +245,14 @@ def _runs_entry(run: BackendRun, last_round: int) -> dict[str, Any]:
     }
 
 
+def disturbed_headline(row: dict) -> bool:
+    """True when a backend's headline rests on disturbed runs: every one of its runs was (a
+    disturbed run among clean ones is left out of the headline and its interval, and named
+    in the report's causes, but does not make the number disturbed)."""
+    disturbed = row.get("disturbed") or 0
+    return bool(disturbed) and disturbed >= (row.get("runs") or 1)
+
+
 def _paired(entries: dict[str, dict], base: str, name: str) -> stats.Estimate | None:
     """base's s/epoch over name's, paired by round (> 1: name is faster); None without a
     round holding clean runs of both."""
