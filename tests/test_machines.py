@@ -104,7 +104,7 @@ def test_a_committed_environment_gives_its_committed_fingerprint_and_id(name):
 def test_the_fingerprint_of_a_canned_environment_is_byte_for_byte_unchanged():
     """metrics/machine.json's bytes are every timing stage's input: the same environment must
     keep writing the same bytes, key order included, or DVC reruns every stage."""
-    committed = json.loads((ROOT / "results" / "intel-xeon-2cpu" / "machine.json").read_text())
+    committed = json.loads((ROOT / "results" / "amd-epyc-2cpu" / "machine.json").read_text())
     snap = _snapshot_of(committed)
     snap = dataclasses.replace(
         snap,
@@ -112,8 +112,8 @@ def test_the_fingerprint_of_a_canned_environment_is_byte_for_byte_unchanged():
     )
     text = json.dumps(machine.record(machine.fingerprint(snap)), indent=2)
     assert (
-        hashlib.sha256(text.encode()).hexdigest()[:12] == "c7909fede395"
-    )  # as written since machine.json holds the checkout (empty here: none given)
+        hashlib.sha256(text.encode()).hexdigest()[:12] == "359ee48ec20e"
+    )  # amd-epyc-2cpu's environment, as written since machine.json holds the checkout
 
 
 def test_the_run_env_and_the_fingerprint_read_one_snapshot():
