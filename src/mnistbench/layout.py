@@ -3,7 +3,7 @@ command takes another). One constant per name, one function per path: nothing el
 them.
 
     <root>/machine.json                          the machine stage's fingerprint
-    <root>/train/<backend>/metrics.json          a backend's compared numbers (DVC metrics)
+    <root>/train/<backend>/metrics.json          one run's main numbers (round 1)
     <root>/train/<backend>/run.json              the rest: details, verdict, env, params
     <root>/train/<backend>/plots/metrics/<k>.tsv its per-epoch curves (DVCLive's layout)
     <root>/repeats/<round>/train/<backend>/      the repeats stage's runs, a root each
@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 METRICS_ROOT = "metrics"  # the pipeline's metrics root (every command takes another)
 TRAIN_DIR = "train"  # <root>/train/<backend>/: one folder per backend
-METRICS_FILE = "metrics.json"  # in it: COMPARED, the numbers DVC shows and diffs
+METRICS_FILE = "metrics.json"  # in it: COMPARED, one run's main numbers
 RUN_FILE = "run.json"  # beside it: DETAILS, the verdict, env and params (a DVC out, not a metric)
 CURVES_DIR = ("plots", "metrics")  # DVCLive's layout: <backend>/plots/metrics/<key>.tsv
 REPEATS_DIR = "repeats"  # <root>/repeats/<round>/: a metrics root per extra round

@@ -5,7 +5,8 @@ One place for
   quiet the machine was while they were timed), QUIET (the verdict and its causes), ENV (where
   they were measured) and PARAMS (the parameters they were made with). On disk a record is two
   files (mnistbench.records writes and reads them, mnistbench.layout places them):
-  metrics.json, the numbers people compare (COMPARED; what `dvc metrics` shows), and run.json,
+  metrics.json, one run's main numbers (COMPARED; `dvc metrics` shows compare's headline.json,
+  the estimates over rounds, instead), and run.json,
   everything else (a DVC output, not a metric);
 - the per-epoch curves, CURVES: train writes each as its own TSV, compare reads them all;
 - the roofline stage's keys that compare reads, ROOFLINE.
@@ -144,7 +145,7 @@ def integers(meaning: str) -> Kind:
 # synchronised; "steady" means epochs 2..N (epoch 1 alone when N is 1). Shares are of the CPUs
 # this process may use, over the wall time of one epoch (mnistbench.interference).
 NUMBERS: dict[str, Kind] = {
-    # metrics.json: the numbers people compare (`dvc metrics diff`, `dvc exp show`)
+    # metrics.json: one run's main numbers (compare summarises them over rounds)
     "val_acc": number("accuracy on the test split after the last epoch", high=1),
     "train_loss": number("mean cross-entropy over the last training pass"),
     "epoch_time_median_s": number("steady epoch (train + validation pass), median, s", above=True),
@@ -173,8 +174,7 @@ NUMBERS: dict[str, Kind] = {
     "train_examples": integer(f"training examples per epoch (at most {mnist.TRAIN_EXAMPLES})"),
     "test_examples": integer(f"validation examples per pass (at most {mnist.TEST_EXAMPLES})"),
 }
-# metrics.json holds these, nine per backend: even a change that moves every one of them
-# diffs in 7 x 9 = 63 rows, a batch-size change (not epochs) in 56
+# metrics.json holds these, nine per run and backend
 COMPARED = tuple(list(NUMBERS)[: list(NUMBERS).index("batch_size") + 1])
 DETAILS = tuple(k for k in NUMBERS if k not in COMPARED)
 
