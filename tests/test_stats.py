@@ -128,7 +128,14 @@ def test_diff_says_no_significant_difference_for_one_distribution_and_faster_for
     assert faster[0].verdict == "faster" and faster[0].change.value == pytest.approx(0.8, rel=0.1)
     assert faster[1].verdict == "no significant difference"  # torch-tensor did not change
     text = diff.render("main", "branch", faster)
-    assert text.splitlines()[-1] == "1 of 2 backends differ beyond the noise: jax-scan faster."
+    assert (
+        text.splitlines()[-1]
+        == "1 of 2 backends compared differ beyond the noise: jax-scan faster."
+    )
+    old = {"backends": {"jax-scan": {"epoch_time_s": 0.6}}}  # made before rounds were recorded
+    rows = diff.compare_sides(old, _summary(rng, 3))
+    assert rows[0].verdict == "no rounds recorded on one side"
+    assert diff.render("old", "new", rows).splitlines()[-1].startswith("No backend has rounds")
 
 
 def test_diff_reads_folders_and_says_which_side_it_cannot_read(tmp_path):

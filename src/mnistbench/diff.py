@@ -144,9 +144,19 @@ def render(a_name: str, b_name: str, rows: list[Row]) -> str:
             f"{c.value:.3f}x{interval}  {r.verdict}"
         )
     real = [r for r in rows if r.verdict in ("faster", "slower")]
+    compared = [r for r in rows if r.change is not None]
+    if not compared:
+        return "\n".join(
+            [
+                *out,
+                "",
+                "No backend has rounds on both sides: nothing to compare (a side made "
+                "before rounds were recorded, or without common backends).",
+            ]
+        )
     out += [
         "",
-        f"{len(real)} of {len(rows)} backends differ beyond the noise"
+        f"{len(real)} of {len(compared)} backends compared differ beyond the noise"
         + (": " + ", ".join(f"{r.backend} {r.verdict}" for r in real) if real else "")
         + ".",
     ]
