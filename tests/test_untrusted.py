@@ -548,3 +548,24 @@ def test_report_refuses_a_reference_summary_with_impossible_numbers(tmp_path, fi
     with pytest.raises(report.ReportError, match=rf"summary.json: backends.jax-scan.{field}"):
         report.write(results, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "command", [["machine", "--out", "{f}/machine.json"], ["report", "--out", "{f}"]]
+)
+def test_an_out_that_is_a_file_where_a_folder_goes_is_one_line(tmp_path, monkeypatch, command):
+    """--out naming a file where a folder goes: one `error:` line naming it, no traceback."""
+    from click.testing import CliRunner
+
+    from mnistbench.cli import main as cli
+
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    args = [a.replace("{f}", str(blocker)) for a in command]
+    if command[0] == "report":
+        args += ["--results", str(tmp_path / "none"), "--no-local"]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1, done.output
+    assert done.output.startswith("error: ") and "Traceback" not in done.output
+    assert str(blocker) in done.output and blocker.read_text() == "not a folder\n"

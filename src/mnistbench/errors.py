@@ -48,7 +48,17 @@ def from_os_error(e: OSError, folder: str | Path, needed: int | None = None) -> 
             f"{where} is on a read-only filesystem: write elsewhere (--out, data.*_dir) "
             "or remount it read-write; earlier results are as they were"
         )
+    if isinstance(e, NotADirectoryError | IsADirectoryError | FileExistsError):
+        # an --out that names a file where a folder goes, or a folder where a file goes
+        return WrongKindError(
+            f"{e.filename or folder}: {e.strerror.lower()}: give a folder where a folder goes "
+            "(--out, --metrics) and a file where a file goes; nothing was written there"
+        )
     return None
+
+
+class WrongKindError(UserError, OSError):
+    """A path that is a file where a folder is needed, or the reverse."""
 
 
 def size_text(n: int) -> str:
