@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import clone_env
+from test_add_backend import _run  # a command in the clone, its output, rc 0 asserted
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch-tensor", "jax-scan")  # two quick ones: the rule is the same for all
-
-
-def _run(repo: Path, *args: str, timeout: float = 900) -> str:
-    done = subprocess.run(
-        list(args), cwd=repo, env=clone_env(repo), capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
 
 
 @pytest.mark.long("dvc repro in a reference repository and twice in its clone (~200 CPU-s)")
@@ -37,7 +29,7 @@ def test_a_fresh_clone_of_the_same_machine_kind_measures_every_backend(tmp_path)
     params["bench"].update(rounds_min=2, rounds_max=2)
     params["backends"] = {b: params["backends"][b] for b in BACKENDS}
     (reference / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(reference, "dvc", "repro")
+    _run(reference, "dvc", "repro", timeout=900)
     _run(reference, "git", "add", "-A", "params.yaml", "dvc.lock", "metrics")
     _run(reference, "git", "commit", "-qm", "reference run")
 
@@ -51,7 +43,7 @@ def test_a_fresh_clone_of_the_same_machine_kind_measures_every_backend(tmp_path)
     assert "committed reference (" in said and "not measured in this checkout" in said
     assert "this machine (" not in said
 
-    first = _run(clone, "dvc", "repro")
+    first = _run(clone, "dvc", "repro", timeout=900)
     for name in BACKENDS:
         assert f"Running stage 'train@{name}'" in first, first
     assert "Running stage 'repeats'" in first and "Running stage 'roofline'" in first

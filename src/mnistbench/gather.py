@@ -161,23 +161,6 @@ def last_line(path: Path, tail_bytes: int = 4096) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), f"{DASH} (empty)")
 
 
-# ---------------------------------------------------------------- checking, before report.py
-
-
-def _need(ok: bool, path: Path, key: str, what: str, got: object) -> None:
-    if not ok:
-        raise GatherError(f"{path}: {key} must be {what}, got {_shown(got)}")
-
-
-def _shown(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # ---------------------------------------------------------------- runs and jobs
 
 
@@ -255,12 +238,12 @@ def check_tasks(record: dict, path: Path) -> list[dict]:
     """job.json's tasks as submit.py writes them: a list of objects, each with an int `task`."""
     tasks = record.get("tasks", [])
     ok = isinstance(tasks, list) and all(
-        isinstance(t, dict) and _is_int(t.get("task")) for t in tasks
+        isinstance(t, dict) and report.is_int(t.get("task")) for t in tasks
     )
-    _need(
-        ok, path, "tasks", 'a list of {"task": <int>, "target": ...} (as submit.py writes)', tasks
-    )
-    _need(isinstance(record.get("job", ""), (str, int)), path, "job", "a job id", record.get("job"))
+    what = 'a list of {"task": <int>, "target": ...} (as submit.py writes)'
+    report.need(ok, path, "tasks", what, tasks, GatherError)
+    job = record.get("job", "")
+    report.need(isinstance(job, (str, int)), path, "job", "a job id", job, GatherError)
     return tasks
 
 

@@ -71,8 +71,8 @@ def run(cfg: Config, params: str | Path, out_root: str | Path = layout.METRICS_R
         times = [first]
         while stop is None:
             round_ = len(rounds) + 1
-            begun = time.monotonic()
-            for i, name in enumerate(round_order(cfg, round_), start=1):
+            begun, order = time.monotonic(), round_order(cfg, round_)
+            for i, name in enumerate(order, start=1):
                 log.info(
                     "round %d/%d, %d/%d: %s",
                     round_,
@@ -83,9 +83,7 @@ def run(cfg: Config, params: str | Path, out_root: str | Path = layout.METRICS_R
                 )
                 _train(name, params, staging / str(round_), round_)
             times.append({name: _time(staging / str(round_), name) for name in cfg.backends})
-            rounds.append(
-                {"round": round_, "order": round_order(cfg, round_), "s": time.monotonic() - begun}
-            )
+            rounds.append({"round": round_, "order": order, "s": time.monotonic() - begun})
             stop = _stop(cfg, round_, times, time.monotonic() - clock, _mean_round(rounds))
             log.info("round %d done: %s", round_, stop["says"] if stop else _progress(cfg, times))
         listing = {

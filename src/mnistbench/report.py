@@ -149,48 +149,51 @@ def check_summary(summary: dict, path: Path) -> None:
     """summary.json's fields machine_column reads, typed and in range; else
     ReportError naming the file and the field."""
     rows = summary.get("backends")
-    _need(isinstance(rows, dict), path, "backends", "an object", rows)
+    need(isinstance(rows, dict), path, "backends", "an object", rows)
     settings = summary.get("settings", {})
-    _need(isinstance(settings, dict), path, "settings", "an object", settings)
+    need(isinstance(settings, dict), path, "settings", "an object", settings)
     for backend, row in rows.items():
-        _need(isinstance(row, dict), path, f"backends.{backend}", "an object", row)
+        need(isinstance(row, dict), path, f"backends.{backend}", "an object", row)
         runs = row.get("runs", 1)
-        _need(_is_int(runs) and runs >= 1, path, f"backends.{backend}.runs", "an int >= 1", runs)
+        need(is_int(runs) and runs >= 1, path, f"backends.{backend}.runs", "an int >= 1", runs)
         for key in TIMES:
             value = row.get(key)  # null: absent (an interval compare could not draw)
             ok = value is None or (_is_finite(value) and value > 0)
-            _need(ok, path, f"backends.{backend}.{key}", "finite and > 0", value)
+            need(ok, path, f"backends.{backend}.{key}", "finite and > 0", value)
         for low, high in RANGES:
             ok = (row.get(low) or 0) <= (row.get(high) or math.inf)
-            _need(ok, path, f"backends.{backend}.{low}", f"<= {high}", row.get(low))
+            need(ok, path, f"backends.{backend}.{low}", f"<= {high}", row.get(low))
         acc = row.get("val_acc", 0.0)
         ok = _is_finite(acc) and 0 <= acc <= 1
-        _need(ok, path, f"backends.{backend}.val_acc", "a number in [0, 1]", acc)
+        need(ok, path, f"backends.{backend}.val_acc", "a number in [0, 1]", acc)
         if "disturbed" in row:
             for key in VERDICTS:  # compare writes counts of runs (disturbed) and 0/1 flags
                 flag = row.get(key)
                 ok = isinstance(flag, int) and flag >= 0
-                _need(ok, path, f"backends.{backend}.{key}", "a count >= 0", flag)
+                need(ok, path, f"backends.{backend}.{key}", "a count >= 0", flag)
 
 
 def check_machine(machine: dict, path: Path) -> None:
     """machine.json's fields report.describe and kinds() read, typed; else ReportError."""
     for key in ("name", "id"):
         value = machine.get(key, "")
-        _need(isinstance(value, str), path, key, "a string", value)
+        need(isinstance(value, str), path, key, "a string", value)
     fp = machine.get("fingerprint", {})
-    _need(isinstance(fp, dict), path, "fingerprint", "an object", fp)
+    need(isinstance(fp, dict), path, "fingerprint", "an object", fp)
     for key in ("cpu_flags", "gpus"):
         value = fp.get(key, []) if key == "gpus" else fp.get(key) or []  # describe: flags or []
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        _need(ok, path, f"fingerprint.{key}", "a list of strings", value)
+        need(ok, path, f"fingerprint.{key}", "a list of strings", value)
     frameworks = fp.get("frameworks", {})
-    _need(isinstance(frameworks, dict), path, "fingerprint.frameworks", "an object", frameworks)
+    need(isinstance(frameworks, dict), path, "fingerprint.frameworks", "an object", frameworks)
 
 
-def _need(ok: bool, path: Path, key: str, what: str, got: object) -> None:
+def need(
+    ok: bool, path: Path, key: str, what: str, got: object, error: type[Exception] = ReportError
+) -> None:
+    """`error` naming the file, the key, what it must be and (shortened) what it holds."""
     if not ok:
-        raise ReportError(f"{path}: {key} must be {what}, got {_shown(got)}")
+        raise error(f"{path}: {key} must be {what}, got {_shown(got)}")
 
 
 def _shown(value: object) -> str:
@@ -198,7 +201,7 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -116,9 +116,9 @@ def build_summary(runs: dict[str, BackendRun], roofline: dict[str, Any] | None =
                 entry["kernel_efficiency"] = bound / headline  # 1 = nothing but those kernels
         backends[name] = entry
     pairs = [
-        {"a": a, "b": b, "what": what, **_estimate(_paired(entries, b, a))}
+        {"a": a, "b": b, "what": what, **_estimate(ratio)}
         for a, b, what in PAIRS
-        if a in entries and b in entries and _paired(entries, b, a)
+        if a in entries and b in entries and (ratio := _paired(entries, b, a))
     ]
     first = next(iter(runs.values())).metrics
     summary = {
