@@ -17,7 +17,13 @@ from ci_steps.common import Settings, log, sh
 
 OWNER_ID = (4242, 4343)  # as root: the clone's owner in the runs, a host user who is not root
 OTHER_UID = 5555  # a --user that owns nothing in the clone
-SUBSET = ("data.limit_train=2000", "data.limit_test=500", "train.epochs=1", "bench.rounds_max=1")
+SUBSET = (
+    "data.limit_train=2000",
+    "data.limit_test=500",
+    "train.epochs=1",
+    "bench.rounds_min=1",
+    "bench.rounds_max=1",
+)
 
 
 def step_clone(s: Settings) -> tuple[Path, Path]:
