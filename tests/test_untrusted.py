@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnistbench import config, gather, keep, report
+from mnistbench import config, gather, keep, outputs, report
 from mnistbench.errors import UserError
 from mnistbench.report import ReportError
 
@@ -569,3 +569,51 @@ def test_an_out_that_is_a_file_where_a_folder_goes_is_one_line(tmp_path, monkeyp
     assert done.exit_code == 1, done.output
     assert done.output.startswith("error: ") and "Traceback" not in done.output
     assert str(blocker) in done.output and blocker.read_text() == "not a folder\n"
+
+
+# ---------------------------------------------------------------- a full disk under --out
+
+
+def _full_disk_writes(monkeypatch) -> None:
+    """Every file write fails as on a full disk: write() raises ENOSPC naming no file (as a
+    real one does: the folder written to is known only to the caller)."""
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fd, *args, **kwargs):
+            self.file = real_fdopen(fd, *args, **kwargs)
+
+        def __getattr__(self, name):  # reading goes on as usual
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outputs.os, "fdopen", Full)
+
+
+@pytest.mark.parametrize("command", ["report", "gather"])
+def test_an_out_on_a_full_disk_names_that_folder(tmp_path, monkeypatch, command):
+    from click.testing import CliRunner
+
+    from mnistbench.cli import main as cli
+
+    runs, out = tmp_path / "runs", tmp_path / "deep" / "out"
+    _run(runs, "box.aaaa.n1.5_1", "n1")
+    monkeypatch.chdir(tmp_path)
+    _full_disk_writes(monkeypatch)
+    args = {
+        "report": ["report", "--results", str(tmp_path / "none"), "--no-local"],
+        "gather": ["gather", str(runs), "--no-references"],
+    }[command]
+    done = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert done.exit_code == 1, done.output
+    assert done.output.startswith(f"error: no space left in {out} ("), done.output
+    assert done.output.count("\n") == 1 and "Traceback" not in done.output
+    assert list(out.iterdir()) == []  # no temporary file left behind

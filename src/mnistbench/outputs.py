@@ -12,11 +12,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mnistbench import errors
+
 
 def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
     """Each file (a name, or a path relative to out_dir) to a temporary one beside it, then all
-    renamed into place."""
+    renamed into place. A full or read-only disk is errors.DiskFullError or ReadOnlyError
+    naming the folder written to (a failed write() names no file of its own)."""
     staged = []
+    final = out_dir
     try:
         for name, data in files.items():
             final = out_dir / name
@@ -28,6 +32,12 @@ def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
             os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
         for tmp, final in staged:
             os.replace(tmp, final)
+    except OSError as e:
+        needed = sum(len(data) for data in files.values())
+        better = errors.from_os_error(e, final.parent, needed)
+        if better is None or better is e:
+            raise
+        raise better from e
     finally:
         for tmp, _ in staged:
             if os.path.exists(tmp):
