@@ -117,8 +117,8 @@ def test_a_new_backend_is_one_file_and_one_params_entry(tmp_path):
     curve = (repo / "metrics" / "curves" / "val_acc.tsv").read_text().splitlines()
     assert [line.split("\t")[1] for line in curve[1:]].count(TOY) == 2  # one row per epoch
     shown = json.loads(_run(repo, "dvc", "metrics", "show", "--json"))
-    headline = next(iter(shown.values()))["data"]["metrics/headline.json"]["data"]
-    assert headline[TOY]["val_acc"] == record["val_acc"]
+    headline = next(iter(shown.values()))["data"][f"metrics/headline/{TOY}.json"]["data"]
+    assert headline["val_acc"] == record["val_acc"]
 
     # what reruns when the backend's file is edited: its own stage and what reads its results
     with (repo / "src" / "mnistbench" / "backends" / f"{TOY}.py").open("a") as f:

@@ -568,7 +568,7 @@ def test_dvc_yaml_compare_stage_params_outputs_and_plots():
     assert "metrics/roofline/metrics.json" in stage["deps"]
     # DVC's metrics are the headline (estimates and intervals); summary.json is the report's
     # input, not a DVC metric
-    assert [next(iter(m)) for m in stage["metrics"]] == ["metrics/headline.json"]
+    assert [next(iter(m)) for m in stage["metrics"]] == ["metrics/headline"]
     outs = [next(iter(o)) for section in ("metrics", "outs", "plots") for o in stage[section]]
     assert sorted(Path(o).name for o in outs) == sorted(compare.OUTPUTS)
     for out in outs:  # nothing compare writes is inside a train stage's output
@@ -635,13 +635,13 @@ def test_branches_compare_with_dvc_metrics_and_plots_diff(tmp_path):
     rev2 = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
 
     diff = json.loads(_run(["dvc", "metrics", "diff", rev1, rev2, "--json"], repo, env))
-    assert set(diff) == {"metrics/headline.json"}  # the headline only: no single run, no env
-    headline = diff["metrics/headline.json"]
+    # the headline only (no single run, no env), a file per backend
+    assert set(diff) == {f"metrics/headline/{name}.json" for name in names}
     for name in names:
         for key in ("epoch_s", "speedup", "val_acc"):
             if name == "torch-dataloader" and key == "speedup":
                 continue  # the baseline against itself: 1.0 on both sides
-            assert headline[f"{name}.{key}"]["diff"] != 0, (name, key)
+            assert diff[f"metrics/headline/{name}.json"][key]["diff"] != 0, (name, key)
     compared = _run(["mnistbench", "diff", rev1, rev2], repo, env)  # which differences are real
     assert compared.splitlines()[-1].endswith(".") and all(n in compared for n in names)
     table = _run(["dvc", "metrics", "diff", rev1, rev2], repo, env).splitlines()

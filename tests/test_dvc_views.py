@@ -6,6 +6,7 @@ the branch workflow's test, tests/test_compare.py.)"""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,11 @@ HEADLINE_KEYS = (
     "speedup_lo",
     "speedup_hi",
     "val_acc",
+    "rounds",
+    "batch_size",
+    "epochs",
 )
+SCREEN_COLUMNS = 200  # a wide terminal: `dvc metrics show` must fit it
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,15 +53,24 @@ def test_metrics_show_works_on_a_fresh_clone(clone):
     assert "failed to load" not in done.stderr + done.stdout
     shown = json.loads(done.stdout)
     files = next(iter(shown.values()))["data"]
-    assert list(files) == ["metrics/headline.json"]  # no single run poses as the result
-    data = files["metrics/headline.json"]["data"]
-    assert data["rounds"] >= 1
-    for name in config.load(clone / "params.yaml").backends:
-        row = data[name]
-        assert {"epoch_s", "speedup", "val_acc"} <= set(row) <= set(HEADLINE_KEYS), name
+    names = list(config.load(clone / "params.yaml").backends)
+    # a file per backend, nothing else: no single run poses as the result
+    assert sorted(files) == sorted(f"metrics/headline/{name}.json" for name in names)
+    for name in names:
+        row = files[f"metrics/headline/{name}.json"]["data"]
+        assert {"epoch_s", "speedup", "val_acc", "rounds"} <= set(row) <= set(HEADLINE_KEYS), name
         assert all(isinstance(v, (int, float)) for v in row.values()), name
-        if data["rounds"] > 1:  # the estimate inside its interval
+        if row["rounds"] > 1:  # the estimate inside its interval
             assert row["epoch_s_lo"] <= row["epoch_s"] <= row["epoch_s_hi"], name
+
+
+def test_metrics_show_fits_a_terminal_a_row_per_backend(clone):
+    done = _dvc(clone, "metrics", "show")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    names = list(config.load(clone / "params.yaml").backends)
+    assert len(lines) == 1 + len(names), done.stdout
+    assert max(map(len, lines)) <= SCREEN_COLUMNS, done.stdout
 
 
 def test_plots_show_works_on_a_fresh_clone(clone, tmp_path):
@@ -80,3 +94,37 @@ def test_params_diff_names_a_changed_param(clone):
     changed = json.loads(done.stdout)["params.yaml"]
     assert changed == {"train.batch_size": {"old": 32, "new": 64, "diff": 32}}
     subprocess.run([*git, "checkout", "-q", "-"], cwd=clone, env=env, check=True)
+
+
+VIEWS = ("dvc metrics show", "dvc exp show", "mnistbench --help", "mnistbench backends")
+
+
+def _readme_views() -> list[str]:
+    """The README's commands that only read (DVC's views, the CLI's help), as typed there: in
+    its sh blocks and its inline code."""
+    text = (ROOT / "README.md").read_text()
+    typed = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    lines = [line.split("  #")[0].strip() for block in typed for line in block.splitlines()]
+    lines += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    return sorted({line for line in lines if line.startswith(VIEWS)})
+
+
+def test_the_readme_names_its_views():
+    assert {v for v in VIEWS if any(c.startswith(v) for c in _readme_views())} >= {
+        "dvc metrics show",
+        "dvc exp show",
+        "mnistbench --help",
+    }
+
+
+@pytest.mark.parametrize("command", _readme_views())
+def test_each_readme_view_runs_as_typed_and_fits_a_terminal(clone, command):
+    env = {**clone_env(clone), "COLUMNS": str(SCREEN_COLUMNS)}  # the venv's commands on PATH
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{command}: {done.stderr}"
+    assert "failed to load" not in done.stderr + done.stdout, command
+    lines = done.stdout.splitlines()
+    assert lines and max(map(len, lines)) <= SCREEN_COLUMNS, f"{command}:\n{done.stdout}"
+    assert "…" not in done.stdout, f"{command}: columns cut to fit:\n{done.stdout}"

@@ -365,7 +365,7 @@ def test_each_machine_measures_itself_and_machines_compare_across_branches(repo)
             stdout_only=True,
         )
     )
-    # the train stages alone write no headline.json (compare does): DVC reads any metrics
+    # the train stages alone write no headline/ (compare does): DVC reads any metrics
     # file it is pointed at, here one run's
     timed = diff["metrics/train/jax-scan/metrics.json"]["epoch_time_median_s"]
     assert timed["old"] == first["epoch_time_median_s"]

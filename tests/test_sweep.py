@@ -174,7 +174,7 @@ def test_queued_sweep_end_to_end(tmp_path):
     """The README's commands on a clone of HEAD (commit first): two batch sizes queued with
     `dvc exp run --queue -S`, run by `dvc queue start`, then plotted from `dvc exp show`.
     Tiny: 500/100 images, 2 epochs, one round, and only jax-scan in params; `compare` is the
-    target (it writes headline.json, DVC's metric), so each experiment also runs the roofline."""
+    target (it writes headline/, DVC's metrics), so each experiment also runs the roofline."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     env = clone_env(repo)
@@ -313,18 +313,15 @@ def test_exp_show_results_are_found_by_the_contracts_layout():
 
 
 def test_points_from_headline_json_take_batch_size_and_epochs_from_the_params():
-    """DVC's metric is metrics/headline.json: every backend's estimate over rounds, placed at
+    """DVC's metrics are metrics/headline/<backend>.json: its estimate over rounds, placed at
     the experiment's train.batch_size and train.epochs."""
-    headline = {
-        "data": {
-            "rounds": 3,
-            "batch_size": 128,
-            "epochs": 3,
-            "jax-scan": {"epoch_s": 0.3, "epoch_s_lo": 0.29, "epoch_s_hi": 0.31, "val_acc": 0.96},
-            "torch-tensor": {"epoch_s": 1.2, "val_acc": 0.97},
-        }
+    made = {"rounds": 3, "batch_size": 128, "epochs": 3}
+    scan = {
+        "data": {"epoch_s": 0.3, "epoch_s_lo": 0.29, "epoch_s_hi": 0.31, "val_acc": 0.96, **made}
     }
-    row = _row("3333333ccc", "exp-c", {"metrics/headline.json": headline})
+    tensor = {"data": {"epoch_s": 1.2, "val_acc": 0.97, **made}}
+    shown = {"metrics/headline/jax-scan.json": scan, "metrics/headline/torch-tensor.json": tensor}
+    row = _row("3333333ccc", "exp-c", shown)
     row["data"]["params"] = {"params.yaml": {"data": {"train": {"batch_size": 128, "epochs": 3}}}}
     entries = [
         {**_row("abc1234def", "main", {}), "experiments": [{"name": "exp-c", "revs": [row]}]}
@@ -334,8 +331,10 @@ def test_points_from_headline_json_take_batch_size_and_epochs_from_the_params():
         ("jax-scan", 128, 0.3, 0.96, 3),
         ("torch-tensor", 128, 1.2, 0.97, 3),
     ]
-    headline["data"]["batch_size"] = 32  # compare did not rerun: the baseline's headline
+    for backend in (scan, tensor):  # compare did not rerun: the baseline's headline
+        backend["data"]["batch_size"] = 32
     assert sweep.collect(entries) == []
-    headline["data"]["batch_size"] = 128
+    for backend in (scan, tensor):
+        backend["data"]["batch_size"] = 128
     row["data"]["params"] = {}  # no params shown: nowhere to place the points
     assert sweep.collect(entries) == []

@@ -10,7 +10,7 @@ them.
     <root>/roofline/metrics.json                 the roofline stage's
     <root>/repeats/rounds.json                   the rounds: order, stop, precision
     <root>/summary.json, summary.md, *.png       compare's
-    <root>/headline.json                         compare's: estimates and intervals (DVC metrics)
+    <root>/headline/<backend>.json               compare's: estimates and intervals (DVC metrics)
     <root>/curves/<k>.tsv                        compare's: each curve of every backend
     <root>/machines.md, machines.png             the report's
 
@@ -31,13 +31,15 @@ REPEATS_DIR = "repeats"  # <root>/repeats/<round>/: a metrics root per extra rou
 ROOFLINE_DIR = "roofline"  # <root>/roofline/metrics.json: the roofline stage's
 SUMMARY_FILE = "summary.json"  # <root>/summary.json: compare's numbers, the report's input
 SUMMARY_MD = "summary.md"  # compare's report for people
-HEADLINE_FILE = "headline.json"  # compare's: per backend estimate and interval (DVC metrics)
+# compare's: one file per backend, estimate and interval (DVC's metrics: the folder is one
+# metric, so `dvc metrics show` prints a row per backend, not every number in one wide row)
+HEADLINE_DIR = "headline"
 ROUNDS_FILE = "rounds.json"  # <root>/repeats/rounds.json: the rounds, their order, the stop
 COMPARE_PLOTS = ("epoch_time.png", "curves.png")  # compare's charts
 ALL_CURVES_DIR = "curves"  # <root>/curves/<key>.tsv: compare's, every backend's curve
 SUMMARY_FILES = (
     SUMMARY_FILE,
-    HEADLINE_FILE,
+    HEADLINE_DIR,
     SUMMARY_MD,
     *COMPARE_PLOTS,
     ALL_CURVES_DIR,
@@ -48,6 +50,11 @@ MACHINES_MD, MACHINES_PNG = "machines.md", "machines.png"  # the report's
 # stage): made once by the machine stage, never committed (.gitignore) and never copied into an
 # image (.dockerignore), so a fresh clone or workspace has none and measures (mnistbench.machine).
 CHECKOUT_FILE = ".mnistbench/checkout"
+
+
+def headline_path(root: str | Path, name: str) -> Path:
+    """<root>/headline/<backend>.json: one backend's estimates and intervals (compare's)."""
+    return Path(root) / HEADLINE_DIR / f"{name}.json"
 
 
 def train_dir(root: str | Path) -> Path:

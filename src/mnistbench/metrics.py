@@ -5,7 +5,7 @@ One place for
   quiet the machine was while they were timed), QUIET (the verdict and its causes), ENV (where
   they were measured) and PARAMS (the parameters they were made with). On disk a record is two
   files (mnistbench.records writes and reads them, mnistbench.layout places them):
-  metrics.json, one run's main numbers (COMPARED; `dvc metrics` shows compare's headline.json,
+  metrics.json, one run's main numbers (COMPARED; `dvc metrics` shows compare's headline/,
   the estimates over rounds, instead), and run.json,
   everything else (a DVC output, not a metric);
 - the per-epoch curves, CURVES: train writes each as its own TSV, compare reads them all;

@@ -7,9 +7,10 @@ The sweep itself is plain DVC (docs/sweep.md):
 
 This module reads what `dvc exp show --json` reports for every experiment (or, for runs made
 without DVC, metrics roots given by hand), keeps each backend's steady s/epoch and val_acc
-(headline.json's estimate over rounds; older experiments: its own metrics.json) with the
-experiment's batch size and epochs, and plots steady epoch time and val_acc against batch
-size, one line per backend, in one PNG; the points go to a JSON file beside it.
+(metrics/headline/<backend>.json, its estimate over rounds; older experiments: its own
+metrics.json) with the experiment's batch size and epochs, and plots steady epoch time and
+val_acc against batch size, one line per backend, in one PNG; the points go to a JSON file
+beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mnistbench import colors, layout, metrics, outputs
@@ -102,16 +103,16 @@ def collect(entries: list[dict]) -> list[Point]:
     return sorted(points, key=lambda p: (p.backend, p.batch_size, p.source))
 
 
-HEADLINE = f"{layout.METRICS_ROOT}/{layout.HEADLINE_FILE}"
+HEADLINE = f"{layout.METRICS_ROOT}/{layout.HEADLINE_DIR}/"  # <backend>.json under it
 
 
 def _per_backend(data: dict, ran_with: dict[str, Any]) -> Iterator[tuple[str, dict]]:
     """(metrics/train/<backend>/metrics.json, {"data": values}) per backend of one experiment.
-    DVC's metric is headline.json (every backend's estimate over rounds), whose batch size
-    and epochs are the experiment's params; experiments made before it existed show each
-    backend's own metrics.json, passed on as they are."""
+    DVC's metrics are metrics/headline/<backend>.json (a backend's estimate over rounds, with
+    the batch size and epochs it was made with); experiments made before they existed show
+    each backend's own metrics.json, passed on as they are."""
     for path, shown in (data.get("metrics") or {}).items():
-        if path != HEADLINE:
+        if not path.startswith(HEADLINE):
             yield path, shown
             continue
         if set(ran_with) != {"batch_size", "epochs"}:
@@ -119,14 +120,13 @@ def _per_backend(data: dict, ran_with: dict[str, Any]) -> Iterator[tuple[str, di
         made_with = (shown or {}).get("data") or {}
         if any(made_with.get(k) != v for k, v in ran_with.items()):
             continue  # compare did not rerun in this experiment: the baseline's headline
-        for backend, row in made_with.items():
-            if isinstance(row, dict):  # the other keys ("rounds") are no backend
-                values = {
-                    **ran_with,
-                    "epoch_time_median_s": row.get("epoch_s"),
-                    "val_acc": row.get("val_acc"),
-                }
-                yield str(layout.metrics_path(layout.METRICS_ROOT, backend)), {"data": values}
+        backend = PurePosixPath(path).stem
+        values = {
+            **ran_with,
+            "epoch_time_median_s": made_with.get("epoch_s"),
+            "val_acc": made_with.get("val_acc"),
+        }
+        yield str(layout.metrics_path(layout.METRICS_ROOT, backend)), {"data": values}
 
 
 def collect_roots(roots: list[str | Path]) -> list[Point]:

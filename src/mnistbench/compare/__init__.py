@@ -83,9 +83,12 @@ def compare(
         layout.SUMMARY_FILE: (
             json.dumps(compact(summary), indent=2, allow_nan=False) + "\n"
         ).encode(),
-        layout.HEADLINE_FILE: (
-            json.dumps(headline(summary), indent=2, allow_nan=False) + "\n"
-        ).encode(),
+        **{
+            f"{layout.HEADLINE_DIR}/{name}.json": (
+                json.dumps(row, indent=2, allow_nan=False) + "\n"
+            ).encode()
+            for name, row in headline(summary).items()
+        },
         layout.SUMMARY_MD: render_markdown(summary).encode(),
         layout.COMPARE_PLOTS[0]: epoch_time_png(summary),
         layout.COMPARE_PLOTS[1]: curves_png(runs),
@@ -96,5 +99,9 @@ def compare(
             for key in metrics.CURVES
         },
     }
-    outputs.write_files(Path(out_dir if out_dir is not None else metrics_root), files)
+    out = Path(out_dir if out_dir is not None else metrics_root)
+    outputs.write_files(out, files)
+    for stale in (out / layout.HEADLINE_DIR).glob("*.json"):  # a backend no longer compared
+        if stale.stem not in summary["backends"]:
+            stale.unlink()
     return summary

@@ -268,11 +268,11 @@ def _estimate(e: stats.Estimate) -> dict[str, float | int | None]:
     return {"ratio": e.value, "ratio_lo": e.low, "ratio_hi": e.high, "rounds": e.n}
 
 
-def headline(summary: dict) -> dict:
-    """What `dvc metrics show` and `dvc metrics diff` read (metrics/headline.json): per
-    backend the estimate and 95% interval of s/epoch and of the speed-up, and val_acc; numbers
-    only, and no bound where there is no interval (a single round); beside them the rounds,
-    batch size and epochs."""
+def headline(summary: dict) -> dict[str, dict]:
+    """What `dvc metrics show` and `dvc metrics diff` read (metrics/headline/<backend>.json),
+    per backend: the estimate and 95% interval of s/epoch and of the speed-up, and val_acc;
+    numbers only, and no bound where there is no interval (a single round); beside them the
+    rounds, batch size and epochs."""
     keys = {
         "epoch_s": "epoch_time_s",
         "epoch_s_lo": "epoch_time_lo_s",
@@ -282,16 +282,16 @@ def headline(summary: dict) -> dict:
         "speedup_hi": "speedup_hi",
         "val_acc": "val_acc",
     }
-    return {
+    made = {
         "rounds": summary["rounds"],
         # what the run was made with: a sweep's experiment that did not rerun compare shows
         # the baseline's headline, and these tell it apart (mnistbench.sweep)
         "batch_size": summary["settings"]["batch_size"],
         "epochs": summary["settings"]["epochs"],
-        **{
-            name: {k: row[src] for k, src in keys.items() if row.get(src) is not None}
-            for name, row in summary["backends"].items()
-        },
+    }
+    return {
+        name: {**{k: row[src] for k, src in keys.items() if row.get(src) is not None}, **made}
+        for name, row in summary["backends"].items()
     }
 
 
