@@ -106,7 +106,8 @@ def _readme_views() -> list[str]:
     typed = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     lines = [line.split("  #")[0].strip() for block in typed for line in block.splitlines()]
     lines += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
-    return sorted({line for line in lines if line.startswith(VIEWS)})
+    # bare `dvc exp show` is named there as what is too wide to read, not as a command to type
+    return sorted({line for line in lines if line.startswith(VIEWS) and line != "dvc exp show"})
 
 
 def test_the_readme_names_its_views():
