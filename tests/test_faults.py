@@ -166,6 +166,21 @@ def test_a_model_too_big_for_memory_is_refused_before_it_is_built(raw_dir, tmp_p
     assert kept.read_text() == '{"earlier": "run"}\n', line
 
 
+def test_the_roofline_refuses_the_same_model_with_the_same_line(tmp_path):
+    """The roofline stage allocates the model's products (a 313 TB tensor for this width,
+    a traceback from torch's allocator): it checks the limit train checks, first."""
+    params = tmp_path / "p.yaml"
+    params.write_text("model:\n  hidden: [100000000000]\n")
+    out = tmp_path / "metrics"
+    _one_error(
+        _cli("roofline", "--params", str(params), "--out", str(out)),
+        "params: model.hidden [100000000000] makes",
+        "PB with gradients and Adam state",
+        "use smaller widths",
+    )
+    assert not (out / "roofline").exists()
+
+
 def test_memory_needed_counts_parameters_gradients_and_adam():
     assert models.num_params((128, 256)) == 136_074  # the article's MLP
     assert models.training_bytes((128, 256)) == 136_074 * 4 * 4

@@ -3,7 +3,8 @@
 With hidden (128, 256) both have 136,074 parameters (tests check the parity). Each is checked
 against the memory it will live in before it is built (`require_memory`): a width mistyped as
 100000000000 is one line naming model.hidden and the bytes, not the framework's own
-out-of-memory error (RESOURCE_EXHAUSTED for 400 GB) from inside it.
+out-of-memory error (RESOURCE_EXHAUSTED for 400 GB) from inside it. The roofline stage, which
+allocates the model's products, checks the same (`require_host_memory`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def require_memory(hidden: tuple[int, ...], available: int, where: str) -> None:
         )
 
 
+def require_host_memory(hidden: tuple[int, ...]) -> None:
+    """require_memory against this machine's available memory: what train's models and the
+    roofline stage check before they allocate anything (the one limit both share)."""
+    require_memory(hidden, host_available(), "this machine")
+
+
 def host_available() -> int:
     """Bytes of memory the host can give without swapping (psutil: MemAvailable on Linux)."""
     import psutil  # a dependency of DVC's, so always installed with mnistbench
@@ -61,12 +68,12 @@ def _require_jax_memory(hidden: tuple[int, ...]) -> None:
         available = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
         require_memory(hidden, available, f"{device.device_kind} ({device.platform})")
     else:
-        require_memory(hidden, host_available(), "this machine")
+        require_host_memory(hidden)
 
 
 def torch_mlp(hidden: tuple[int, ...]) -> Any:
     """The article's `MLP` (torch.nn), built with the given hidden widths."""
-    require_memory(hidden, host_available(), "this machine")  # built there, then moved
+    require_host_memory(hidden)  # built there, then moved
     nn = frameworks.require("torch.nn")
 
     class MLP(nn.Module):

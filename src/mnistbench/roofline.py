@@ -41,6 +41,7 @@ from mnistbench import (
     kernel_bound,
     layout,
     mnist,
+    models,
     outputs,
     quiet,
 )
@@ -254,6 +255,7 @@ def _quiet(
 
 def run(cfg: Config, out_root: str | Path = layout.METRICS_ROOT) -> dict[str, Any]:
     """Measure and write <out_root>/roofline/metrics.json (atomically); returns its content."""
+    models.require_host_memory(cfg.model.hidden)  # as train does: before anything is allocated
     applied = frameworks.configure_threads(cfg.train.threads)  # before any framework import
     limits = quiet.thresholds(cfg)
     busy = interference.wait_for_quiet(limits, cfg.bench.wait_quiet_s)
