@@ -725,3 +725,13 @@ def test_the_run_settings_do_not_depend_on_the_backends_order(tmp_path):
     for order in (("jax-tfds", "torch-dataloader"), ("torch-dataloader", "jax-tfds")):
         cfg = make_cfg(order)
         assert compare.compare(cfg, root)["settings"]["train_examples"] == 60000, order
+
+
+def test_one_run_has_no_spread_across_runs(metrics_root):
+    """A single round: the runs column says "1 run", never a spread of 0% over one sample."""
+    compare.compare(make_cfg(), metrics_root)
+    md = (metrics_root / "summary.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| jax-tfds | ")]
+    quiet = [row for row in rows if row.rstrip().endswith("| 1 run |")]
+    assert quiet, "\n".join(rows)
+    assert not any(row.rstrip().endswith("| 0.0% |") for row in rows)

@@ -159,9 +159,10 @@ def quiet_table(summary: dict) -> list[str]:
             )
         if r["outliers"]:
             word += ", outlier " + ", ".join(f"{_s(x)} s" for x in r["outliers"])
+        across = _pct(r["run_spread"]) if r["runs"] > 1 else "1 run"  # one sample: no spread
         out.append(
             f"| {name} | {word} | {_pct(r['foreign_cpu_max'])} | {_pct(r['steal_max'])} "
-            f"| {_pct(r['epoch_time_spread'])} | {r['runs']}: {runs} s | {_pct(r['run_spread'])} |"
+            f"| {_pct(r['epoch_time_spread'])} | {r['runs']}: {runs} s | {across} |"
         )
     causes = [f"- {name}: {c}" for name, r in summary["backends"].items() for c in r["causes"]]
     if causes:
