@@ -10,7 +10,9 @@ names both). A kind run on several nodes is one column whose cell is the median 
 of each node's steady s/epoch, its range (the plot's whiskers) their min-max: how far one
 kind's nodes are from each other, a measure of how reproducible the number is. Below the
 table: that spread per kind, every run (node, job, status, time), each failed run with its
-node and the last line of its log, and each submitted task that left no run at all.
+node and the last line of its log, and each submitted task that left no run at all. Why a task
+ended is asked of Slurm (mnistbench.slurmstate: sacct, else squeue, else slurmstepd's line in
+the task's output): a time limit, scancel, a lost node, or still queued or running.
 
 Every file here was written by another user or node: gather follows no symbolic link (a run
 folder that is a link is listed, not read; a file that is one is not opened), opens regular
@@ -24,12 +26,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench import errors, outputs, report
+from mnistbench import errors, outputs, report, slurmstate
 from mnistbench.errors import UserError
 from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
 
@@ -61,6 +64,11 @@ class Run:
     def job(self) -> str:
         return self.status.get("job", "?")
 
+    @property
+    def slurm_id(self) -> str:
+        """The task's id for Slurm: <array job>_<task> (a requeued run's .restartN left out)."""
+        return self.job.split(".restart")[0]
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -77,6 +85,7 @@ class Missing:
     job: str  # <array job>_<task>
     target: str
     slurm_log: Path
+    slurm: slurmstate.SlurmState | None = None  # why it has no run, as Slurm says
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,11 @@ class Gathered:
     @property
     def failed(self) -> list[Run]:
         return [r for r in self.runs if r.column is None]
+
+    @property
+    def active(self) -> list[Missing]:
+        """Submitted tasks Slurm says are still queued or running."""
+        return [m for m in self.missing if m.slurm is not None and m.slurm.active]
 
 
 # ---------------------------------------------------------------- reading, untrusted
@@ -151,14 +165,19 @@ def last_line(path: Path, tail_bytes: int = 4096) -> str:
     if path.parent.is_symlink():
         return f"{DASH} (not read: {path.parent.name} is a symbolic link)"
     try:
-        with os.fdopen(open_regular(path), "rb") as f:
-            f.seek(max(0, f.seek(0, 2) - tail_bytes))
-            lines = f.read().decode(errors="replace").splitlines()
+        lines = tail_lines(path, tail_bytes)
     except GatherError as e:
         return f"{DASH} ({path.name}: {str(e).removeprefix(f'{path}: ')})"
     except OSError:
         return f"{DASH} (no {path.name})"
     return next((line.strip() for line in reversed(lines) if line.strip()), f"{DASH} (empty)")
+
+
+def tail_lines(path: Path, tail_bytes: int) -> list[str]:
+    """The lines of a regular file's last `tail_bytes` (open_regular: GatherError, OSError)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - tail_bytes))
+        return f.read().decode(errors="replace").splitlines()
 
 
 # ---------------------------------------------------------------- runs and jobs
@@ -247,6 +266,53 @@ def check_tasks(record: dict, path: Path) -> list[dict]:
     return tasks
 
 
+# ---------------------------------------------------------------- what Slurm says
+
+
+def slurm_states(runs_dir: Path, ids: list[str], ask: bool) -> dict[str, slurmstate.SlurmState]:
+    """Why each task ended: sacct or squeue (when `ask`), else slurmstepd's line in the task's
+    output, RESULTS/logs/<id>.out (in a real logs/ folder)."""
+    states = slurmstate.ask(ids) if ask else {}
+    logs = runs_dir / SLURM_LOGS
+    if logs.is_symlink():
+        return states
+    for task in ids:
+        if task in states and states[task].state:
+            continue
+        try:
+            lines = tail_lines(logs / f"{task}.out", 65536)
+        except (GatherError, OSError):
+            continue
+        found = slurmstate.from_output(lines, f"its output, {SLURM_LOGS}/{task}.out")
+        if found is not None:
+            states[task] = found
+    return states
+
+
+SIGNALLED = re.compile(r"(.*) \(killed by (SIG[A-Z]+)\)")  # the batch script's failed_step
+
+
+def explain(run: Run, state: slurmstate.SlurmState | None) -> Run:
+    """A failed run's problem in Slurm's words where Slurm stopped it (its time limit,
+    scancel, a lost node, the OOM killer): the batch script only saw a signal."""
+    if run.column is not None or not run.status:
+        return run
+    step = run.status.get("failed_step") or "?"
+    signalled = SIGNALLED.fullmatch(step)
+    step_name = signalled.group(1) if signalled else step
+    code = run.status.get("exit_code", "?")
+    if state is not None and state.stopped:
+        problem = f"{state.words()} in step `{step_name}` (exit {code})"
+    elif signalled:
+        problem = (
+            f"stopped by {signalled.group(2)} in step `{step_name}` (exit {code}): scancel or "
+            "its time limit; neither sacct, squeue nor its Slurm output says which"
+        )
+    else:
+        return run
+    return Run(run.folder, run.status, run.machine, None, problem)
+
+
 # ---------------------------------------------------------------- kinds
 
 
@@ -305,8 +371,23 @@ VERDICT_RANK = ("quiet", "unsteady", "unstable", "unverified", "disturbed")
 # ---------------------------------------------------------------- the report
 
 
-def gather(runs_dir: str | Path, results_dir: str | Path | None) -> Gathered:
-    """Read every run and job record; the columns: the article, the references, the kinds."""
+def none_succeeded(g: Gathered, written: Path) -> str | None:
+    """Why gather must fail although it wrote the report: no run succeeded. None otherwise."""
+    if g.kinds:
+        return None
+    parts = [f"{len(g.failed)} failed"] if g.failed else []
+    ended = len(g.missing) - len(g.active)
+    if ended:
+        parts.append(f"{ended} submitted task{'s' if ended > 1 else ''} left no run")
+    if g.active:
+        n = len(g.active)
+        parts.append(f"{n} still queued or running (gather again once squeue lists nothing)")
+    return f"no run succeeded: {', '.join(parts)}; {written / MACHINES_MD} says why"
+
+
+def gather(runs_dir: str | Path, results_dir: str | Path | None, slurm: bool = True) -> Gathered:
+    """Read every run and job record; the columns: the article, the references, the kinds.
+    slurm: ask sacct and squeue why tasks ended (else only their Slurm output is read)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise GatherError(f"{runs_dir}: no such folder")
@@ -317,6 +398,10 @@ def gather(runs_dir: str | Path, results_dir: str | Path | None) -> Gathered:
             f"{runs_dir}: no runs (folders with {STATUS}) and no jobs/*/job.json: submit with "
             "scripts/slurm/submit.py, and gather once the tasks have ended"
         )
+    failed_ids = [r.slurm_id for r in runs if r.column is None and r.status]
+    states = slurm_states(runs_dir, [*failed_ids, *(m.job for m in missing)], slurm)
+    runs = [explain(r, states.get(r.slurm_id)) if r.column is None else r for r in runs]
+    missing = [Missing(m.job, m.target, m.slurm_log, states.get(m.job)) for m in missing]
     found = kinds(runs)
     base = (
         report.columns(results_dir, None) if results_dir is not None else [report.article_column()]
@@ -332,7 +417,9 @@ def markdown(g: Gathered, runs_dir: Path) -> str:
         "## The cluster's runs",
         "",
         f"Gathered from `{runs_dir}`: {len(g.runs)} runs, {ok} ok, {len(g.failed)} failed; "
-        f"{len(g.missing)} submitted tasks without a run. One column per machine kind (the "
+        f"{len(g.missing)} submitted tasks without a run"
+        + (f" ({len(g.active)} still queued or running)" if g.active else "")
+        + ". One column per machine kind (the "
         "same fingerprint and run settings); with several nodes, a cell is the median over "
         "the nodes of each node's steady s/epoch.",
     ]
@@ -356,13 +443,14 @@ def markdown(g: Gathered, runs_dir: Path) -> str:
     if g.missing:
         out += ["", "### Submitted tasks without a run", ""]
         out.append(
-            "Still queued or running, or ended before writing a run (a node lost, a task "
-            "killed outright): Slurm's own output says which."
+            "Each with what Slurm says of it (sacct, else squeue, else slurmstepd's line in "
+            "its output), then the last line of its Slurm output."
         )
         out.append("")
         for m in g.missing:
+            said = m.slurm.words() if m.slurm is not None else "Slurm gave no answer"
             out.append(
-                f"- job {m.job} (`{m.target}`): `{SLURM_LOGS}/{m.slurm_log.name}`: "
+                f"- job {m.job} (`{m.target}`): {said}; `{SLURM_LOGS}/{m.slurm_log.name}`: "
                 f"`{last_line(m.slurm_log)}`"
             )
     return "\n".join(out) + "\n"
@@ -400,10 +488,13 @@ def _spread(found: list[Kind]) -> list[str]:
 
 
 def write(
-    runs_dir: str | Path, results_dir: str | Path | None, out_dir: str | Path | None = None
+    runs_dir: str | Path,
+    results_dir: str | Path | None,
+    out_dir: str | Path | None = None,
+    slurm: bool = True,
 ) -> Gathered:
     """Gather, then write machines.md and machines.png together (default: into runs_dir)."""
-    g = gather(runs_dir, results_dir)
+    g = gather(runs_dir, results_dir, slurm)
     outputs.write_files(
         Path(out_dir if out_dir is not None else runs_dir),
         {

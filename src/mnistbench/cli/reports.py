@@ -146,23 +146,38 @@ def keep(metrics_dir: str, results_dir: str, name: str | None, force: bool) -> N
 )
 @click.option("--no-references", is_flag=True, help="Only the article and the runs.")
 @click.option("--out", default=None, help="Where machines.md and machines.png go [RUNS_DIR].")
+@click.option(
+    "--no-slurm",
+    is_flag=True,
+    help="Don't ask sacct and squeue why tasks ended (away from the cluster): only their "
+    "Slurm output is read.",
+)
 @known_errors
-def gather(runs_dir: str, results_dir: str, no_references: bool, out: str | None) -> None:
+def gather(
+    runs_dir: str, results_dir: str, no_references: bool, out: str | None, no_slurm: bool
+) -> None:
     """Gather a cluster's runs (scripts/slurm/, docs/cluster.md) into one report.
 
     RUNS_DIR holds one folder per node's run. One column per machine kind (same fingerprint
     and run settings); several nodes of a kind give the median and their min-max. Failed
     runs are listed with their node and the last line of their log, and submitted tasks that
-    left no run with Slurm's output.
+    left no run with Slurm's output; why a task ended (time limit, scancel, a lost node,
+    still queued) is asked of sacct, else squeue. When no run succeeded, a `warning: no run
+    succeeded: ...` line on stderr says so.
     """
+    from pathlib import Path
+
     from mnistbench import gather as gather_mod
 
-    g = gather_mod.write(runs_dir, None if no_references else results_dir, out)
+    g = gather_mod.write(runs_dir, None if no_references else results_dir, out, not no_slurm)
     click.echo(
         f"wrote machines.md, machines.png to {out or runs_dir}/: {len(g.kinds)} machine kinds "
         f"from {len(g.runs)} runs ({len(g.failed)} failed), {len(g.missing)} submitted tasks "
         "without a run"
     )
+    failure = gather_mod.none_succeeded(g, Path(out or runs_dir))
+    if failure:
+        click.echo(f"warning: {failure}", err=True)
 
 
 @click.command("sweep-plot")
