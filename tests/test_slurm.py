@@ -13,10 +13,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,11 +111,32 @@ def test_dry_run_prints_the_held_array_and_each_update(tmp_path, capsys):
 # ---------------------------------------------------------------- the batch script, by hand
 
 
+def _proc_start(pid: int) -> str:
+    """A process's start time as the batch script's proc_start reads it (/proc/PID/stat)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+
+
 def test_a_failed_node_is_published_with_its_step_and_listed_by_gather(tmp_path):
     """The script outside Slurm (its SLURM_* variables set by hand), on params that fail in
-    the params step: the run still lands in the results folder, whole, and says why."""
+    the params step: the run still lands in the results folder, whole, and says why. Before it
+    starts, it removes the scratch folders of this user's tasks that were killed outright on
+    this host (their .owner's pid is gone, or is another process now), and no other."""
     runs, scratch = tmp_path / "runs", tmp_path / "scratch"
     scratch.mkdir()
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owners = {
+        "stale": f"{host} {dead.pid} 1",  # its task's shell is gone
+        "reused": f"{host} {os.getpid()} 1",  # that pid runs, but started at another time
+        "running": f"{host} {os.getpid()} {_proc_start(os.getpid())}",
+        "other-host": f"elsewhere {dead.pid} 1",
+    }
+    for name, owner in owners.items():
+        (scratch / f"mnistbench-9_{name}.x").mkdir()
+        (scratch / f"mnistbench-9_{name}.x" / ".owner").write_text(owner + "\n")
+    (scratch / "mnistbench-9_kept.x").mkdir()  # no .owner: a run kept on purpose
+    kept_before = sorted(f"mnistbench-9_{n}.x" for n in ("running", "other-host", "kept"))
     env = _env(
         MNISTBENCH_VENV=str(VENV),
         MNISTBENCH_BACKENDS="no-such-backend",
@@ -143,16 +167,22 @@ def test_a_failed_node_is_published_with_its_step_and_listed_by_gather(tmp_path)
     assert status["status"] == "failed" and status["failed_step"] == "params"
     assert status["exit_code"] == "1" and status["partition"] == "gpu"
     assert gather.last_line(run / gather.LOG).startswith("error: unknown backend(s) no-such")
-    assert list(scratch.iterdir()) == []  # the node's scratch folder removed
+    assert sorted(p.name for p in scratch.iterdir()) == kept_before  # its own one removed too
+    assert proc.stdout.count("removed the scratch folder of a task that ended without") == 2
     assert "params failed (exit 1)" in proc.stdout  # Slurm's output says it too
+    # what ran: the venv, and this checkout's commit (+modified: tracked files changed)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert status["image"] == "venv"
+    assert status["revision"] in (head.stdout.strip(), head.stdout.strip() + "+modified")
 
     # the same task again (its name taken): refused, the first run untouched, the new one kept
     again = task()
     assert again.returncode == 1 and f"could not write {run}; the run is left in" in again.stdout
     assert [p.name for p in runs.iterdir()] == [run.name]
     assert gather.read_status(run / gather.STATUS) == status
-    (kept,) = scratch.iterdir()
+    (kept,) = set(scratch.iterdir()) - {scratch / name for name in kept_before}
     assert (kept / "run" / "status.txt").is_file()
+    assert not (kept / ".owner").exists()  # kept on purpose: no later task removes it
 
     g = gather.write(runs, None)
     assert g.kinds == [] and [r.node for r in g.failed] == ["node07"]
@@ -198,6 +228,46 @@ def test_a_cancelled_node_publishes_what_it_has_and_the_step_it_stopped(tmp_path
     assert gather.last_line(run / gather.LOG).endswith("stopped by SIGTERM")
     assert out.read_text().splitlines()[-1].endswith(f"status=failed: {run}")
     assert list(scratch.iterdir()) == []
+
+
+def test_a_venv_the_submitting_user_cannot_read_is_one_error_line(tmp_path):
+    """submit.py checks the venv as the user who submits (every task runs it as that user):
+    one line saying so, no traceback. As root, run as nobody (root reads everything)."""
+    base = Path(tempfile.mkdtemp(prefix="mnistbench-venv-"))  # reachable by nobody
+    try:
+        base.chmod(0o755)
+        venv = base / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").symlink_to(sys.executable)
+        results = base / "runs"
+        results.mkdir(mode=0o777)
+        results.chmod(0o777)
+        params = base / "params.yaml"
+        params.write_text((ROOT / "params.yaml").read_text())
+        params.chmod(0o644)
+        if os.geteuid() == 0:
+            venv.chmod(0o700)  # root's: closed to nobody
+            as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            user = pwd.getpwuid(65534).pw_name
+        else:
+            venv.chmod(0o000)
+            as_user, user = [], pwd.getpwuid(os.geteuid()).pw_name
+        proc = subprocess.run(
+            [*as_user, sys.executable, str(SLURM / "submit.py"), "--results", str(results)]
+            + ["--params", str(params), "--venv", str(venv), "cpu"],
+            env=_env(HOME=str(base)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        (base / "venv").chmod(0o700)
+        shutil.rmtree(base)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(
+        f"error: --venv {venv}: cannot be read (Permission denied): every task runs it as {user};"
+    ), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------- gather, on canned runs

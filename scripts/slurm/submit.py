@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -172,15 +173,51 @@ def check_params(args: argparse.Namespace, out: Path) -> None:
     if args.runtime != "venv":
         shutil.copyfile(args.params, out)  # validated by each task, in its image
         return
-    python = (args.venv or args.repo / ".venv") / "bin" / "python"
-    if not python.exists():
-        raise SubmitError(f"no {python}: `make install` in {args.repo}, or name one with --venv")
+    venv = args.venv or args.repo / ".venv"
+    python = check_venv(venv, args.repo)
     cmd = [str(python), "-m", "mnistbench", "params", str(out), "--params", str(args.params)]
     if args.backends:
         cmd += ["--backends", args.backends]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=args.repo, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(args.repo / "src")}  # as each task runs it
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=args.repo, env=env, timeout=300
+        )
+    except OSError as e:  # found, but not runnable by this user
+        raise SubmitError(
+            f"--venv {venv}: {python} cannot run ({e.strerror}){unreadable(venv)}"
+        ) from e
     if proc.returncode != 0:
-        raise SubmitError(f"{args.params}: {proc.stderr.strip() or proc.stdout.strip()}")
+        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        why = lines[-1].strip() if lines else f"exit {proc.returncode}"
+        if "Permission denied" in proc.stderr or "PermissionError" in proc.stderr:
+            raise SubmitError(f"--venv {venv}: cannot be read ({why}){unreadable(venv)}")
+        if not why.startswith("error: "):  # a crash, not mnistbench's own one-line error
+            raise SubmitError(f"{args.params}: `mnistbench params` failed: {why}")
+        raise SubmitError(f"{args.params}: {why.removeprefix('error: ')}")
+
+
+def unreadable(venv: Path) -> str:
+    """The advice for a venv this user cannot read: every node runs it as the submitting user."""
+    user = pwd.getpwuid(os.geteuid()).pw_name if hasattr(os, "geteuid") else "you"
+    return (
+        f": every task runs it as {user}; `chmod -R a+rX {venv}` (its owner), or `make install` "
+        "in a clone of your own, or --venv a venv you can read"
+    )
+
+
+def check_venv(venv: Path, repo: Path) -> Path:
+    """The venv's python, when this user can run it; else SubmitError, one line."""
+    python = venv / "bin" / "python"
+    try:
+        python.stat()  # follows the link to the base interpreter
+    except PermissionError as e:
+        raise SubmitError(f"--venv {venv}: cannot be read ({e.strerror}){unreadable(venv)}") from e
+    except OSError as e:
+        raise SubmitError(f"no {python}: `make install` in {repo}, or name one with --venv") from e
+    if not os.access(python, os.X_OK):
+        raise SubmitError(f"--venv {venv}: {python} is not executable{unreadable(venv)}")
+    return python
 
 
 def submit(args: argparse.Namespace) -> tuple[str, list[Task]]:
