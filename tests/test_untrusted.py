@@ -617,3 +617,81 @@ def test_an_out_on_a_full_disk_names_that_folder(tmp_path, monkeypatch, command)
     assert done.output.startswith(f"error: no space left in {out} ("), done.output
     assert done.output.count("\n") == 1 and "Traceback" not in done.output
     assert list(out.iterdir()) == []  # no temporary file left behind
+
+
+# ---------------------------------------------------------------- report's reference folders
+
+GOOD_ROW = {"epoch_time_s": 2.0, "run_min_s": 1.5, "run_max_s": 2.5, "val_acc": 0.97, "runs": 3}
+
+
+def _reference(results: Path, name: str, row: dict | None = None) -> Path:
+    """results/<name>/ as keep writes it: summary.json and machine.json, clean."""
+    d = results / name
+    d.mkdir(parents=True)
+    summary = {"backends": {"jax-scan": row or GOOD_ROW}, "settings": {}}
+    (d / "summary.json").write_text(json.dumps(summary))
+    (d / "machine.json").write_text(json.dumps({"name": name, "id": "a" * 12}))
+    return d
+
+
+def _report(results: Path, out: Path) -> subprocess.CompletedProcess:
+    """`mnistbench report` over references only, in a subprocess with a time limit."""
+    return _cli("report", "--results", str(results), "--no-local", "--out", str(out))
+
+
+def test_report_never_reads_a_reference_file_through_a_link(tmp_path):
+    """A summary.json linking to a file outside with numbers in range: refused, not drawn."""
+    results, out = tmp_path / "results", tmp_path / "out"
+    d = _reference(results, "other-box")
+    outside = _secret(tmp_path).parent / "numbers.json"
+    row = {**GOOD_ROW, "epoch_time_s": 1234.5}
+    outside.write_text(json.dumps({"backends": {"jax-scan": row}, "settings": {}}))
+    (d / "summary.json").unlink()
+    (d / "summary.json").symlink_to(outside)
+    _one_error(_report(results, out), f"{d / 'summary.json'}: a symbolic link", "not followed")
+    assert not out.exists()
+
+
+def test_report_never_waits_on_a_fifo_in_a_reference(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    d = _reference(results, "other-box")
+    (d / "machine.json").unlink()
+    os.mkfifo(d / "machine.json")
+    _one_error(_report(results, out), f"{d / 'machine.json'}: a FIFO (named pipe)", "not read")
+
+
+def test_report_refuses_a_linked_machine_folder(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    elsewhere = _reference(tmp_path / "elsewhere", "box")
+    results.mkdir()
+    (results / "box").symlink_to(elsewhere, target_is_directory=True)
+    _one_error(_report(results, out), f"{results / 'box'}: a symbolic link", "copy its folder")
+
+
+def test_report_refuses_an_oversized_reference_file(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    d = _reference(results, "other-box")
+    with open(d / "summary.json", "a") as f:
+        f.write(" " * report.MAX_BYTES)
+    _one_error(_report(results, out), "summary.json: over 1.0 MB")
+
+
+def test_report_shows_no_half_kept_folder_as_a_machine(tmp_path):
+    """An interrupted keep leaves results/.<name>.partial/ whole-looking: never a column."""
+    results = tmp_path / "results"
+    _reference(results, "box")
+    _reference(results, ".k9.partial")
+    _reference(results, ".k9.partial-old")
+    cols = report.write(results, None, tmp_path / "out")
+    assert [c.name for c in cols] == [report.ARTICLE, "box"]
+    assert ".k9" not in (tmp_path / "out" / "machines.md").read_text()
+
+
+def test_keep_refuses_a_run_report_would_refuse(tmp_path):
+    """A summary.json with val_acc 7.5 is not copied into results/, where every later report
+    would stop on it."""
+    metrics, results = _metrics(tmp_path), tmp_path / "results"
+    (metrics / "summary.json").write_text(json.dumps({"backends": {"b": {"val_acc": 7.5}}}))
+    with pytest.raises(ReportError, match=r"summary.json: backends.b.val_acc must be a number"):
+        keep.keep(metrics, results, extra=())
+    assert _nothing_kept(results)

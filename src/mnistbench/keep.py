@@ -10,7 +10,9 @@ existing folder, and refuses a disturbed run (a backend or the roofline whose `d
 is set in summary.json) unless `force`. The copy is made in a hidden staging folder, then
 renamed into place whole. It copies files and folders only: a symbolic link or a special file
 (FIFO, device, socket) in the metrics folder is refused, never followed (a link could carry any
-file of the machine, an ssh key, into results/). Errors are report.ReportError.
+file of the machine, an ssh key, into results/); summary.json and machine.json are read and
+checked as report reads them (report.read_json, check_summary, check_machine), so a run
+report would refuse is not kept. Errors are report.ReportError.
 """
 
 from __future__ import annotations
@@ -22,14 +24,9 @@ import stat
 from pathlib import Path
 
 from mnistbench import errors, outputs
-from mnistbench.compare.load import read_json
 from mnistbench.compare.summary import disturbed_headline
 from mnistbench.layout import MACHINE_FILE, METRICS_ROOT, SUMMARY_FILE
-from mnistbench.report import OUTPUTS, ReportError
-
-
-def _read_json(path: Path) -> dict:
-    return read_json(path, ReportError)
+from mnistbench.report import OUTPUTS, ReportError, check_machine, check_summary, read_json
 
 
 def disturbed_parts(summary: dict) -> list[str]:
@@ -66,7 +63,10 @@ def keep(
                 f"{metrics_dir / needed}: missing; run the pipeline first "
                 "(`make repro` or `dvc repro`)"
             )
-    disturbed = disturbed_parts(_read_json(metrics_dir / SUMMARY_FILE))
+    summary, machine = read_json(metrics_dir / SUMMARY_FILE), read_json(metrics_dir / MACHINE_FILE)
+    check_summary(summary, metrics_dir / SUMMARY_FILE)  # what report would refuse to draw is
+    check_machine(machine, metrics_dir / MACHINE_FILE)  # never kept for every later report
+    disturbed = disturbed_parts(summary)
     if disturbed and not force:
         raise ReportError(
             f"{metrics_dir}: a disturbed run ({', '.join(disturbed)}): other processes took "
@@ -74,7 +74,7 @@ def keep(
             "or keep it anyway with --force (every report then marks it disturbed)"
         )
     if name is None:
-        name = _read_json(metrics_dir / MACHINE_FILE).get("name")
+        name = machine.get("name")
         _check_name(name, results_dir)
     dest = Path(results_dir) / name
     if dest.exists():

@@ -10,21 +10,28 @@ per machine).
 
 The reference machines' folders are written by `mnistbench keep` (mnistbench.keep), which
 imports this module's ReportError and OUTPUTS (never the reverse).
+
+results/ holds what other machines and users wrote: a machine's files are read as untrusted
+(`read_json`: regular files only, no link followed, no FIFO waited on, a size cap) and checked
+field by field (`check_summary`, `check_machine`) before a number is drawn; a bad one is one
+ReportError naming the file. A hidden folder is no machine (`keep` stages its copy in one).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
+import os
+import stat
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench import outputs
+from mnistbench import errors, outputs
 from mnistbench.checkout import current_checkout
 from mnistbench.compare.fmt import seconds_ci, speedup_ci
-from mnistbench.compare.load import read_json
 from mnistbench.compare.markdown import verdict_word
 from mnistbench.compare.summary import ARTICLE as ARTICLE_ROWS
 from mnistbench.compare.summary import BASELINE, SPEEDUP_KEY, full_size
@@ -104,7 +111,7 @@ def article_column() -> Column:
 
 def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
     """A column from compare's summary.json and the machine stage's machine.json."""
-    summary = _read_json(summary_path)
+    summary = read_json(summary_path)
     check_summary(summary, summary_path)
     rows = summary.get("backends")
     if not isinstance(rows, dict) or not rows:
@@ -126,7 +133,7 @@ def machine_column(name: str, summary_path: Path, machine_path: Path) -> Column:
             interval=keys[1] == "epoch_time_lo_s",
             speedup=_speedup(row),
         )
-    machine = _read_json(machine_path)
+    machine = read_json(machine_path)
     check_machine(machine, machine_path)
     settings = summary.get("settings", {})
     return Column(name, describe(machine, settings), cells, full_size(settings))
@@ -270,18 +277,73 @@ def describe(machine: dict, settings: dict) -> str:
     )
 
 
-def _read_json(path: Path) -> dict:
-    return read_json(path, ReportError)
+# ---------------------------------------------------------------- reading, untrusted
+
+MAX_BYTES = 1_000_000  # a summary.json or machine.json is a few kB: a bigger one is not ours
+
+
+def open_regular(path: Path, error: type[Exception] = ReportError) -> int:
+    """A file descriptor of `path` when it is a regular file, not a symbolic link; else
+    `error`. lstat first, so that no device is ever opened; O_NOFOLLOW and O_NONBLOCK in
+    case it was swapped since (a FIFO then opens at once instead of waiting for a writer)."""
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            raise error(f"{path}: a symbolic link (to {os.readlink(path)}): not followed")
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: {errors.kind(path)}, not a regular file: not read")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError as e:
+        raise error(f"{path}: missing") from e
+    except OSError as e:
+        why = "a symbolic link: not followed" if e.errno == errno.ELOOP else e.strerror
+        raise error(f"{path}: unreadable ({why})") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{path}: not a regular file: not read")
+    return fd
+
+
+def read_bytes(path: Path, limit: int = MAX_BYTES, error: type[Exception] = ReportError) -> bytes:
+    """A regular file's bytes (open_regular), refused when over `limit`."""
+    with os.fdopen(open_regular(path, error), "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{path}: over {errors.size_text(limit)}: not what mnistbench writes")
+    return data
+
+
+def read_json(path: Path, error: type[Exception] = ReportError) -> dict:
+    """A JSON object from a regular file (read_bytes), or `error` naming the file."""
+    data = read_bytes(path, error=error)  # outside: `error` may be a ValueError too
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int of 5000 digits
+        raise error(f"{path}: not valid JSON ({str(e).split(';')[0]})") from e
+    if not isinstance(raw, dict):
+        raise error(f"{path}: must hold a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 def reference_columns(results_dir: str | Path) -> list[Column]:
-    """Every results/<machine>/ holding summary.json and machine.json, sorted by name."""
-    found = sorted(  # a hidden folder is no machine: `keep` stages its copy in one
-        p.parent
-        for p in Path(results_dir).glob(f"*/{SUMMARY_FILE}")
-        if not p.parent.name.startswith(".") and (p.parent / MACHINE_FILE).is_file()
-    )
-    return [machine_column(d.name, d / SUMMARY_FILE, d / MACHINE_FILE) for d in found]
+    """Every results/<machine>/ holding summary.json and machine.json, sorted by name. A
+    hidden folder is no machine (`keep` stages its copy in one); a machine folder that is a
+    symbolic link is refused, not followed (it may lead anywhere)."""
+    results_dir = Path(results_dir)
+    found = []
+    for folder in sorted(results_dir.iterdir()) if results_dir.is_dir() else []:
+        summary, machine = folder / SUMMARY_FILE, folder / MACHINE_FILE
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if not (os.path.lexists(summary) and os.path.lexists(machine)):
+            continue  # not a machine: a sweep's folder, notes, a half-made copy
+        if folder.is_symlink():
+            raise ReportError(
+                f"{folder}: a symbolic link (to {os.readlink(folder)}): report reads no "
+                "machine through a link; copy its folder in (`mnistbench keep`) or remove it"
+            )
+        found.append(machine_column(folder.name, summary, machine))
+    return found
 
 
 def columns(results_dir: str | Path, metrics_dir: str | Path | None) -> list[Column]:
@@ -303,12 +365,12 @@ def local_name(summary_path: Path, machine_path: Path) -> str:
     """The last column's header: "this machine (<name>)" when this checkout measured the run
     in metrics/, else the committed reference it holds, with its machine kind and date (a
     fresh clone before its first run)."""
-    machine = _read_json(machine_path)
+    machine = read_json(machine_path)
     name = machine.get("name", "?")
     if machine.get("checkout") and machine.get("checkout") == current_checkout():
         return f"{LOCAL} ({name})"
     rounds = summary_path.parent / REPEATS_DIR / ROUNDS_FILE  # when its rounds finished
-    finished = _read_json(rounds).get("finished") if rounds.is_file() else None
+    finished = read_json(rounds).get("finished") if os.path.lexists(rounds) else None
     when = finished[:10] if isinstance(finished, str) else "date unknown"
     return f"{COMMITTED} ({name}, {when}; not measured in this checkout)"
 
