@@ -27,8 +27,10 @@ export UV_CACHE_DIR ?= $(abspath $(VENV))/uv-cache
 # an NVIDIA GPU (no nvidia-* or triton: 4.1 GB of a 7.9 GB .venv, measured with PyPI's build),
 # PyPI's (CUDA) otherwise, and PyPI's when PyTorch's index cannot be reached (decided in under
 # a second for a refused port or an unknown host, 5 s at most), saying so; cpu or cuda force one.
+# A wrong TORCH_BACKEND stops it first, before the venv, pip or uv is touched.
 TORCH_BACKEND ?= auto
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml scripts/install.sh
+	TORCH_BACKEND=$(TORCH_BACKEND) scripts/install.sh --check
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "uv==$(UV_VERSION)"
 	TORCH_BACKEND=$(TORCH_BACKEND) scripts/install.sh $(BIN)/python -r requirements-dev.txt -c constraints.txt

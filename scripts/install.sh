@@ -3,6 +3,7 @@
 #
 #   scripts/install.sh PYTHON [uv pip install arguments...]
 #   e.g. scripts/install.sh .venv/bin/python -r requirements-dev.txt -c constraints.txt
+#   scripts/install.sh --check   only checks TORCH_BACKEND (make install, before it installs)
 #
 # PyPI's Linux torch wheels are CUDA builds: they pull 4.1 GB of nvidia-* and triton wheels
 # (of a 7.9 GB .venv) that a machine without an NVIDIA GPU never loads. There, torch and
@@ -25,7 +26,7 @@ if [ "$#" -lt 1 ]; then
 fi
 python="$1"
 shift
-uv="${UV:-$(dirname "$python")/uv}"
+uv="${UV:-$(dirname -- "$python")/uv}"
 index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 index="${index%/}"
 timeout_s="${TORCH_INDEX_TIMEOUT_S:-5}"
@@ -76,6 +77,9 @@ cpu | cuda) ;;
     exit 2
     ;;
 esac
+if [ "$python" = --check ]; then
+    exit 0
+fi
 
 if [ "$backend" = cpu ]; then
     if reason="$(unreachable)"; then

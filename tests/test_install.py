@@ -238,5 +238,22 @@ def test_make_install_uses_the_script(tmp_path):
         text=True,
         check=True,
     ).stdout
-    line = next(x for x in out.splitlines() if "scripts/install.sh" in x)
+    line = next(x for x in out.splitlines() if "scripts/install.sh" in x and "-r " in x)
     assert "TORCH_BACKEND=cpu" in line and "-r requirements-dev.txt -c constraints.txt" in line
+
+
+def test_make_install_checks_torch_backend_before_it_installs_anything(tmp_path):
+    """A wrong TORCH_BACKEND is the script's one line, before the venv is made and pip and uv
+    are upgraded (it came only after those)."""
+    venv = tmp_path / "venv"
+    run = subprocess.run(
+        ["make", "-B", "install", f"VENV={venv}", "TORCH_BACKEND=rocm"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0
+    assert "error: TORCH_BACKEND is 'rocm': use auto, cpu or cuda\n" in run.stderr
+    assert not venv.exists()
+    ok = subprocess.run([SCRIPT, "--check"], env={**os.environ, "TORCH_BACKEND": "cpu"})
+    assert ok.returncode == 0
