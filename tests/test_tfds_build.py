@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -14,12 +15,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mnistbench import config, inputs, tfds_build
+from mnistbench import config, errors, inputs, tfds_build
 from mnistbench.inputs import MissingDataError
 from mnistbench.mnist import FILES
 
@@ -300,6 +302,148 @@ def test_tfds_dir_holding_other_files_is_not_replaced(raw_dir, tmp_path):
     with pytest.raises(config.ConfigError, match="holds notes, thesis.tex, which no TFDS build"):
         tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(mine)))
     assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_linked_tfds_dir_keeps_its_link_and_gets_the_build_where_it_points(
+    raw_dir, tmp_path, monkeypatch
+):
+    """data/tfds a link to another disk: the build lands there, twice over, and the link stays
+    (it was replaced by a real folder here, the link left behind as a hidden folder)."""
+    elsewhere, project = tmp_path / "disk2" / "tfds", tmp_path / "project"
+    elsewhere.mkdir(parents=True)
+    project.mkdir()
+    (project / "tfds").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setattr(tfds_build, "_prepare_formats", lambda raw, staging: _fake_build(staging))
+    cfg = config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(project / "tfds"))
+    for _ in range(2):  # the second build replaces the first, through the link
+        assert tfds_build.build(cfg) == project / "tfds"
+        assert os.readlink(project / "tfds") == str(elsewhere)
+        assert sorted(os.listdir(project)) == ["tfds"]
+        assert sorted(os.listdir(elsewhere.parent)) == ["tfds"]
+        assert (elsewhere / "mnist" / "3.0.1" / "dataset_info.json").is_file()
+        assert (elsewhere / inputs.MANIFEST).is_file()
+
+
+def test_a_dangling_tfds_dir_link_is_one_line_naming_it(raw_dir, tmp_path):
+    (tmp_path / "tfds").symlink_to(tmp_path / "gone")
+    cfg = config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(tmp_path / "tfds"))
+    with pytest.raises(config.ConfigError, match=r"is a symlink to .*gone, which does not exist"):
+        tfds_build.build(cfg)
+    assert (tmp_path / "tfds").is_symlink() and not (tmp_path / "gone").exists()
+
+
+def _build_on_a_mount_point(raw_dir: Path, mount: Path, monkeypatch) -> None:
+    """Two fake builds into `mount`, the second over the first, and what they leave."""
+    monkeypatch.setattr(tfds_build, "_prepare_formats", lambda raw, staging: _fake_build(staging))
+    cfg = config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(mount))
+    for n in range(2):
+        (mount / "mnist" / "3.0.1").mkdir(parents=True, exist_ok=True)
+        (mount / "mnist" / "3.0.1" / "from-before").write_text(str(n))  # gone after the swap
+        tfds_build.build(cfg)
+        left = set(os.listdir(mount)) - {"lost+found"}  # the file system's own, kept
+        assert left == {"array_record", "mnist", inputs.MANIFEST}
+        assert not (mount / "mnist" / "3.0.1" / "from-before").exists()
+
+
+def test_a_tfds_dir_that_is_a_mount_point_is_built_inside_never_renamed(
+    raw_dir, tmp_path, monkeypatch
+):
+    """A mount point cannot be renamed (EBUSY, after the whole build): the build is staged
+    inside it and its entries moved in. Here the folder is taken for one, and renaming it
+    fails as it would."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    monkeypatch.setattr(tfds_build, "_is_mount_point", lambda folder: folder == mount)
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self == mount:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(self), str(target))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    _build_on_a_mount_point(raw_dir, mount, monkeypatch)
+    assert sorted(os.listdir(tmp_path)) == ["mnt"]
+
+
+def test_a_tfds_dir_on_a_real_tmpfs_mount(raw_dir, tmp_path, monkeypatch):
+    """The same on a real mount point, where this user may mount one (root, in a container
+    that allows it), with the lost+found of a new file system left alone."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if os.geteuid() != 0 or mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root where mounts are allowed")
+    try:
+        assert tfds_build._is_mount_point(mount)
+        (mount / "lost+found").mkdir()
+        _build_on_a_mount_point(raw_dir, mount, monkeypatch)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+class _FakeTfdsError(Exception):
+    """What TensorFlow's ResourceExhaustedError holds: the C library's text for ENOSPC."""
+
+
+def _tfds_full_disk(raw, data_dir, fmt):
+    """TFDS's writer on a full disk: RuntimeError raised from TensorFlow's error, no errno."""
+    try:
+        raise _FakeTfdsError(f"{data_dir}/mnist-train.tfrecord; {os.strerror(errno.ENOSPC)}")
+    except _FakeTfdsError as e:
+        raise RuntimeError(f"ResourceExhaustedError: Failed to finalize writing of {e}") from e
+
+
+def test_a_full_disk_during_the_build_is_one_line_naming_the_folder(raw_dir, tmp_path, monkeypatch):
+    """The TFRecord writer fills the disk (here: raises as TFDS does on one); the error names
+    the folder the build writes in and what the build needs, and nothing is left there."""
+    from click.testing import CliRunner
+
+    from mnistbench.cli import main as cli
+
+    out = tmp_path / "data" / "tfds"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"raw_dir": str(raw_dir), "tfds_dir": str(out)}}))
+    monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
+    monkeypatch.setattr(tfds_build, "_prepare", _tfds_full_disk)
+    monkeypatch.setattr(tfds_build, "CHILD", "import time; time.sleep(60)")  # stopped at once
+    done = CliRunner().invoke(cli, ["build-tfds", "--params", str(params)])
+    assert done.exit_code == 1, done.output
+    line = f"error: no space left in {out.parent} (50.3 MB needed, "
+    assert done.output.startswith(line) and done.output.count("\n") == 1, done.output
+    assert sorted(os.listdir(out.parent)) == []
+
+
+def test_a_full_disk_in_the_arrayrecord_child_is_the_same_line(raw_dir, tmp_path, monkeypatch):
+    """The child (the ArrayRecord build) fills the disk: it exits DISK_FULL_EXIT without a
+    traceback, and the parent says it as above."""
+    monkeypatch.setattr(tfds_build, "_exit_with_parent", lambda pid: None)
+    monkeypatch.setattr(tfds_build.frameworks, "without_torch", lambda: None)  # this process's
+    no_bar = types.SimpleNamespace(disable_progress_bar=lambda: None)
+    monkeypatch.setattr(tfds_build.frameworks, "tensorflow_datasets", lambda: no_bar)
+    monkeypatch.setattr(tfds_build, "_deterministic_examples", contextlib.nullcontext)
+    monkeypatch.setattr(tfds_build, "_prepare", _tfds_full_disk)
+    with pytest.raises(SystemExit) as info:
+        tfds_build._prepare_in_child(str(os.getpid()), str(raw_dir), str(tmp_path / "ar"))
+    assert info.value.code == tfds_build.DISK_FULL_EXIT
+
+    monkeypatch.setattr(tfds_build, "_prepare", lambda raw, data_dir, fmt: None)
+    monkeypatch.setattr(tfds_build, "CHILD", f"import sys; sys.exit({tfds_build.DISK_FULL_EXIT})")
+    out = tmp_path / "tfds"
+    with pytest.raises(errors.DiskFullError, match=f"no space left in {tmp_path} "):
+        tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(out)))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failure_that_is_not_a_full_disk_is_left_as_it_is(raw_dir, tmp_path, monkeypatch):
+    def prepare_formats(raw, staging):
+        raise RuntimeError("ResourceExhaustedError: out of memory")  # no disk in it
+
+    monkeypatch.setattr(tfds_build, "_prepare_formats", prepare_formats)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        tfds_build.build(config.DataConfig(raw_dir=str(raw_dir), tfds_dir=str(tmp_path / "t")))
 
 
 def test_a_deleted_or_cut_shard_is_named_with_the_build_command(tfds_dir, tmp_path):

@@ -14,14 +14,22 @@ using it (mnistbench.inputs.require_tfds: presence, sizes, then every file of th
 read against SHA256SUMS, ~0.1 s for the 23 MB of one format), and the raw files' size and
 SHA-256 (`require_raw`), so damaged data is an error naming the file and the command that
 remakes it.
+
+Where the build goes: a tfds_dir that is a symbolic link keeps its link, and the build is
+written where it points (on the link's disk); a tfds_dir that is a mount point cannot be
+renamed, so the build is staged inside it and its entries moved in. A full disk is one error
+naming the folder, whichever format's writer hit it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import io
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -31,7 +39,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mnistbench import frameworks, inputs, mnist, outputs
+from mnistbench import errors, frameworks, inputs, mnist, outputs
 from mnistbench.config import ConfigError, DataConfig
 from mnistbench.inputs import MANIFEST, NAME, VERSION, array_record_dir, require_raw
 
@@ -44,6 +52,12 @@ OURS = {
     "downloads",
     MANIFEST,
 }  # what a build of ours holds at its top
+LOST_FOUND = "lost+found"  # what mkfs puts at the top of a new ext* file system
+# Both formats with their checksum lists, as TFDS 4.9 writes them from MNIST (50.3 MB): what a
+# build needs free beside (or, on a mount point, inside) data.tfds_dir, the old build kept
+# until the swap.
+BUILD_BYTES = 50_303_214
+DISK_FULL_EXIT = errno.ENOSPC  # the ArrayRecord child's exit code when its disk is full
 
 
 def _write_manifest(data_dir: Path, skip: frozenset[str] = frozenset()) -> None:
@@ -98,30 +112,126 @@ def build(cfg: DataConfig) -> Path:
     """Build into a temporary data_dir, then swap it into cfg.tfds_dir (all or nothing)."""
     raw = require_raw(cfg.raw_dir)
     out = Path(cfg.tfds_dir)
-    _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(out.parent)
-    staging = out.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-    with outputs.replace_folder(out, staging):
-        _prepare_formats(raw, staging)
-        shutil.rmtree(staging / "downloads", ignore_errors=True)  # empty: nothing downloaded
-        _write_manifest(array_record_dir(staging))
-        _write_manifest(staging, skip=frozenset({inputs.ARRAY_RECORD_DIR}))
+    target = _target(out)
+    _check_replaceable(out, target)
+    if _is_mount_point(target):
+        _build_inside(raw, target)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(target.parent)
+        staging = target.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        with _disk_full_names(target.parent):  # outside: the free space once staging is gone
+            with outputs.replace_folder(target, staging):
+                _fill(raw, staging)
     log.info("TFDS %s %s ready under %s", NAME, VERSION, out)
     return out
 
 
-def _check_replaceable(out: Path) -> None:
-    """The build replaces tfds_dir whole: refuse if it holds anything but an earlier build."""
+def _fill(raw: Path, staging: Path) -> None:
+    """Both formats and their checksum lists into the (empty) staging folder."""
+    _prepare_formats(raw, staging)
+    shutil.rmtree(staging / "downloads", ignore_errors=True)  # empty: nothing downloaded
+    _write_manifest(array_record_dir(staging))
+    _write_manifest(staging, skip=frozenset({inputs.ARRAY_RECORD_DIR}))
+
+
+def _target(out: Path) -> Path:
+    """The folder the build replaces: tfds_dir, or where it points when it is a symbolic
+    link (the link stays, and the build lands on the disk it was made to point at)."""
+    if not out.is_symlink():
+        return out
     if not out.exists():
-        return
-    if not out.is_dir():
-        foreign = [out.name]
-    else:
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in OURS)
-    if foreign:
         raise ConfigError(
-            f"params: data.tfds_dir {out} holds {', '.join(foreign[:5])}, which no "
+            f"params: data.tfds_dir {out} is a symlink to {os.readlink(out)}, which does not "
+            "exist: create that folder, or point data.tfds_dir elsewhere"
+        )
+    return Path(os.path.realpath(out))
+
+
+def _is_mount_point(folder: Path) -> bool:
+    """Whether `folder` is where a file system is mounted (a bind mount of a folder of the
+    same disk too, which os.path.ismount does not see): renaming it fails with EBUSY."""
+    if not folder.is_dir():
+        return False
+    if os.path.ismount(folder):
+        return True
+    try:
+        with open("/proc/self/mountinfo", errors="replace") as f:  # field 5: the mount point
+            points = {line.split()[4] for line in f if len(line.split()) > 4}
+    except OSError:  # not Linux
+        return False
+    unescape = functools.partial(re.sub, r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)))
+    return str(folder.resolve()) in {unescape(p) for p in points}  # "\040" is a space
+
+
+def _build_inside(raw: Path, target: Path) -> None:
+    """The build for a tfds_dir that is a mount point: staged in a hidden folder inside it,
+    then the previous build's entries moved aside and the new ones moved in, one rename each
+    (the swap as a whole is not atomic, but readers check every file against SHA256SUMS)."""
+    _remove_stale_builds(target)
+    staging = target / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    old = staging.with_name(f"{staging.name}-old")
+    try:
+        with _disk_full_names(target):
+            staging.mkdir()
+            _fill(raw, staging)
+        old.mkdir()
+        for name in sorted(OURS):
+            if os.path.lexists(target / name):
+                (target / name).rename(old / name)
+        for entry in sorted(staging.iterdir()):
+            entry.rename(target / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _disk_full_names(folder: Path) -> Iterator[None]:
+    """A build that ran out of space (TFDS's writers wrap the errno in their own errors, the
+    ArrayRecord child exits DISK_FULL_EXIT) becomes errors.DiskFullError naming `folder`."""
+    try:
+        yield
+    except Exception as e:
+        if not _no_space(e):
+            raise
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise errors.from_os_error(full, folder, BUILD_BYTES) from e
+
+
+def _no_space(e: BaseException | None) -> bool:
+    """Whether `e` or an error it was raised from is a full disk or quota: an OSError with that
+    errno, or TensorFlow's ResourceExhaustedError and ArrayRecord's RuntimeError, which carry
+    only the C library's text for it."""
+    texts = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+    seen = 0
+    while e is not None and seen < 20:  # a cause chain is short; a loop in it is not followed
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(e) for text in texts):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _check_replaceable(out: Path, target: Path) -> None:
+    """The build replaces tfds_dir whole: refuse if it holds anything but an earlier build
+    (or builds in progress, on a mount point, and the file system's own lost+found)."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        foreign = [target.name]
+    else:
+        ours = OURS | ({LOST_FOUND} if _is_mount_point(target) else set())
+        foreign = sorted(
+            p.name
+            for p in target.iterdir()
+            if p.name not in ours and not p.name.startswith(STAGING_PREFIX)
+        )
+    if foreign:
+        where = f"{out} (a link to {target})" if out != target else str(out)
+        raise ConfigError(
+            f"params: data.tfds_dir {where} holds {', '.join(foreign[:5])}, which no "
             "TFDS build made; build_tfds replaces that folder whole, so it stops "
             "here (move those files, or point data.tfds_dir elsewhere)"
         )
@@ -193,6 +303,8 @@ def _prepare_formats(raw: Path, staging: Path) -> None:
         raise
     finally:
         child.wait()
+    if child.returncode == DISK_FULL_EXIT:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(array_record_dir(staging)))
     if child.returncode != 0:
         raise RuntimeError(
             f"the ArrayRecord build (process {child.pid}) failed with exit code "
@@ -209,8 +321,13 @@ def _prepare_in_child(parent_pid: str, raw: str, data_dir: str) -> None:
     _exit_with_parent(int(parent_pid))
     frameworks.without_torch()
     frameworks.tensorflow_datasets().disable_progress_bar()  # one progress bar: the parent's
-    with _deterministic_examples():
-        _prepare(Path(raw), Path(data_dir), "array_record")
+    try:
+        with _deterministic_examples():
+            _prepare(Path(raw), Path(data_dir), "array_record")
+    except Exception as e:
+        if not _no_space(e):
+            raise  # a bug: its traceback, printed by Python, is what to read
+        sys.exit(DISK_FULL_EXIT)  # the parent says it in one line, naming the folder
 
 
 def _exit_with_parent(parent_pid: int) -> None:
