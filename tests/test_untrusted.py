@@ -9,11 +9,14 @@ instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import json
 import math
 import os
+import signal
+import stat
 import subprocess
 import sys
 import time
@@ -695,3 +698,151 @@ def test_keep_refuses_a_run_report_would_refuse(tmp_path):
     with pytest.raises(ReportError, match=r"summary.json: backends.b.val_acc must be a number"):
         keep.keep(metrics, results, extra=())
     assert _nothing_kept(results)
+
+
+# ---------------------------------------------------------------- any result folder
+
+MARK = "followed-7f3a9c"  # in the files outside: shown anywhere, a link was followed
+# What summary.json or machine.json may be: JSON text of the drawn content, bytes that are no
+# JSON, a link to a file outside (good content, marked), a dangling link, a FIFO, a folder,
+# nothing at all, or the drawn content padded past the size cap.
+FILE_KINDS = ("json", "garbage", "link", "dangling", "fifo", "folder", "missing", "huge")
+
+
+class _Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """A read that waits (a FIFO opened for reading) is interrupted and fails the example:
+    signals interrupt blocking system calls, and the handler's exception stops the retry."""
+
+    def alarm(signum, frame):
+        raise _Hang(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _place(path: Path, kind: str, content: dict, outside: Path) -> None:
+    if kind == "json":
+        path.write_text(json.dumps(content))
+    elif kind == "garbage":
+        path.write_bytes(b'\xff{"backends": ')
+    elif kind == "link":
+        path.symlink_to(outside)
+    elif kind == "dangling":
+        path.symlink_to(outside.with_name("gone.json"))
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "huge":
+        path.write_text(json.dumps(content) + " " * report.MAX_BYTES)
+
+
+def _in_range(col: report.Column) -> None:
+    """Every number a column would print: positive finite seconds, ordered, val_acc in [0, 1]."""
+    for cell in col.cells.values():
+        assert 0 < cell.low_s <= cell.high_s < math.inf and 0 < cell.epoch_s < math.inf
+        assert 0 <= cell.val_acc <= 1
+        assert cell.speedup is None or all(v is None or 0 < v < math.inf for v in cell.speedup)
+
+
+def _plain_tree(root: Path) -> None:
+    for top, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            mode = (Path(top) / name).lstat().st_mode
+            assert stat.S_ISREG(mode) or stat.S_ISDIR(mode), Path(top) / name
+
+
+@settings(
+    max_examples=100,
+    deadline=None,  # _time_limit instead: a shared machine's pauses are no failure
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    place=PLACES,
+    value=JSON_VALUES,
+    summary_kind=st.sampled_from(FILE_KINDS),
+    machine_kind=st.sampled_from(FILE_KINDS),
+    linked_folder=st.booleans(),
+)
+def test_any_result_folder_is_reported_kept_or_refused_never_a_traceback(
+    tmp_path, place, value, summary_kind, machine_kind, linked_folder
+):
+    """A machine's folder as report (results/<machine>/), keep (a metrics folder) and gather (a
+    run folder) find it: any value in any field, each file any kind of file, the folder itself
+    a link or not. Each command draws it with numbers in range, keeps it as plain files, or
+    refuses it in one line; never a traceback, a hang or a value read through a link."""
+    base = tmp_path / f"ex-{time.monotonic_ns()}"  # tmp_path is shared by the examples
+    outside = base / "outside"
+    outside.mkdir(parents=True)
+    good = {**ROW, "val_acc": 0.9}
+    (outside / "summary.json").write_text(json.dumps({"backends": {MARK: good}}))
+    (outside / "machine.json").write_text(json.dumps({"name": MARK, "fingerprint": {"cpu": MARK}}))
+
+    row = {**ROW, "val_acc": 0.9, "runs": 1, "disturbed": 0, "unstable": 0, "unsteady": 0}
+    summary, machine = {"backends": {"b": row}, "settings": {}}, {"name": "box", "fingerprint": {}}
+    where, key = place
+    target = {"row": row, "summary": summary, "machine": machine}.get(where)
+    (target if target is not None else machine["fingerprint"])[key] = value
+
+    real = base / "real" / "box"
+    real.mkdir(parents=True)
+    _place(real / "summary.json", summary_kind, summary, outside / "summary.json")
+    _place(real / "machine.json", machine_kind, machine, outside / "machine.json")
+    results, runs = base / "results", base / "runs"
+    results.mkdir()
+    if linked_folder:
+        (results / "box").symlink_to(real, target_is_directory=True)
+    else:
+        os.rename(real, results / "box")
+    folder = results / "box"
+
+    with _time_limit(LIMIT_S):
+        try:  # report: the reference drawn in range, or one line
+            cols = report.columns(results, None)
+        except ReportError as e:
+            assert "\n" not in str(e) and str(folder) in str(e), str(e)
+        else:
+            assert MARK not in report.markdown(cols)
+            for col in cols[1:]:
+                _in_range(col)
+
+        kept = base / "kept"
+        try:  # keep: plain files only, and what it keeps report draws in range
+            dest = keep.keep(folder, kept, "k", extra=())
+        except UserError as e:
+            assert "\n" not in str(e), str(e)
+            assert _nothing_kept(kept)
+        else:
+            _plain_tree(dest)
+            try:
+                cols = report.columns(kept, None)
+            except ReportError:
+                pass  # what keep does not check (a summary without backends)
+            else:
+                assert MARK not in report.markdown(cols)
+                for col in cols[1:]:
+                    _in_range(col)
+
+        runs.mkdir()  # gather: the same folder as a node's run
+        run = runs / "box.aaaa.n1.5_1"
+        if linked_folder:
+            run.symlink_to(real if real.exists() else folder, target_is_directory=True)
+        else:
+            os.rename(folder, run)
+            (run / "status.txt").write_text("status=ok\nexit_code=0\nnode=n1\njob=5_1\n")
+        g = gather.gather(runs, None)
+        text = gather.markdown(g, runs)
+        assert MARK not in text
+        for kind in g.kinds:
+            _in_range(kind.column)
