@@ -576,3 +576,15 @@ def test_two_downloads_at_once_the_second_is_refused(server, tmp_path, raw_dir):
     assert server.count() == {("slow", "train-labels-idx1-ubyte"): 1}
     assert all(inputs.is_valid(raw / f.name, f) for f in FILES)
     assert sorted(os.listdir(raw)) == sorted(f.name for f in FILES)
+
+
+def test_a_linked_raw_dir_keeps_its_link_and_gets_the_files_where_it_points(tmp_path):
+    """data/raw a link to another disk: the files are written through it, the link stays."""
+    elsewhere, project = tmp_path / "disk2" / "raw", tmp_path / "project"
+    elsewhere.mkdir(parents=True)
+    project.mkdir()
+    (project / "raw").symlink_to(elsewhere, target_is_directory=True)
+    download.download_all(_cfg(project / "raw", str(MIRROR)), environ={})
+    assert os.readlink(project / "raw") == str(elsewhere)
+    assert sorted(os.listdir(elsewhere)) == sorted(f.name for f in FILES)
+    assert sorted(os.listdir(project)) == ["raw"]
