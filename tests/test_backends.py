@@ -206,3 +206,45 @@ def test_an_unknown_backend_has_the_same_colour_in_every_process():
         for seed in ("1", "2", "3")
     }
     assert len(seen) == 1 and seen <= set(colors.SPARE_COLORS)
+
+
+SUBSET_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy as np
+import tensorflow_datasets as tfds
+from mnistbench import config
+from mnistbench.backends._article_tfds import article_datasets
+
+tfds_dir = Path(sys.argv[1])
+cfg = config.from_dict({"data": {"tfds_dir": str(tfds_dir), "limit_train": 300, "limit_test": 100}})
+train, val, n_train, n_test = article_datasets(cfg, tfds_dir)
+for _ in range(2):  # two epochs, as training reads them
+    seen = sum(len(y) for _, y in train.as_numpy_iterator())
+first = tfds.load("mnist", split="test", data_dir=str(tfds_dir), as_supervised=True,
+                  shuffle_files=False, download=False,
+                  read_config=tfds.ReadConfig(try_autocache=False)).take(100)  # no cache: no warning
+same = all(np.array_equal(a[0], b[0] * 255) for a, b in zip(
+    first.batch(32).as_numpy_iterator(), val.as_numpy_iterator()))
+print(n_train, n_test, seen, same)
+"""
+
+
+def test_a_tfds_subset_is_the_first_examples_and_reads_its_cache_whole(tfds_dir):
+    """data.limit_* on the article's TFDS rows: the first N examples, and no TensorFlow warning
+    that the dataset being cached was not read whole (which a .take(N) after TFDS's own cache
+    prints every epoch, reading the files again each time)."""
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "0",
+        "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SUBSET_SCRIPT, str(tfds_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["300", "100", "300", "True"], done.stdout
+    assert "did not fully read" not in done.stderr, done.stderr[-3000:]

@@ -2,7 +2,7 @@
 
 As in the article: shuffle over the whole split (reshuffled every epoch, seeded), batch, map
 to float32 / 255, prefetch(1); the test split unshuffled. Each split gets its own explicit
-options. `data.limit_*` takes the first N examples before anything else.
+options. `data.limit_*` takes the first N examples of a split before anything else.
 """
 
 from __future__ import annotations
@@ -26,12 +26,18 @@ def article_datasets(cfg: Config, data: Path) -> tuple[Any, Any, int, int]:
         x = tf.cast(x, tf.float32) / 255.0
         return x, y
 
-    ds = tfds.load(
-        "mnist", data_dir=str(data_dir), as_supervised=True, shuffle_files=False, download=False
-    )
-    train_set, val_set = (
-        _take(ds["train"], cfg.data.limit_train),
-        _take(ds["test"], cfg.data.limit_test),
+    # A subset is a slice of the split ("train[:2000]": the same first N examples as
+    # .take(N)). TFDS caches a small dataset in memory the first time it is read whole; a
+    # .take(N) after that cache never reads it whole, so TensorFlow warns every epoch ("did
+    # not fully read the dataset being cached") and every epoch reads the files again. A
+    # slice is cached like the full split, so a subset reads its data as a full run does.
+    train_set, val_set = tfds.load(
+        "mnist",
+        split=[_split("train", cfg.data.limit_train), _split("test", cfg.data.limit_test)],
+        data_dir=str(data_dir),
+        as_supervised=True,
+        shuffle_files=False,
+        download=False,
     )
     num_train, num_test = len(train_set), len(val_set)
     bs = cfg.train.batch_size
@@ -45,5 +51,6 @@ def article_datasets(cfg: Config, data: Path) -> tuple[Any, Any, int, int]:
     return train_set, val_set, num_train, num_test
 
 
-def _take(split: Any, limit: int | None) -> Any:
-    return split if limit is None else split.take(limit)
+def _split(name: str, limit: int | None) -> str:
+    """TFDS's name for the first `limit` examples of a split ("train[:2000]"), or all of it."""
+    return name if limit is None else f"{name}[:{limit}]"
