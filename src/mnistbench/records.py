@@ -60,9 +60,9 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 def append_curve(path: Path, key: str, step: int, value: float) -> None:
     """One row of a curve TSV (DVCLive's plot layout: columns step and <key>), the header
-    first when the file is new. Written by hand: DVCLive itself needs a git repository with
-    commits and touches it, which breaks fresh `git init` trees and containers whose mounted
-    repository belongs to another user."""
+    first when the file is new. Written by hand: DVCLive, run outside `dvc repro`, rewrites the
+    project's dvc.yaml, and in a fresh `git init` tree runs `dvc init` and fails (docs/design.md,
+    "What the code works around")."""
     new = not path.exists()
     with path.open("a") as f:
         if new:
