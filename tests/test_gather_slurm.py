@@ -174,6 +174,23 @@ def test_without_sacct_or_squeue_slurmstepds_line_in_the_output_says_why(tmp_pat
     )
     text = (tmp_path / "out" / "machines.md").read_text()
     assert f"`logs/12_1.out`: `{CANCEL_LINE}`" in text
+    assert "| failed | 70 s | — |" in text  # a run that did not record its code
+
+
+def test_every_run_shows_the_code_it_ran_and_the_image(tmp_path, fake_bin):
+    runs = tmp_path / "runs"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for job, extra in (
+        ("9_0", f"revision={commit}+modified\nimage=venv\n"),
+        ("9_1", f"revision={commit}\nimage=mnistbench:cpu\n"),
+        ("9_2", "revision=unknown (no git on n3)\nimage=venv\n"),
+    ):
+        d = _failed_run(runs, f"n{job[-1]}", job, "params", "1")
+        (d / "status.txt").write_text((d / "status.txt").read_text() + extra)
+    text = gather.markdown(gather.gather(runs, None, slurm=False), runs)
+    assert "| failed | 70 s | `0123456789ab`+modified |" in text
+    assert "| failed | 70 s | `0123456789ab` (mnistbench:cpu) |" in text
+    assert "| failed | 70 s | unknown (no git on n3) |" in text
 
 
 @pytest.mark.parametrize(

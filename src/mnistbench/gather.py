@@ -424,13 +424,14 @@ def markdown(g: Gathered, runs_dir: Path) -> str:
         "the nodes of each node's steady s/epoch.",
     ]
     out += _spread(g.kinds)
-    out += ["", "### Every run", "", "| run | node | job | partition | status | time |"]
-    out.append("|---|---|---|---|---|---|")
+    out += ["", "### Every run", "", "| run | node | job | partition | status | time | code |"]
+    out.append("|---|---|---|---|---|---|---|")
     for r in g.runs:
         s = r.status
         out.append(
             f"| `{r.folder.name}` | {r.node} | {r.job} | {s.get('partition') or DASH} | "
-            f"{'ok' if r.column else 'failed'} | {s.get('duration_s', '?')} s |"
+            f"{'ok' if r.column else 'failed'} | {s.get('duration_s', '?')} s | "
+            f"{_code(s)} |"
         )
     if g.failed:
         out += ["", "### Failed runs", ""]
@@ -454,6 +455,17 @@ def markdown(g: Gathered, runs_dir: Path) -> str:
                 f"`{last_line(m.slurm_log)}`"
             )
     return "\n".join(out) + "\n"
+
+
+def _code(status: dict[str, str]) -> str:
+    """The run's code revision (status.txt's revision: a commit, +modified) as 12 hex digits,
+    and what ran it when not the venv (an image); a dash when the run did not say."""
+    revision = status.get("revision") or DASH
+    commit = re.fullmatch(r"([0-9a-f]{12})[0-9a-f]{28}(\+modified)?", revision)
+    if commit:
+        revision = f"`{commit.group(1)}`{commit.group(2) or ''}"
+    image = status.get("image", "")
+    return revision if image in ("", "venv") else f"{revision} ({image})"
 
 
 def _spread(found: list[Kind]) -> list[str]:
