@@ -1,11 +1,14 @@
 """Clusters (scripts/slurm/, `mnistbench gather`, docs/cluster.md).
 
 `make test`: the targets submit.py makes tasks of, the batch script run by hand on a node
-that fails (published, listed), and the gathered report on canned runs. `make test-all` (or
-MNISTBENCH_TEST_ALL=1): a real one-node Slurm started here (scripts/slurm/local_cluster.py),
-an array of two tasks in two partitions run through it and gathered; skipped, saying why,
-without root or without Slurm (MNISTBENCH_CI_INSTALL_SLURM=1, set by .ci/run only, lets it
-apt-get slurm-wlm and munge).
+that fails (published, listed; stale scratch folders removed), a venv the submitting user
+cannot read, and the gathered report on canned runs (tests/test_gather_slurm.py: what Slurm
+says). `make test-all` (or MNISTBENCH_TEST_ALL=1): a real two-node Slurm started here
+(scripts/slurm/local_cluster.py: two machine kinds, each node in namespaces of its own), an
+array over both nodes run through it and gathered, with a task timed out and one cancelled;
+and a one-node Slurm whose Epilog cleans up after a task killed by SIGKILL. Skipped, saying
+why, without root, Slurm or iproute2 (MNISTBENCH_CI_INSTALL_SLURM=1, set by .ci/run only,
+lets it apt-get slurm-wlm, munge and iproute2).
 """
 
 from __future__ import annotations
@@ -329,7 +332,10 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
 
     text = (tmp_path / "out" / "machines.md").read_text()
     assert "| `torch-dataloader` | 4-4.8 s · 18% · 3 runs |" in text
-    assert "- job 5_8 (`-p cpu`): `logs/5_8.out`: `[mnistbench 5_8 on n6] train jax-scan`" in text
+    assert (
+        "- job 5_8 (`-p cpu`): Slurm gave no answer; `logs/5_8.out`: "
+        "`[mnistbench 5_8 on n6] train jax-scan`"
+    ) in text
     assert "7 runs, 6 ok, 1 failed; 2 submitted tasks without a run" in text
     assert (tmp_path / "out" / "machines.png").read_bytes().startswith(b"\x89PNG")
 
@@ -350,83 +356,147 @@ def test_gather_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
 # ---------------------------------------------------------------- a real Slurm
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A one-node Slurm on this machine for this module's tests; stopped, with every process
-    it started, whatever happens."""
+def _start_cluster(root: Path, nodes: int):
+    """A local Slurm of `nodes` nodes under `root` (scripts/slurm/local_cluster.py), or a
+    skip saying why not; the caller stops it."""
     allow = os.environ.get(local_cluster.INSTALL_VAR) == "1"
-    reason = local_cluster.ensure_installed(allow_install=allow)
+    reason = local_cluster.ensure_installed(allow_install=allow, nodes=nodes)
     if reason:
         pytest.skip(reason)
-    c = local_cluster.LocalCluster(tmp_path_factory.mktemp("slurm"))
+    c = local_cluster.LocalCluster(root, nodes=nodes)
     c.start()
+    return c
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A two-node Slurm on this machine for this module's tests: bench0 pinned to one CPU,
+    bench1 with all of them, each in network and hostname namespaces of its own on a bridge.
+    Stopped, with every process, namespace and link it made, whatever happens."""
+    c = _start_cluster(tmp_path_factory.mktemp("slurm"), nodes=2)
     try:
         yield c
     finally:
         c.stop()
-        assert c.leftovers() == []
+        assert c.leftovers() == [] and c.links_left() == []
 
 
 def _squeue(cluster, job: str | None = None) -> str:
     """squeue's lines for the job (every job without one); empty once it has ended."""
-    cmd = ["squeue", "-h", *(["-j", job] if job else [])]
+    cmd = ["squeue", "-h", "-r", "-o", "%i %T %N", *(["-j", job] if job else [])]
     return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.mark.long("two tiny pipelines through a real Slurm (~3 min on 2 cores)")
-def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, tmp_path):
+def _wait(cluster, what, ready, timeout_s: float = 900) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} after {timeout_s:.0f} s: {_squeue(cluster)}")
+        time.sleep(1)
+
+
+def _hanging_venv(root: Path) -> Path:
+    """A venv whose python hangs in `mnistbench machine` (the first step) and is the real
+    one otherwise (submit.py's params check): a task of it runs until its time limit."""
+    python = root / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" machine "*) exec sleep 600 ;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    return root
+
+
+@pytest.mark.long("two tiny pipelines on a two-node Slurm, one task timed out (~3 min on 2 cores)")
+def test_an_array_over_two_nodes_gives_two_machine_kinds_and_says_why_tasks_ended(
+    cluster, tmp_path
+):
+    """One array over both nodes (a task on each, and one cancelled while it waits), and
+    before it a task that hangs until its time limit on bench1: gather shows two columns,
+    one per node's machine kind, the timed-out run in Slurm's words, and the cancelled task
+    as cancelled, not as still queued."""
     runs, params = tmp_path / "runs", tmp_path / "small.yaml"
     env = _env(**{k: v for k, v in cluster.env.items() if k in ("SLURM_CONF", "PATH")})
     subprocess.run(
         [sys.executable, "-m", "mnistbench", "params", str(params)]
-        + ["--set", "data.limit_train=2000", "--set", "data.limit_test=500"]
-        + ["--set", "train.epochs=2"],
+        + ["--set", "data.limit_train=1000", "--set", "data.limit_test=200"]
+        + ["--set", "train.epochs=1", "--set", "bench.rounds_min=1", "--set", "bench.rounds_max=1"],
         env=env,
         cwd=ROOT,
         check=True,
         capture_output=True,
     )
+    backends = "jax-tfds torch-tensor"  # one reads the TFDS build (built on the node), one not
 
-    def submit_(*targets: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
+    def submit_(*targets: str, venv: Path = VENV, limit: str = "00:20:00") -> str:
+        proc = subprocess.run(
             [sys.executable, str(SLURM / "submit.py"), "--results", str(runs)]
-            + ["--params", str(params), "--venv", str(VENV), "--time", "00:20:00"]
-            + ["--backends", "torch-tensor jax-scan", "--no-roofline", *targets],
+            + ["--params", str(params), "--venv", str(venv), "--time", limit]
+            + ["--backends", backends, "--no-roofline", *targets],
             env=env,
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=300,
         )
+        assert proc.returncode == 0, proc.stderr
+        return re.search(r"submitted job (\d+)", proc.stdout).group(1)
 
     # a target Slurm refuses cancels the whole array, and leaves no record
-    refused = submit_("bench-a", "-p no-such-partition")
+    refused = subprocess.run(
+        [sys.executable, str(SLURM / "submit.py"), "--results", str(runs), "--params"]
+        + [str(params), "--venv", str(VENV), "bench-a", "-p no-such-partition"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 1
     assert "Invalid partition name specified" in refused.stderr, refused.stderr
     assert not _squeue(cluster) and list((runs / "jobs").iterdir()) == []
 
     t0 = time.monotonic()
-    proc = submit_("bench-a", "-p bench-b")
-    assert proc.returncode == 0, proc.stderr
-    job = re.search(r"submitted job (\d+): 2 tasks", proc.stdout).group(1)
-    while _squeue(cluster, job):
-        if time.monotonic() - t0 > 900:
-            pytest.fail(f"job {job} still queued after 900 s: {_squeue(cluster, job)}")
-        time.sleep(2)
-    print(f"the array took {time.monotonic() - t0:.0f} s")
+    hung = submit_("-p bench-b -w bench1", venv=_hanging_venv(tmp_path / "venv"), limit="00:01:00")
+    _wait(cluster, "the hanging task not running", lambda: "RUNNING" in _squeue(cluster, hung))
+    job = submit_("-p bench-a -w bench0", "-p bench-b -w bench1", "-p bench-b -w bench1")
+    assert f"{job}_2 PENDING" in _squeue(cluster, job)  # bench1 is busy: it waits
+    subprocess.run(["scancel", f"{job}_2"], env=cluster.env, check=True)
+    _wait(cluster, "tasks still queued", lambda: not _squeue(cluster))
+    print(f"the arrays took {time.monotonic() - t0:.0f} s")
 
     folders = sorted(p for p in runs.iterdir() if (p / "status.txt").exists())
-    statuses = [gather.read_status(p / "status.txt") for p in folders]
-    logs = {p.name: gather.last_line(p / "run.log") for p in folders}
-    assert [s["status"] for s in statuses] == ["ok", "ok"], logs
-    assert [(s["job"], s["partition"], s["node"]) for s in statuses] == [
-        (f"{job}_0", "bench-a", local_cluster.NODE),
-        (f"{job}_1", "bench-b", local_cluster.NODE),
+    status = {gather.read_status(p / "status.txt")["job"]: p for p in folders}
+    logs = {j: gather.last_line(p / "run.log") for j, p in status.items()}
+    assert sorted(status) == sorted([f"{hung}_0", f"{job}_0", f"{job}_1"]), logs
+    ok = {j: gather.read_status(status[j] / "status.txt") for j in (f"{job}_0", f"{job}_1")}
+    assert [s["status"] for s in ok.values()] == ["ok", "ok"], logs
+    for s, node in zip(ok.values(), ("bench0", "bench1")):
+        assert (s["node"], s["host"], s["image"]) == (node, node, "venv")  # its own hostname
+        assert re.fullmatch(r"[0-9a-f]{40}(\+modified)?", s["revision"]), s["revision"]
+    # each node's scratch folder (its TaskProlog's SLURM_TMPDIR): used, and left empty
+    for node in ("bench0", "bench1"):
+        scratch = cluster.root / "scratch" / node
+        assert (
+            f"scratch: {scratch}/mnistbench-"
+            in (status[f"{job}_{node[-1]}"] / "run.log").read_text()
+        )
+    assert [list((cluster.root / "scratch" / n).iterdir()) for n in ("bench0", "bench1")] == [
+        [],
+        [],
     ]
-    rec = machine.record()
-    assert [p.name for p in folders] == [
-        f"{rec['name']}.{rec['id']}.{local_cluster.NODE}.{job}_{i}" for i in (0, 1)
-    ]
+    # two machine kinds: bench0 may use 1 CPU, bench1 all of them
+    prints = [json.loads((status[j] / "machine.json").read_text()) for j in ok]
+    usable = [m["fingerprint"]["cpus_usable"] for m in prints]
+    assert usable == [1, len(cluster.nodes[1].cpus)] and usable[0] < usable[1]
+    assert prints[0]["id"] != prints[1]["id"]
+    timed_out = gather.read_status(status[f"{hung}_0"] / "status.txt")
+    assert (timed_out["status"], timed_out["failed_step"]) == (
+        "failed",
+        "machine (killed by SIGTERM)",
+    )
 
     out = subprocess.run(
         [sys.executable, "-m", "mnistbench", "gather", str(runs), "--no-references"],
@@ -435,14 +505,94 @@ def test_an_array_over_two_partitions_runs_each_task_and_gathers_them(cluster, t
         text=True,
         timeout=300,
     )
-    assert out.returncode == 0, out.stderr
-    assert "1 machine kinds from 2 runs (0 failed), 0 submitted tasks without a run" in out.stdout
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert "2 machine kinds from 3 runs (1 failed), 1 submitted tasks without a run" in out.stdout
     text = (runs / "machines.md").read_text()
-    assert f"| {rec['name']} (2 runs on 1 node) |" in text  # the header: runs, not nodes
-    for i, partition in enumerate(("bench-a", "bench-b")):
-        assert f"| {local_cluster.NODE} | {job}_{i} | {partition} | ok |" in text
-    for backend in ("torch-tensor", "jax-scan"):
-        assert re.search(rf"\| `{backend}` \| [0-9.]+-[0-9.]+ s · \d+% · 2 runs \|", text)
+    for i, node in enumerate(("bench0", "bench1")):
+        partition = ("bench-a", "bench-b")[i]
+        assert f"| {node} | {job}_{i} | {partition} | ok |" in text
+    # Slurm's words, from squeue (no accounting here): the time limit, and a task that never ran
+    assert (
+        f"**bench1** (job {hung}_0, partition bench-b): stopped at its time limit (TIMEOUT, "
+        "from squeue) in step `machine` (exit 143)"
+    ) in text
+    assert (
+        f"- job {job}_2 (`-p bench-b -w bench1`): cancelled before it started (CANCELLED, " in text
+    )
+    assert "killed by SIGTERM" not in text and "still queued" not in text
+
+    # away from Slurm (--no-slurm): slurmstepd's line in the task's output says the same
+    g = gather.gather(runs, None, slurm=False)
+    assert len(g.kinds) == 2 and all(len(k.runs) == 1 for k in g.kinds)
+    assert sorted(k.runs[0].node for k in g.kinds) == ["bench0", "bench1"]
+    for kind in g.kinds:
+        assert sorted(kind.column.cells) == sorted(backends.split())
+        assert all(c.verdict in gather.VERDICT_RANK for c in kind.column.cells.values())
+    (failed,) = g.failed
+    assert failed.problem == (
+        f"stopped at its time limit (TIMEOUT, from its output, logs/{hung}_0.out) in step "
+        "`machine` (exit 143)"
+    )
+    (cancelled,) = g.missing
+    assert cancelled.job == f"{job}_2" and cancelled.slurm is None  # no output: it never ran
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.long("a one-node Slurm, one task killed by SIGKILL (~20 s)")
+def test_a_task_killed_outright_leaves_no_scratch_folder_behind(tmp_path_factory, tmp_path):
+    """local_cluster.py's default (one node at 127.0.0.1, no namespaces), with
+    scripts/slurm/epilog.sh as its Epilog: a task killed by SIGKILL runs no exit trap, so it
+    publishes nothing and leaves its scratch folder; the Epilog removes that folder when the
+    job ends, and no other."""
+    c = _start_cluster(tmp_path_factory.mktemp("slurm1"), nodes=1)
+    try:
+        scratch = c.root / "scratch" / local_cluster.NODE
+        other = scratch / "mnistbench-99_0.keep"  # another job's folder: left alone
+        other.mkdir()
+        (other / ".owner").write_text("bench0 1 1 99\n")
+        runs = tmp_path / "runs"
+        env = _env(
+            SLURM_CONF=c.env["SLURM_CONF"],
+            PATH=c.env["PATH"],
+            MNISTBENCH_VENV=str(_hanging_venv(tmp_path / "venv")),
+        )
+        job = subprocess.run(
+            ["sbatch", "--parsable", "--array=0", "--output", str(tmp_path / "%A_%a.out")]
+            + [str(BATCH), str(runs), str(ROOT / "params.yaml")],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+        def its_folder() -> list[Path]:
+            return [d for d in scratch.glob(f"mnistbench-{job}_0.*") if (d / ".owner").exists()]
+
+        _wait(c, "no scratch folder of the task", its_folder, timeout_s=120)
+        (folder,) = its_folder()
+        # SIGKILL, as the OOM killer or `kill -9` sends it (scancel --signal=KILL is a cancel:
+        # SIGTERM first): to every process of the job, the batch script's shell first
+        shells = [pid for pid in c.leftovers() if _comm(pid) == "bash"]
+        assert shells, [(pid, _comm(pid)) for pid in c.leftovers()]
+        for pid in [*shells, *(p for p in c.leftovers() if _comm(p) != "slurmstepd")]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait(c, "the killed task still listed", lambda: not _squeue(c), timeout_s=120)
+        _wait(c, "its scratch folder still there", lambda: not folder.exists(), timeout_s=30)
+        assert [p.name for p in scratch.iterdir()] == [other.name]
+        assert not runs.exists() or not any(runs.glob("*/status.txt"))  # no trap: no run
+    finally:
+        c.stop()
+    assert c.leftovers() == [] and c.links_left() == []
 
 
 def test_slurm_is_installed_only_where_ci_allows_it(monkeypatch):
