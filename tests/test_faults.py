@@ -524,8 +524,8 @@ def test_keep_refuses_a_name_that_is_not_one_plain_folder(tmp_path, name):
 def test_keep_takes_a_plain_name(tmp_path):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    for needed in ("summary.json", "machine.json"):
-        (metrics_dir / needed).write_text("{}")
+    (metrics_dir / "summary.json").write_text('{"backends": {}}')  # keep checks it as report
+    (metrics_dir / "machine.json").write_text("{}")
     dest = keep.keep(metrics_dir, tmp_path / "results", "my-laptop_2.0", extra=())
     assert dest == tmp_path / "results" / "my-laptop_2.0" and (dest / "summary.json").is_file()
 
