@@ -171,19 +171,19 @@ def _build_inside(raw: Path, target: Path) -> None:
     _remove_stale_builds(target)
     staging = target / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     old = staging.with_name(f"{staging.name}-old")
-    try:
-        with _disk_full_names(target):
+    with _disk_full_names(target):  # outside: the free space once staging is gone
+        try:
             staging.mkdir()
             _fill(raw, staging)
-        old.mkdir()
-        for name in sorted(OURS):
-            if os.path.lexists(target / name):
-                (target / name).rename(old / name)
-        for entry in sorted(staging.iterdir()):
-            entry.rename(target / entry.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+            old.mkdir()
+            for name in sorted(OURS):
+                if os.path.lexists(target / name):
+                    (target / name).rename(old / name)
+            for entry in sorted(staging.iterdir()):
+                entry.rename(target / entry.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
