@@ -605,6 +605,9 @@ def test_slurm_is_installed_only_where_ci_allows_it(monkeypatch):
     reason = local_cluster.ensure_installed(allow_install=False)
     assert reason.startswith("Slurm is not installed (munged, mungekey, slurmctld")
     assert "MNISTBENCH_CI_INSTALL_SLURM=1" in reason and ran == []
+    two = local_cluster.ensure_installed(allow_install=False, nodes=2)  # the network tools too
+    assert "sinfo, ip, unshare, nsenter, taskset missing" in two
+    assert "apt-get install slurm-wlm munge iproute2" in two and ran == []
     monkeypatch.setattr(local_cluster.os, "geteuid", lambda: 1000)
     assert "needs root" in local_cluster.ensure_installed(allow_install=True) and ran == []
     assert "export MNISTBENCH_CI_INSTALL_SLURM=1" in (ROOT / ".ci" / "run").read_text()
