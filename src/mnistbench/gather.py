@@ -372,7 +372,8 @@ VERDICT_RANK = ("quiet", "unsteady", "unstable", "unverified", "disturbed")
 
 
 def none_succeeded(g: Gathered, written: Path) -> str | None:
-    """Why gather must fail although it wrote the report: no run succeeded. None otherwise."""
+    """The line to say when no run succeeded (the report is written all the same): how many
+    failed, left no run, or are still queued or running. None when some run succeeded."""
     if g.kinds:
         return None
     parts = [f"{len(g.failed)} failed"] if g.failed else []
