@@ -258,7 +258,7 @@ def test_gather_says_in_one_line_when_no_run_succeeded_and_writes_the_report(tmp
     path = f"{fake_bin}:{os.environ.get('PATH', '')}"
     proc = _gather_cli(str(runs), "--no-references", path=path)
     assert proc.stderr == (
-        "warning: no run succeeded: 1 failed, 1 submitted task left no run, 1 still queued or "
+        "error: no run succeeded: 1 failed, 1 submitted task left no run, 1 still queued or "
         f"running (gather again once squeue lists nothing); {runs / 'machines.md'} says why\n"
     )
     assert (runs / "machines.md").is_file()
@@ -267,7 +267,8 @@ def test_gather_says_in_one_line_when_no_run_succeeded_and_writes_the_report(tmp
     # --no-slurm: sacct is not asked; the task is then of unknown state, not "still queued"
     proc = _gather_cli(str(runs), "--no-references", "--no-slurm", path=path)
     assert len(_calls(sacct)) == 1
-    assert proc.stderr.startswith("warning: no run succeeded: 1 failed, 2 submitted tasks left")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no run succeeded: 1 failed, 2 submitted tasks left")
     assert proc.stderr.count("\n") == 1
 
     # one run ok: nothing to warn of

@@ -276,7 +276,10 @@ def _failed(d: Path) -> Path:
 def _gather(runs: Path, out: Path) -> str:
     """gather in a subprocess with a time limit (a FIFO read would hang it): machines.md."""
     result = _cli("gather", str(runs), "--no-references", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    # every run bad: the report is written, and gather fails saying so in one line
+    assert result.returncode == 0 or (
+        result.returncode == 1 and result.stderr.startswith("error: no run succeeded")
+    ), result.stderr
     return (out / "machines.md").read_text()
 
 

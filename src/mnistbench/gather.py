@@ -493,6 +493,8 @@ def _spread(found: list[Kind]) -> list[str]:
             cells.append(
                 DASH
                 if cell is None
+                else f"{cell.epoch_s:.3g} s · 1 run"  # one sample: no spread
+                if n < 2
                 else f"{cell.low_s:.3g}-{cell.high_s:.3g} s · "
                 f"{(cell.high_s - cell.low_s) / cell.epoch_s:.0%} · {n} runs"
             )

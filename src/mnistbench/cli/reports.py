@@ -162,8 +162,9 @@ def gather(
     and run settings); several nodes of a kind give the median and their min-max. Failed
     runs are listed with their node and the last line of their log, and submitted tasks that
     left no run with Slurm's output; why a task ended (time limit, scancel, a lost node,
-    still queued) is asked of sacct, else squeue. When no run succeeded, a `warning: no run
-    succeeded: ...` line on stderr says so.
+    still queued) is asked of sacct, else squeue. When no run succeeded, the report is still
+    written (it says why each failed), then gather fails with one `error: no run succeeded:
+    ...` line (exit status 1).
     """
     from pathlib import Path
 
@@ -177,7 +178,7 @@ def gather(
     )
     failure = gather_mod.none_succeeded(g, Path(out or runs_dir))
     if failure:
-        click.echo(f"warning: {failure}", err=True)
+        raise gather_mod.GatherError(failure)
 
 
 @click.command("sweep-plot")
