@@ -20,6 +20,7 @@ import pwd
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -338,6 +339,42 @@ def test_gather_one_column_per_kind_with_the_spread_across_its_nodes(tmp_path):
     ) in text
     assert "7 runs, 6 ok, 1 failed; 2 submitted tasks without a run" in text
     assert (tmp_path / "out" / "machines.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_gather_pools_the_rounds_of_a_kinds_nodes_and_pairs_speedups_within_each_run(tmp_path):
+    """Each task runs its rounds; a kind's column pools every clean round of its nodes (an
+    interval, not a min-max), and the speed-up pairs rounds within each run, so a node that
+    is 20% slower throughout moves the s/epoch, not the ratio."""
+    runs = tmp_path / "runs"
+    base_rounds = {"n1": [4.0, 4.4, None], "n2": [4.8, 5.0, 5.2]}  # None: a disturbed round
+    for node, base in base_rounds.items():
+        rows = {"torch-dataloader": (4.4, 0.97), "jax-scan": (0.55, 0.97)}
+        d = _run_dir(runs, "amd-epyc-8cpu", node, f"5_{node[1]}", rows, "aaaaaaaaaaaa")
+        summary = json.loads((d / "summary.json").read_text())
+        summary["backends"]["torch-dataloader"]["rounds_s"] = base
+        summary["backends"]["jax-scan"]["rounds_s"] = [t and t / 8 for t in base]
+        (d / "summary.json").write_text(json.dumps(summary))
+
+    g = gather.gather(runs, None, slurm=False)
+
+    column = g.columns[1]
+    base = column.cells["torch-dataloader"]
+    clean = [t for times in base_rounds.values() for t in times if t]
+    assert base.interval and base.low_s < base.epoch_s < base.high_s
+    assert base.epoch_s == pytest.approx(statistics.geometric_mean(clean))
+    ratio, low, high = column.cells["jax-scan"].speedup
+    assert (ratio, low, high) == pytest.approx((8.0, 8.0, 8.0))  # paired: the slow node cancels
+
+
+def test_gather_refuses_rounds_that_are_not_times(tmp_path):
+    runs = tmp_path / "runs"
+    d = _run_dir(runs, "amd-epyc-8cpu", "n1", "5_1", {"jax-scan": (0.5, 0.97)}, "a" * 12)
+    summary = json.loads((d / "summary.json").read_text())
+    summary["backends"]["jax-scan"]["rounds_s"] = [0.5, "fast"]
+    (d / "summary.json").write_text(json.dumps(summary))
+    g = gather.gather(runs, None, slurm=False)
+    assert [r.node for r in g.failed] == ["n1"]
+    assert "rounds_s must be a list of times > 0" in g.failed[0].problem
 
 
 def test_gather_of_a_folder_without_runs_is_a_one_line_error(tmp_path):

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import stat
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistbench import errors, outputs, report, slurmstate
+from mnistbench import errors, outputs, report, slurmstate, stats
 from mnistbench.errors import UserError
 from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
 
@@ -55,6 +56,9 @@ class Run:
     machine: dict  # machine.json ({} when the run has none)
     column: report.Column | None  # its own numbers; None when it failed
     problem: str = ""  # why it failed, in words
+    # per backend its steady s/epoch in each of the run's rounds (None: that round's run was
+    # disturbed or missing), as summary.json's rounds_s: what a kind's runs pool
+    rounds: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def node(self) -> str:
@@ -200,12 +204,29 @@ def read_run(folder: Path) -> Run:
     try:
         # checked here, then read again by report.py from the same files: a file swapped for
         # a link in between would be followed there (report.machine_column takes paths)
-        report.check_summary(read_json(folder / SUMMARY_FILE), folder / SUMMARY_FILE)
+        summary = read_json(folder / SUMMARY_FILE)
+        report.check_summary(summary, folder / SUMMARY_FILE)
         report.check_machine(read_json(folder / MACHINE_FILE), folder / MACHINE_FILE)
         column = report.machine_column(folder.name, folder / SUMMARY_FILE, folder / MACHINE_FILE)
+        rounds = read_rounds(summary, folder / SUMMARY_FILE)
     except (GatherError, report.ReportError) as e:
         return Run(folder, status, machine, None, f"status ok, but {e}")
-    return Run(folder, status, machine, column)
+    return Run(folder, status, machine, column, rounds=rounds)
+
+
+def read_rounds(summary: dict, path: Path) -> dict[str, list[float | None]]:
+    """summary.json's rounds_s per backend (a run made before rounds has none: {})."""
+    out = {}
+    for backend, row in summary["backends"].items():
+        rounds = row.get("rounds_s")
+        if rounds is None:
+            continue
+        if not isinstance(rounds, list) or not all(
+            v is None or (type(v) in (int, float) and 0 < v < math.inf) for v in rounds
+        ):
+            raise GatherError(f"{path}: backends.{backend}.rounds_s must be a list of times > 0")
+        out[backend] = rounds
+    return out
 
 
 def read_runs(runs_dir: Path) -> list[Run]:
@@ -344,24 +365,61 @@ def _machine_name(group: list[Run]) -> str:
 
 
 def combine(name: str, about: str, group: list[Run]) -> report.Column:
-    """One column from one kind's runs. One run: its own cells (its range: its steady epochs).
-    Several: per backend the median over the runs that ran it of their steady s/epoch, the
-    range their min-max, val_acc their median."""
+    """One column from one kind's runs. One run: its own cells. Several: per backend, every
+    clean round of every run pooled, as one run's rounds are (mnistbench.stats): the geometric
+    mean with its 95% interval, the speed-up paired within each run's rounds; val_acc the
+    median. Runs made before rounds: the median over the runs, the range their min-max."""
     nodes = ", ".join(r.node for r in group)
     about = f"{about}; {len(group)} run{'s' if len(group) > 1 else ''} on {nodes}"
     if len(group) == 1:
         return report.Column(name, about, group[0].column.cells)
     cells = {}
     for backend in sorted({b for r in group for b in r.column.cells}):
-        got = [r.column.cells[backend] for r in group if backend in r.column.cells]
+        ran = [r for r in group if backend in r.column.cells]
+        got = [r.column.cells[backend] for r in ran]
         clean = [c for c in got if c.verdict != "disturbed"] or got  # as compare does: a
-        times = [c.epoch_s for c in clean]  # disturbed run counts only when every one was
-        median_acc = statistics.median(c.val_acc for c in clean)
-        verdict = max((c.verdict for c in clean), key=VERDICT_RANK.index)  # the worst kept
+        median_acc = statistics.median(c.val_acc for c in clean)  # disturbed run counts
+        verdict = max((c.verdict for c in clean), key=VERDICT_RANK.index)  # only when all were
+        pooled = _pooled(ran, backend)
+        if pooled is not None:
+            est, speedup = pooled
+            cells[backend] = report.Cell(
+                est.value,
+                est.low if est.low is not None else est.value,
+                est.high if est.high is not None else est.value,
+                median_acc,
+                verdict=verdict,
+                interval=est.low is not None,
+                speedup=speedup,
+            )
+            continue
+        times = [c.epoch_s for c in clean]
         cells[backend] = report.Cell(
             statistics.median(times), min(times), max(times), median_acc, verdict=verdict
         )
     return report.Column(name, about, cells)
+
+
+def _pooled(
+    ran: list[Run], backend: str
+) -> tuple[stats.Estimate, tuple[float, float | None, float | None] | None] | None:
+    """backend's rounds over every run that has them, and its speed-up over the baseline
+    paired within each run's rounds; None when a run lacks rounds (made before them)."""
+    if not all(backend in r.rounds for r in ran):
+        return None
+    times = [t for r in ran for t in r.rounds[backend] if t]
+    if not times:
+        return None
+    estimate = stats.geometric(times)
+    base = [r for r in ran if report.BASELINE in r.rounds]  # each run's rounds pair in it
+    try:
+        ratio = stats.paired_ratio(
+            [t for r in base for t in r.rounds[report.BASELINE]],
+            [t for r in base for t in r.rounds[backend]],
+        )
+    except ValueError:  # no round with clean runs of both
+        return estimate, None
+    return estimate, (ratio.value, ratio.low, ratio.high)
 
 
 # a combined cell carries the worst verdict of the runs it combines, in this order
@@ -488,15 +546,15 @@ def _spread(found: list[Kind]) -> list[str]:
     for backend in rows:
         cells = []
         for k in several:
-            cell = k.column.cells.get(backend)
-            n = sum(1 for r in k.runs if backend in r.column.cells)
+            times = [r.column.cells[backend].epoch_s for r in k.runs if backend in r.column.cells]
+            low, high = (min(times), max(times)) if times else (0.0, 0.0)
             cells.append(
                 DASH
-                if cell is None
-                else f"{cell.epoch_s:.3g} s · 1 run"  # one sample: no spread
-                if n < 2
-                else f"{cell.low_s:.3g}-{cell.high_s:.3g} s · "
-                f"{(cell.high_s - cell.low_s) / cell.epoch_s:.0%} · {n} runs"
+                if not times
+                else f"{times[0]:.3g} s · 1 run"  # one sample: no spread
+                if len(times) < 2
+                else f"{low:.3g}-{high:.3g} s · "
+                f"{(high - low) / statistics.median(times):.0%} · {len(times)} runs"
             )
         out.append(f"| `{backend}` | " + " | ".join(cells) + " |")
     return out
