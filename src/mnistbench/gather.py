@@ -23,17 +23,14 @@ as failed, saying which file and why; a bad job.json stops gather with one line 
 
 from __future__ import annotations
 
-import errno
-import json
 import math
 import os
 import re
-import stat
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistbench import errors, outputs, report, slurmstate, stats
+from mnistbench import outputs, report, slurmstate, stats
 from mnistbench.errors import UserError
 from mnistbench.layout import MACHINE_FILE, MACHINES_MD, MACHINES_PNG, SUMMARY_FILE
 
@@ -42,7 +39,7 @@ LOG = "run.log"
 JOBS = "jobs"  # submit.py's records: jobs/<time>-<pid>/job.json
 SLURM_LOGS = "logs"  # Slurm's output of each task: logs/<job>_<task>.out
 DASH = report.DASH
-MAX_BYTES = 1_000_000  # any record here is a few kB; a bigger one is not what mnistbench wrote
+MAX_BYTES = report.MAX_BYTES  # any record here is a few kB, as report's are
 
 
 class GatherError(UserError, ValueError):
@@ -113,45 +110,18 @@ class Gathered:
 
 
 def open_regular(path: Path) -> int:
-    """A file descriptor of `path` when it is a regular file, not a symbolic link; else
-    GatherError. lstat first, so that no device is ever opened; O_NOFOLLOW and O_NONBLOCK in
-    case it was swapped since (a FIFO then opens at once instead of waiting for a writer)."""
-    try:
-        mode = path.lstat().st_mode
-        if stat.S_ISLNK(mode):
-            raise GatherError(f"{path}: a symbolic link (to {os.readlink(path)}): not followed")
-        if not stat.S_ISREG(mode):
-            raise GatherError(f"{path}: {errors.kind(path)}, not a regular file: not read")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError as e:
-        raise GatherError(f"{path}: missing") from e
-    except OSError as e:
-        why = "a symbolic link: not followed" if e.errno == errno.ELOOP else e.strerror
-        raise GatherError(f"{path}: unreadable ({why})") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise GatherError(f"{path}: not a regular file: not read")
-    return fd
+    """report.open_regular (a regular file, no link followed, no FIFO waited on), GatherError."""
+    return report.open_regular(path, GatherError)
 
 
 def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
-    """A regular file's bytes (open_regular), refused when over `limit`."""
-    with os.fdopen(open_regular(path), "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise GatherError(f"{path}: over {errors.size_text(limit)}: not what mnistbench writes")
-    return data
+    """report.read_bytes: a regular file's bytes, refused over `limit`; GatherError."""
+    return report.read_bytes(path, limit, GatherError)
 
 
 def read_json(path: Path) -> dict:
-    """A JSON object from a regular file, or GatherError naming the file."""
-    try:
-        raw = json.loads(read_bytes(path))
-    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int of 5000 digits
-        raise GatherError(f"{path}: not valid JSON ({str(e).split(';')[0]})") from e
-    if not isinstance(raw, dict):
-        raise GatherError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
-    return raw
+    """report.read_json: a JSON object from a regular file; GatherError naming the file."""
+    return report.read_json(path, GatherError)
 
 
 def read_status(path: Path) -> dict[str, str]:
@@ -202,8 +172,8 @@ def read_run(folder: Path) -> Run:
         why = f"step `{step}` failed (exit {status.get('exit_code', '?')})"
         return Run(folder, status, machine, None, why)
     try:
-        # checked here, then read again by report.py from the same files: a file swapped for
-        # a link in between would be followed there (report.machine_column takes paths)
+        # checked here, then read again by report.machine_column from the same paths, with the
+        # same reader (a file swapped for a link in between is refused there too)
         summary = read_json(folder / SUMMARY_FILE)
         report.check_summary(summary, folder / SUMMARY_FILE)
         report.check_machine(read_json(folder / MACHINE_FILE), folder / MACHINE_FILE)
