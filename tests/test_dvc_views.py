@@ -129,3 +129,24 @@ def test_each_readme_view_runs_as_typed_and_fits_a_terminal(clone, command):
     lines = done.stdout.splitlines()
     assert lines and max(map(len, lines)) <= SCREEN_COLUMNS, f"{command}:\n{done.stdout}"
     assert "…" not in done.stdout, f"{command}: columns cut to fit:\n{done.stdout}"
+
+
+def test_the_readmes_machine_branches_run_as_typed(tmp_path):
+    """README, "Your machine against others": commit this machine's run on a branch, then
+    `mnistbench diff` and `dvc metrics diff` against another machine's branch, as typed.
+    The other machine's branch is the committed reference; this machine's run is that run
+    with one backend's number moved (a stand-in: the commands, not the numbers, are tested)."""
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, flags=re.S) if "git switch" in b)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    env = {**clone_env(repo), "COLUMNS": str(SCREEN_COLUMNS)}
+    other = re.search(r"mnistbench diff \S+ (\S+)", block).group(1)
+    subprocess.run(["git", "branch", other], cwd=repo, env=env, check=True)
+    moved = repo / "metrics" / "headline" / "jax-scan.json"
+    row = json.loads(moved.read_text())
+    moved.write_text(json.dumps({**row, "epoch_s": row["epoch_s"] * 1.5}, indent=2) + "\n")
+    done = subprocess.run(["bash", "-ec", block], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "jax-scan" in done.stdout and "no significant difference" in done.stdout, done.stdout
+    assert "metrics/headline/jax-scan.json" in done.stdout, done.stdout  # dvc metrics diff
