@@ -448,3 +448,27 @@ def test_a_cpu_limit_is_read_under_cgroup_v1_and_v2(tmp_path, files, quota):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert envinfo.cpu_quota(tmp_path) == quota
+
+
+def _table(markdown: str) -> dict[tuple[str, str], str]:
+    """A Markdown table whose first column is `backend` as {(backend, column): cell}, with
+    Markdown's escapes (\\*) read as what they print."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    head = next(i for i, line in enumerate(lines) if line.split("|")[1].strip() in ("", "backend"))
+    names = [c.strip() for c in lines[head].strip("|").split("|")][1:]
+    cells = {}
+    for line in lines[head + 1 :]:
+        row = [c.strip().replace("\\*", "*") for c in line.strip("|").split("|")]
+        if len(row) != len(names) + 1 or not row[0].startswith("`"):
+            break
+        cells.update({(row[0], name): cell for name, cell in zip(names, row[1:], strict=True)})
+    return cells
+
+
+def test_the_readmes_results_table_is_the_reports():
+    """The README's table is results/machines.md's (what `mnistbench report` draws from
+    results/), cell for cell, whatever order the columns come in: never hand-copied numbers."""
+    readme = _table((ROOT / "README.md").read_text().split("## Results", 1)[1])
+    drawn = _table((ROOT / "results" / "machines.md").read_text())
+    assert readme, "no results table in the README"
+    assert readme == drawn
