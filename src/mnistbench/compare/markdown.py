@@ -159,7 +159,9 @@ def quiet_table(summary: dict) -> list[str]:
             )
         if r["outliers"]:
             word += ", outlier " + ", ".join(f"{_s(x)} s" for x in r["outliers"])
-        across = _pct(r["run_spread"]) if r["runs"] > 1 else "1 run"  # one sample: no spread
+        # over the clean runs (every run when all were disturbed); one run has no spread
+        kept = r["runs"] - r["disturbed"] if r["disturbed"] < r["runs"] else r["runs"]
+        across = _pct(r["run_spread"]) if kept > 1 else "1 run" if r["runs"] == 1 else "1 clean run"
         out.append(
             f"| {name} | {word} | {_pct(r['foreign_cpu_max'])} | {_pct(r['steal_max'])} "
             f"| {_pct(r['epoch_time_spread'])} | {r['runs']}: {runs} s | {across} |"
