@@ -215,8 +215,9 @@ def test_a_disturbed_repeat_is_left_out_of_the_headline_and_named(tmp_path):
     # left out, and named among the causes; the headline rests on the clean run, so neither
     # the mark nor keep's refusal applies
     assert "torch-tfds: run 2: epochs 1, 2, 3: others used 40%" in md
-    assert "| torch-tfds | quiet |" in md and "‡ disturbed" not in md
-    row_md = next(line for line in md.splitlines() if line.startswith("| torch-tfds | quiet |"))
+    assert "| torch-tfds | quiet, 1 of 2 runs disturbed (left out) |" in md
+    assert "‡ disturbed" not in md
+    row_md = next(line for line in md.splitlines() if line.startswith("| torch-tfds | quiet"))
     assert row_md.endswith("| 1 clean run |")  # a spread across runs needs two clean runs
     assert keep.disturbed_parts(json.loads((root / "summary.json").read_text())) == []
     # every run disturbed: the headline is a disturbed number, marked, and keep refuses it

@@ -159,6 +159,8 @@ def quiet_table(summary: dict) -> list[str]:
             )
         if r["outliers"]:
             word += ", outlier " + ", ".join(f"{_s(x)} s" for x in r["outliers"])
+        if 0 < r["disturbed"] < r["runs"]:  # the headline rests on the others
+            word += f", {r['disturbed']} of {r['runs']} runs disturbed (left out)"
         # over the clean runs (every run when all were disturbed); one run has no spread
         kept = r["runs"] - r["disturbed"] if r["disturbed"] < r["runs"] else r["runs"]
         across = _pct(r["run_spread"]) if kept > 1 else "1 run" if r["runs"] == 1 else "1 clean run"
