@@ -1,5 +1,5 @@
 """scripts/gpu/gpu_profile.py: its trace and HLO readers on hand-made inputs, and (slow) its
-plumbing run on the CPU, so that a device session spends its minutes on measuring."""
+plumbing run on the CPU, so that a GPU run fails on no plumbing the CPU could have caught."""
 
 from __future__ import annotations
 

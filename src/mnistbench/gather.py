@@ -6,11 +6,12 @@ report.py's own functions), and jobs/*/job.json from submit.py (each task's targ
 
 The report is `mnistbench report`'s, machines.md and machines.png, with one column per
 machine kind: the runs with the same fingerprint and the same run settings (report.describe
-names both). A kind run on several nodes is one column whose cell is the median over its nodes
-of each node's steady s/epoch, its range (the plot's whiskers) their min-max: how far one
-kind's nodes are from each other, a measure of how reproducible the number is. Below the
-table: that spread per kind, every run (node, job, status, time), each failed run with its
-node and the last line of its log, and each submitted task that left no run at all. Why a task
+names both). A kind run on several nodes is one column whose cell pools every clean round of
+its nodes (the geometric mean with its 95% interval, speed-ups paired within each node's
+rounds); runs made before rounds give the median over the nodes and their min-max. Below the
+table: each node's own number per kind, min-max and spread (how reproducible the kind is),
+every run (node, job, status, time), each failed run with its node and the last line of its
+log, and each submitted task that left no run at all. Why a task
 ended is asked of Slurm (mnistbench.slurmstate: sacct, else squeue, else slurmstepd's line in
 the task's output): a time limit, scancel, a lost node, or still queued or running.
 
@@ -23,6 +24,7 @@ as failed, saying which file and why; a bad job.json stops gather with one line 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -301,7 +303,7 @@ def explain(run: Run, state: slurmstate.SlurmState | None) -> Run:
         )
     else:
         return run
-    return Run(run.folder, run.status, run.machine, None, problem)
+    return dataclasses.replace(run, problem=problem)
 
 
 # ---------------------------------------------------------------- kinds
@@ -449,8 +451,8 @@ def markdown(g: Gathered, runs_dir: Path) -> str:
         f"{len(g.missing)} submitted tasks without a run"
         + (f" ({len(g.active)} still queued or running)" if g.active else "")
         + ". One column per machine kind (the "
-        "same fingerprint and run settings); with several nodes, a cell is the median over "
-        "the nodes of each node's steady s/epoch.",
+        "same fingerprint and run settings); with several nodes, a cell pools the rounds of "
+        "every node (95% interval in brackets).",
     ]
     out += _spread(g.kinds)
     out += ["", "### Every run", "", "| run | node | job | partition | status | time | code |"]
@@ -517,17 +519,20 @@ def _spread(found: list[Kind]) -> list[str]:
         cells = []
         for k in several:
             times = [r.column.cells[backend].epoch_s for r in k.runs if backend in r.column.cells]
-            low, high = (min(times), max(times)) if times else (0.0, 0.0)
-            cells.append(
-                DASH
-                if not times
-                else f"{times[0]:.3g} s · 1 run"  # one sample: no spread
-                if len(times) < 2
-                else f"{low:.3g}-{high:.3g} s · "
-                f"{(high - low) / statistics.median(times):.0%} · {len(times)} runs"
-            )
+            cells.append(_spread_cell(times))
         out.append(f"| `{backend}` | " + " | ".join(cells) + " |")
     return out
+
+
+def _spread_cell(times: list[float]) -> str:
+    """Each node's steady s/epoch: min-max, that range over their median, how many."""
+    if not times:
+        return DASH
+    if len(times) == 1:
+        return f"{times[0]:.3g} s · 1 run"  # one sample: no spread
+    low, high = min(times), max(times)
+    spread = (high - low) / statistics.median(times)
+    return f"{low:.3g}-{high:.3g} s · {spread:.0%} · {len(times)} runs"
 
 
 def write(
